@@ -1,0 +1,4 @@
+//! Every method and plugin crate, named once so the linker keeps their `inventory`
+//! registrations (a crate the binary never references is dropped with them).
+//! Adding a method: add its crate to cli/Cargo.toml and one line here.
+pub use pixmim_mae as _;

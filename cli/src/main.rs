@@ -1,0 +1,243 @@
+//! `pixmim`: list, inspect and train masked-image-modeling methods.
+mod linked;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use pixmim_core::device::DeviceSpec;
+use pixmim_core::engine::{default_out_dir, Job, JobOutput, TrainOptions};
+use pixmim_core::registry::{self, Composed, Request};
+use pixmim_core::{Error, Result};
+
+#[derive(Parser)]
+#[command(
+    name = "pixmim",
+    version,
+    about = "Masked-image-modeling pretraining (MAE family, PixMIM plugins)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Registered methods and plugins, one a line.
+    List,
+    /// The resolved config as TOML, then parameter counts.
+    Info(Compose),
+    /// Pretrain.
+    Train(TrainArgs),
+}
+
+#[derive(Args, Clone)]
+struct Compose {
+    /// Method name (see `pixmim list`).
+    #[arg(long)]
+    method: Option<String>,
+    /// Plugin to compose with the method (repeatable).
+    #[arg(long = "plugin")]
+    plugins: Vec<String>,
+    /// Named preset of the method (default: its first, e.g. `base`).
+    #[arg(long)]
+    preset: Option<String>,
+    /// TOML file merged over the preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one key, e.g. `--set train.batch_size=32` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    compose: Compose,
+    /// Image folder or list file (default: the sample images shipped in the repo).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run folder (default: a fresh `runs/<method>-<time>`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// cpu (= flex), flex, ndarray, cuda, cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Train for this many iterations.
+    #[arg(long, conflicts_with = "epochs")]
+    steps: Option<usize>,
+    /// Train for this many epochs of the dataset.
+    #[arg(long)]
+    epochs: Option<f64>,
+    /// Continue from the newest checkpoint in --out (its config.toml is reused).
+    #[arg(long)]
+    resume: bool,
+}
+
+/// The sample images: next to the binary's source tree, or in the current folder.
+fn sample_data() -> Option<PathBuf> {
+    let candidates = [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/samples"),
+        PathBuf::from("data/samples"),
+    ];
+    candidates.into_iter().find(|p| p.is_dir())
+}
+
+fn compose(c: &Compose, extra_sets: Vec<String>) -> Result<Composed> {
+    let mut sets = c.sets.clone();
+    sets.extend(extra_sets);
+    registry::compose(&Request {
+        method: c.method.clone().unwrap_or_default(),
+        preset: c.preset.clone(),
+        plugins: c.plugins.clone(),
+        config_file: c.config.clone(),
+        sets,
+    })
+}
+
+fn list() {
+    for m in registry::methods() {
+        println!("{}  {}", m.name(), m.description());
+    }
+    for p in registry::plugins() {
+        println!("{}  {}", p.name(), p.description());
+    }
+}
+
+fn info(c: &Compose) -> Result<()> {
+    let composed = compose(c, vec![])?;
+    print!("{}", toml::to_string(&composed.table).unwrap_or_default());
+    println!();
+    println!("# augmentation: {}", composed.parts.augmentation.describe());
+    println!("# masking: {}", composed.parts.masking.describe());
+    println!("# target: {}", composed.parts.target.describe());
+    match composed.method.run(Job::Count(&composed))? {
+        JobOutput::Params { trainable, frozen } => {
+            println!("trainable parameters: {trainable}");
+            println!("frozen parameters: {frozen}");
+        }
+        JobOutput::Trained(_) => unreachable!(),
+    }
+    Ok(())
+}
+
+fn quote(p: &std::path::Path) -> String {
+    toml::Value::String(p.display().to_string()).to_string()
+}
+
+fn train(a: &TrainArgs) -> Result<()> {
+    let device = DeviceSpec::parse(&a.device)?;
+    device.device()?; // fail on a missing CUDA driver before any work
+    let mut composed = if a.resume {
+        let out = a
+            .out
+            .as_ref()
+            .ok_or_else(|| Error::Usage("--resume needs --out DIR (the run to continue)".into()))?;
+        let cfg = out.join("config.toml");
+        if !cfg.exists() {
+            return Err(Error::Usage(format!(
+                "--resume: {} has no config.toml; is it a pixmim run folder?",
+                out.display()
+            )));
+        }
+        registry::compose_from_file(&cfg, &a.compose.sets)?
+    } else {
+        let data = a
+            .data
+            .iter()
+            .map(|d| format!("data.path={}", quote(d)))
+            .collect();
+        let mut composed = compose(&a.compose, data)?;
+        if composed.data.path.is_none() {
+            let samples = sample_data().ok_or_else(|| {
+                Error::Usage(
+                    "no --data given and the sample images (data/samples) were not found".into(),
+                )
+            })?;
+            composed = compose(&a.compose, vec![format!("data.path={}", quote(&samples))])?;
+        }
+        composed
+    };
+    // --steps / --epochs replace the run length of the preset.
+    let train_table = composed
+        .table
+        .entry("train")
+        .or_insert(toml::Value::Table(Default::default()));
+    if let (Some(s), Some(t)) = (a.steps, train_table.as_table_mut()) {
+        composed.train.steps = Some(s);
+        t.insert("steps".into(), (s as i64).into());
+    }
+    if let (Some(e), Some(t)) = (a.epochs, train_table.as_table_mut()) {
+        composed.train.epochs = Some(e);
+        composed.train.steps = None;
+        t.insert("epochs".into(), e.into());
+        t.remove("steps");
+    }
+    composed.train.validate()?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out_dir(composed.method.name()));
+    let opts = TrainOptions {
+        out: out.clone(),
+        device,
+        resume: a.resume,
+        progress: true,
+        stop_after: None,
+    };
+    eprintln!(
+        "training {} ({}) on {} -> {}",
+        composed.method.name(),
+        composed
+            .table
+            .get("preset")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?"),
+        a.device,
+        out.display()
+    );
+    match composed.method.run(Job::Train(&composed, &opts))? {
+        JobOutput::Trained(s) => {
+            let n = s.losses.len();
+            let k = (n / 10).max(1);
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+            println!(
+                "done: steps {}..{}  loss {:.4} -> {:.4} (mean of first/last {k})  {:.1} img/s  -> {}",
+                s.start_iteration,
+                s.total_iterations,
+                mean(&s.losses[..k.min(n)]),
+                mean(&s.losses[n.saturating_sub(k)..]),
+                s.images_per_second,
+                s.out.display()
+            );
+        }
+        JobOutput::Params { .. } => unreachable!(),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match &cli.command {
+        Command::List => {
+            list();
+            Ok(())
+        }
+        Command::Info(c) => info(c),
+        Command::Train(a) => train(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

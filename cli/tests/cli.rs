@@ -1,0 +1,209 @@
+//! The CLI contract: spellings, exit codes, and messages that name the bad key or file.
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn pixmim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pixmim"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run pixmim")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pixmim-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn list_shows_every_registered_method() {
+    let o = pixmim(&["list"]);
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.lines().any(|l| l.starts_with("mae  ")), "{out}");
+}
+
+#[test]
+fn info_reports_the_official_mae_base_counts() {
+    let o = pixmim(&["info", "--method", "mae", "--preset", "base"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("trainable parameters: 111655680"), "{out}");
+    assert!(out.contains("frozen parameters: 252160"), "{out}");
+    // The resolved config is TOML and round-trips.
+    let toml_part: String = out
+        .lines()
+        .take_while(|l| !l.starts_with("# augmentation"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let t: toml::Table = toml_part.parse().expect("info prints TOML");
+    assert_eq!(t["model"]["embed_dim"].as_integer(), Some(768));
+}
+
+#[test]
+fn user_mistakes_exit_2_and_name_the_key_or_file() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["info", "--method", "nope"], "nope"),
+        (&["info", "--method", "mae", "--preset", "giant"], "giant"),
+        (
+            &[
+                "info",
+                "--method",
+                "mae",
+                "--preset",
+                "tiny",
+                "--set",
+                "masking.ratio=1.5",
+            ],
+            "masking.ratio",
+        ),
+        (
+            &[
+                "info",
+                "--method",
+                "mae",
+                "--preset",
+                "tiny",
+                "--set",
+                "train.batchsize=3",
+            ],
+            "batchsize",
+        ),
+        (
+            &[
+                "info",
+                "--method",
+                "mae",
+                "--preset",
+                "tiny",
+                "--set",
+                "model.img_size=30",
+            ],
+            "model.img_size",
+        ),
+        (
+            &[
+                "info",
+                "--method",
+                "mae",
+                "--preset",
+                "tiny",
+                "--set",
+                "optim.blr=-1",
+            ],
+            "optim.blr",
+        ),
+        (
+            &[
+                "info", "--method", "mae", "--preset", "tiny", "--set", "bogus=1",
+            ],
+            "bogus",
+        ),
+        (&["info", "--method", "mae", "--plugin", "nosuch"], "nosuch"),
+        (
+            &["info", "--method", "mae", "--config", "/no/such/file.toml"],
+            "/no/such/file.toml",
+        ),
+        (
+            &[
+                "train",
+                "--method",
+                "mae",
+                "--preset",
+                "tiny",
+                "--data",
+                "/no/such/dir",
+            ],
+            "/no/such/dir",
+        ),
+        (
+            &[
+                "train",
+                "--method",
+                "mae",
+                "--preset",
+                "tiny",
+                "--set",
+                "train.batch_size=0",
+            ],
+            "train.batch_size",
+        ),
+        (
+            &[
+                "train", "--method", "mae", "--preset", "tiny", "--device", "tpu",
+            ],
+            "tpu",
+        ),
+        (
+            &["train", "--method", "mae", "--preset", "tiny", "--resume"],
+            "--resume",
+        ),
+        (&["frobnicate"], "frobnicate"),
+    ];
+    for (args, needle) in cases {
+        let o = pixmim(args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains(needle), "{args:?} should name {needle}: {t}");
+        assert!(!t.contains("panicked"), "{args:?} panicked: {t}");
+    }
+}
+
+#[test]
+fn cuda_without_a_driver_is_a_clear_error() {
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        return; // a GPU machine
+    }
+    let o = pixmim(&[
+        "train", "--method", "mae", "--preset", "tiny", "--device", "cuda", "--steps", "1",
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("driver"), "{t}");
+    assert!(!t.contains("panicked"), "{t}");
+}
+
+#[test]
+fn train_writes_the_run_folder_and_resumes() {
+    let out = tmp("train");
+    let o = pixmim(&[
+        "train",
+        "--method",
+        "mae",
+        "--preset",
+        "tiny",
+        "--steps",
+        "6",
+        "--set",
+        "train.checkpoint_every=3",
+        "--set",
+        "train.log_every=2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.join("config.toml").exists());
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+    assert!(out.join("checkpoints/step-00000006.safetensors").exists());
+    // A config file with the same run: resume continues from the config.toml in --out
+    // and, already finished, trains nothing more.
+    let o = pixmim(&["train", "--resume", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("resuming from"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -1,0 +1,237 @@
+//! The MAE network (spec §1.2, §0.5). Field names are the official checkpoint keys.
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use pixmim_core::init::HostInit;
+use pixmim_core::masking::{gather_tokens, MaskTensors};
+use pixmim_core::nn::{sincos_2d, Block, BlockConfig, PatchEmbed, PosEmbedOrientation};
+use pixmim_core::registry::Geometry;
+use pixmim_core::traits::Autoencoder;
+use pixmim_core::{Error, Result};
+
+/// `[model]` of an MAE run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaeConfig {
+    pub img_size: usize,
+    pub patch_size: usize,
+    pub embed_dim: usize,
+    pub depth: usize,
+    pub num_heads: usize,
+    pub decoder_embed_dim: usize,
+    pub decoder_depth: usize,
+    pub decoder_num_heads: usize,
+    pub mlp_ratio: f64,
+    /// `--norm_pix_loss`, on in every recommended run.
+    pub norm_pix: bool,
+    /// Sin-cos table orientation (spec §0.3): `official` or `mm`.
+    pub pos_embed: PosEmbedOrientation,
+}
+
+/// LayerNorm eps of every MAE block and norm (spec §0.7).
+const LN_EPS: f64 = 1e-6;
+
+impl MaeConfig {
+    pub fn from_table(t: &toml::Table) -> Result<Self> {
+        let c: Self = pixmim_core::config::parse_params(t, "model")?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let e = |k: &str, m: String| Err(Error::config(format!("model.{k}"), m));
+        if self.patch_size == 0 || self.img_size == 0 {
+            return e("patch_size", "image and patch size must be positive".into());
+        }
+        if self.img_size % self.patch_size != 0 {
+            return e(
+                "img_size",
+                format!(
+                    "{} is not divisible by patch_size {}",
+                    self.img_size, self.patch_size
+                ),
+            );
+        }
+        for (k, d, h) in [
+            ("num_heads", self.embed_dim, self.num_heads),
+            (
+                "decoder_num_heads",
+                self.decoder_embed_dim,
+                self.decoder_num_heads,
+            ),
+        ] {
+            if h == 0 || d % h != 0 {
+                return e(k, format!("width {d} is not divisible by {h} heads"));
+            }
+        }
+        for (k, d) in [
+            ("embed_dim", self.embed_dim),
+            ("decoder_embed_dim", self.decoder_embed_dim),
+        ] {
+            if d == 0 || d % 4 != 0 {
+                return e(
+                    k,
+                    format!(
+                        "{d} must be a positive multiple of 4 (2-D sin-cos position embedding)"
+                    ),
+                );
+            }
+        }
+        if self.depth == 0 {
+            return e("depth", "must be at least 1".into());
+        }
+        if !(self.mlp_ratio > 0.0) {
+            return e("mlp_ratio", "must be > 0".into());
+        }
+        Ok(())
+    }
+
+    pub fn grid(&self) -> usize {
+        self.img_size / self.patch_size
+    }
+
+    pub fn geometry(&self) -> Result<Geometry> {
+        Ok(Geometry {
+            image: (self.img_size, self.img_size),
+            mask_grid: (self.grid(), self.grid()),
+        })
+    }
+
+    /// Build with the official initialisation (spec §0.10), from `seed`.
+    pub fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> Mae<B> {
+        let mut init = HostInit::new(seed);
+        let g = self.grid();
+        let p = self.patch_size;
+        let frozen = |v: Vec<f32>, d: usize| {
+            Param::from_tensor(Tensor::<B, 3>::from_data(
+                TensorData::new(v, [1, g * g + 1, d]),
+                device,
+            ))
+            .set_require_grad(false)
+        };
+        let enc = BlockConfig {
+            dim: self.embed_dim,
+            num_heads: self.num_heads,
+            mlp_ratio: self.mlp_ratio,
+            ln_eps: LN_EPS,
+        };
+        let dec = BlockConfig {
+            dim: self.decoder_embed_dim,
+            num_heads: self.decoder_num_heads,
+            mlp_ratio: self.mlp_ratio,
+            ln_eps: LN_EPS,
+        };
+        let d = self.embed_dim;
+        let dd = self.decoder_embed_dim;
+        // cls_token and mask_token: N(0, 0.02) (spec §0.10).
+        let token = |v: Vec<f32>, d: usize| {
+            Param::from_tensor(Tensor::<B, 3>::from_data(
+                TensorData::new(v, [1, 1, d]),
+                device,
+            ))
+        };
+        let patch_embed = PatchEmbed::new(3, d, p, &mut init, device);
+        let cls_token = token(init.normal(d, 0.02), d);
+        let blocks = (0..self.depth)
+            .map(|_| enc.init(&mut init, device))
+            .collect();
+        let decoder_embed = init.linear(d, dd, device);
+        let mask_token = token(init.normal(dd, 0.02), dd);
+        Mae {
+            patch_embed,
+            cls_token,
+            pos_embed: frozen(sincos_2d(d, g, g, true, self.pos_embed), d),
+            blocks,
+            norm: LayerNormConfig::new(d).with_epsilon(LN_EPS).init(device),
+            decoder_embed,
+            mask_token,
+            decoder_pos_embed: frozen(sincos_2d(dd, g, g, true, self.pos_embed), dd),
+            decoder_blocks: (0..self.decoder_depth)
+                .map(|_| dec.init(&mut init, device))
+                .collect(),
+            decoder_norm: LayerNormConfig::new(dd).with_epsilon(LN_EPS).init(device),
+            decoder_pred: init.linear(dd, p * p * 3, device),
+            patch_size: p,
+            norm_pix: self.norm_pix,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Mae<B: Backend> {
+    pub patch_embed: PatchEmbed<B>,
+    pub cls_token: Param<Tensor<B, 3>>,
+    /// Frozen sin-cos table (1, 1 + L, D), cls row zero.
+    pub pos_embed: Param<Tensor<B, 3>>,
+    pub blocks: Vec<Block<B>>,
+    pub norm: LayerNorm<B>,
+    pub decoder_embed: Linear<B>,
+    pub mask_token: Param<Tensor<B, 3>>,
+    pub decoder_pos_embed: Param<Tensor<B, 3>>,
+    pub decoder_blocks: Vec<Block<B>>,
+    pub decoder_norm: LayerNorm<B>,
+    pub decoder_pred: Linear<B>,
+    pub patch_size: usize,
+    pub norm_pix: bool,
+}
+
+impl<B: Backend> Mae<B> {
+    /// Patch embedding + position (B, L, D), before masking.
+    pub fn embed(&self, imgs: Tensor<B, 4>) -> Tensor<B, 3> {
+        let x = self.patch_embed.forward(imgs);
+        let [_, l, d] = x.dims();
+        x + self.pos_embed.val().slice([0..1, 1..l + 1, 0..d])
+    }
+
+    /// Encoder output after the final norm: (B, 1 + len_keep, D), cls first, visible tokens
+    /// in ascending-noise order.
+    pub fn forward_encoder(&self, imgs: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+        let x = gather_tokens(self.embed(imgs), mask.ids_keep.clone());
+        let [b, _, d] = x.dims();
+        let cls = (self.cls_token.val() + self.pos_embed.val().slice([0..1, 0..1, 0..d]))
+            .expand([b, 1, d]);
+        let mut x = Tensor::cat(vec![cls, x], 1);
+        for blk in &self.blocks {
+            x = blk.forward(x);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Decoder (spec §0.5): embed, append mask tokens, unshuffle, add position, blocks,
+    /// norm, predict; the cls position is dropped. -> (B, L, p*p*3)
+    pub fn forward_decoder(
+        &self,
+        latent: Tensor<B, 3>,
+        ids_restore: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
+        let x = self.decoder_embed.forward(latent);
+        let [b, n, dd] = x.dims();
+        let [_, l] = ids_restore.dims();
+        let mask_tokens = self.mask_token.val().expand([b, l + 1 - n, dd]);
+        let x_ = Tensor::cat(vec![x.clone().slice([0..b, 1..n, 0..dd]), mask_tokens], 1);
+        let x_ = gather_tokens(x_, ids_restore);
+        let mut x =
+            Tensor::cat(vec![x.slice([0..b, 0..1, 0..dd]), x_], 1) + self.decoder_pos_embed.val();
+        for blk in &self.decoder_blocks {
+            x = blk.forward(x);
+        }
+        let x = self.decoder_pred.forward(self.decoder_norm.forward(x));
+        let [_, _, o] = x.dims();
+        x.slice([0..b, 1..l + 1, 0..o])
+    }
+}
+
+impl<B: Backend> Autoencoder<B> for Mae<B> {
+    fn target_patch_size(&self) -> usize {
+        self.patch_size
+    }
+    fn norm_pix(&self) -> bool {
+        self.norm_pix
+    }
+    fn forward(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+        let latent = self.forward_encoder(images, mask);
+        self.forward_decoder(latent, mask.ids_restore.clone())
+    }
+}

@@ -1,0 +1,274 @@
+//! RandomResizedCrop + horizontal flip + ImageNet normalisation: MAE's train transform
+//! (spec §1.1), with torchvision's box sampling. Resampling uses `fast_image_resize`
+//! (CatmullRom = PIL's bicubic, antialiased); it is not bit-exact to Pillow (spec §7.1).
+use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::registry::{AugmentationRegistration, Geometry};
+use crate::traits::Augmentation;
+use crate::{IMAGENET_MEAN, IMAGENET_STD};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    Bilinear,
+    Bicubic,
+}
+
+impl Interpolation {
+    pub fn alg(self) -> ResizeAlg {
+        match self {
+            Interpolation::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
+            Interpolation::Bicubic => ResizeAlg::Convolution(FilterType::CatmullRom),
+        }
+    }
+}
+
+/// A crop box in source pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CropBox {
+    pub top: u32,
+    pub left: u32,
+    pub height: u32,
+    pub width: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomResizedCropParams {
+    #[serde(default = "default_scale")]
+    pub scale: [f64; 2],
+    #[serde(default = "default_ratio")]
+    pub ratio: [f64; 2],
+    #[serde(default = "default_interp")]
+    pub interpolation: Interpolation,
+    #[serde(default = "half")]
+    pub hflip: f64,
+}
+fn default_scale() -> [f64; 2] {
+    [0.2, 1.0]
+}
+fn default_ratio() -> [f64; 2] {
+    [3.0 / 4.0, 4.0 / 3.0]
+}
+fn default_interp() -> Interpolation {
+    Interpolation::Bicubic
+}
+fn half() -> f64 {
+    0.5
+}
+
+pub struct RandomResizedCrop {
+    pub size: (usize, usize),
+    pub params: RandomResizedCropParams,
+}
+
+impl RandomResizedCrop {
+    pub fn new(size: (usize, usize), params: RandomResizedCropParams) -> Result<Self> {
+        let [s0, s1] = params.scale;
+        if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) {
+            return Err(Error::config(
+                "augmentation.scale",
+                format!("must satisfy 0 < min <= max <= 1, got {:?}", params.scale),
+            ));
+        }
+        let [r0, r1] = params.ratio;
+        if !(r0 > 0.0 && r0 <= r1) {
+            return Err(Error::config(
+                "augmentation.ratio",
+                format!("must satisfy 0 < min <= max, got {:?}", params.ratio),
+            ));
+        }
+        if !(0.0..=1.0).contains(&params.hflip) {
+            return Err(Error::config(
+                "augmentation.hflip",
+                "must be a probability in [0, 1]",
+            ));
+        }
+        Ok(Self { size, params })
+    }
+
+    /// torchvision `RandomResizedCrop.get_params`: 10 tries, then a centre crop clamped to
+    /// the ratio range.
+    pub fn sample_box(&self, width: u32, height: u32, rng: &mut StdRng) -> CropBox {
+        let area = (width * height) as f64;
+        let [s0, s1] = self.params.scale;
+        let (lr0, lr1) = (self.params.ratio[0].ln(), self.params.ratio[1].ln());
+        for _ in 0..10 {
+            let target = area * rng.gen_range(s0..=s1);
+            let ar = if lr0 < lr1 {
+                rng.gen_range(lr0..lr1)
+            } else {
+                lr0
+            }
+            .exp();
+            let w = (target * ar).sqrt().round() as i64;
+            let h = (target / ar).sqrt().round() as i64;
+            if 0 < w && w <= width as i64 && 0 < h && h <= height as i64 {
+                let top = rng.gen_range(0..=(height as i64 - h)) as u32;
+                let left = rng.gen_range(0..=(width as i64 - w)) as u32;
+                return CropBox {
+                    top,
+                    left,
+                    height: h as u32,
+                    width: w as u32,
+                };
+            }
+        }
+        let in_ratio = width as f64 / height as f64;
+        let (w, h) = if in_ratio < self.params.ratio[0] {
+            (width, (width as f64 / self.params.ratio[0]).round() as u32)
+        } else if in_ratio > self.params.ratio[1] {
+            (
+                (height as f64 * self.params.ratio[1]).round() as u32,
+                height,
+            )
+        } else {
+            (width, height)
+        };
+        CropBox {
+            top: (height - h) / 2,
+            left: (width - w) / 2,
+            height: h,
+            width: w,
+        }
+    }
+}
+
+/// Resize the `crop` of `img` to `size` with antialiasing, optionally mirrored, and write it
+/// normalised as (3, H, W) into `out`.
+pub fn resize_normalise(
+    img: &image::RgbImage,
+    crop: CropBox,
+    size: (usize, usize),
+    interpolation: Interpolation,
+    flip: bool,
+    out: &mut [f32],
+) {
+    let (h, w) = size;
+    let src = Image::from_slice_u8(
+        img.width(),
+        img.height(),
+        &mut img.as_raw().clone(),
+        PixelType::U8x3,
+    )
+    .expect("RGB buffer matches its size")
+    .copy();
+    let mut dst = Image::new(w as u32, h as u32, PixelType::U8x3);
+    let opts = ResizeOptions::new()
+        .crop(
+            crop.left as f64,
+            crop.top as f64,
+            crop.width as f64,
+            crop.height as f64,
+        )
+        .resize_alg(interpolation.alg());
+    Resizer::new()
+        .resize(&src, &mut dst, &opts)
+        .expect("resize of a valid crop");
+    write_normalised(dst.buffer(), w, h, flip, out);
+}
+
+/// HWC u8 -> normalised CHW f32 (`ToTensor` then `Normalize`), mirrored if `flip`.
+pub fn write_normalised(hwc: &[u8], w: usize, h: usize, flip: bool, out: &mut [f32]) {
+    assert_eq!(out.len(), 3 * h * w);
+    for y in 0..h {
+        for x in 0..w {
+            let sx = if flip { w - 1 - x } else { x };
+            for c in 0..3 {
+                let v = hwc[(y * w + sx) * 3 + c] as f32 / 255.0;
+                out[(c * h + y) * w + x] = (v - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+            }
+        }
+    }
+}
+
+impl Augmentation for RandomResizedCrop {
+    fn describe(&self) -> String {
+        format!(
+            "RandomResizedCrop({}x{}, scale={:?}, ratio=[{:.4}, {:.4}], {:?}) + hflip(p={})",
+            self.size.0,
+            self.size.1,
+            self.params.scale,
+            self.params.ratio[0],
+            self.params.ratio[1],
+            self.params.interpolation,
+            self.params.hflip
+        )
+    }
+    fn output_size(&self) -> (usize, usize) {
+        self.size
+    }
+    fn apply(&self, img: &image::RgbImage, rng: &mut StdRng, out: &mut [f32]) {
+        let crop = self.sample_box(img.width(), img.height(), rng);
+        let flip = rng.gen::<f64>() < self.params.hflip;
+        resize_normalise(img, crop, self.size, self.params.interpolation, flip, out);
+    }
+}
+
+fn build_rrc(params: &toml::Table, g: &Geometry) -> Result<Box<dyn Augmentation>> {
+    let p: RandomResizedCropParams = crate::config::parse_params(params, "augmentation")?;
+    Ok(Box::new(RandomResizedCrop::new(g.image, p)?))
+}
+
+inventory::submit! {
+    AugmentationRegistration {
+        name: "rrc",
+        description: "RandomResizedCrop + flip (MAE, spec §1.1)",
+        build: build_rrc,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn rrc() -> RandomResizedCrop {
+        RandomResizedCrop::new((32, 32), toml::from_str("").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn boxes_respect_scale_and_ratio_or_fall_back_to_centre() {
+        let a = rrc();
+        let mut rng = StdRng::seed_from_u64(0);
+        for _ in 0..500 {
+            let b = a.sample_box(500, 375, &mut rng);
+            assert!(b.left + b.width <= 500 && b.top + b.height <= 375);
+            let frac = (b.width * b.height) as f64 / (500.0 * 375.0);
+            assert!(frac > 0.19 && frac <= 1.0, "{frac}");
+            let r = b.width as f64 / b.height as f64;
+            assert!(r > 0.74 && r < 1.34, "{r}");
+        }
+        // A 10:1 strip can never satisfy the ratio: centre fallback clamped to 4/3.
+        let b = a.sample_box(1000, 100, &mut rng);
+        assert_eq!((b.width, b.height), (133, 100));
+        assert_eq!((b.left, b.top), ((1000 - 133) / 2, 0));
+    }
+
+    #[test]
+    fn normalises_and_flips() {
+        let hwc: Vec<u8> = vec![0, 0, 0, 255, 255, 255];
+        let mut out = vec![0.0; 6];
+        write_normalised(&hwc, 2, 1, true, &mut out);
+        assert!((out[0] - (1.0 - 0.485) / 0.229).abs() < 1e-6);
+        assert!((out[1] - (0.0 - 0.485) / 0.229).abs() < 1e-6);
+        let mut out2 = vec![0.0; 6];
+        write_normalised(&hwc, 2, 1, false, &mut out2);
+        assert_eq!(out[0], out2[1]);
+    }
+
+    #[test]
+    fn a_constant_image_stays_constant_after_resize() {
+        let img = image::RgbImage::from_pixel(50, 40, image::Rgb([10, 200, 30]));
+        let mut out = vec![0.0; 3 * 32 * 32];
+        rrc().apply(&img, &mut StdRng::seed_from_u64(1), &mut out);
+        let want = (200.0 / 255.0 - 0.456) / 0.224;
+        assert!(out[32 * 32..2 * 32 * 32]
+            .iter()
+            .all(|v| (v - want).abs() < 1e-5));
+    }
+}

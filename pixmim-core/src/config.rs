@@ -1,0 +1,408 @@
+//! Run configuration: TOML tables resolved in layers, then checked section by section.
+//!
+//! Order (later wins): method preset -> plugins -> `--config FILE` -> `--set key=value`.
+//! Every section is deserialised with unknown keys denied and validated (linfa style: one
+//! rule, one message), so a typo fails before training starts with the key named.
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use toml::{Table, Value};
+
+use crate::error::{Error, Result};
+
+/// Deep-merge `overlay` into `base`: tables merge key by key, anything else is replaced.
+pub fn merge(base: &mut Table, overlay: &Table) {
+    for (k, v) in overlay {
+        match (base.get_mut(k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// Apply one `key.path=value` override. The value is parsed as TOML (`0.5`, `true`, `[1, 2]`,
+/// `"x"`); anything that does not parse is taken as a bare string.
+pub fn set_dotted(table: &mut Table, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| Error::Usage(format!("--set expects key=value, got `{assignment}`")))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
+        return Err(Error::Usage(format!(
+            "--set has an empty key in `{assignment}`"
+        )));
+    }
+    let raw = raw.trim();
+    let value = match format!("v = {raw}").parse::<Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or(Value::String(raw.to_string())),
+        Err(_) => Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = table;
+    for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        cur = match entry {
+            Value::Table(t) => t,
+            _ => {
+                return Err(Error::config(
+                    parts[..=i].join("."),
+                    "is a value, not a section, so it has no sub-keys",
+                ))
+            }
+        };
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// Read a TOML file into a table, naming the file on error.
+pub fn read_toml(path: &Path) -> Result<Table> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.parse::<Table>()
+        .map_err(|e| Error::data(path, format!("not valid TOML: {e}")))
+}
+
+/// Deserialise `table[key]` into `T`, with errors that name the key.
+pub fn section<T: DeserializeOwned>(table: &Table, key: &str) -> Result<T> {
+    let value = table
+        .get(key)
+        .cloned()
+        .unwrap_or_else(|| Value::Table(Table::new()));
+    value
+        .try_into::<T>()
+        .map_err(|e| Error::config(key, e.message().trim().to_string()))
+}
+
+/// A named, swappable component (`augmentation`, `masking`, `target`): `name` picks the
+/// registered implementation, the other keys are its parameters.
+pub fn component_name(table: &Table, key: &str) -> Result<String> {
+    match table.get(key).and_then(|v| v.get("name")) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(Error::config(format!("{key}.name"), "must be a string")),
+        None => Err(Error::config(format!("{key}.name"), "is missing")),
+    }
+}
+
+/// Parameters of a component without its `name`.
+pub fn component_params(table: &Table, key: &str) -> Table {
+    let mut t = table
+        .get(key)
+        .and_then(|v| v.as_table())
+        .cloned()
+        .unwrap_or_default();
+    t.remove("name");
+    t
+}
+
+/// Deserialise a component's parameters, naming `section.key` on error.
+pub fn parse_params<T: DeserializeOwned>(params: &Table, section: &str) -> Result<T> {
+    Value::Table(params.clone())
+        .try_into::<T>()
+        .map_err(|e| Error::config(section, e.message().trim().to_string()))
+}
+
+/// Which parameters skip weight decay (spec §0.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoDecayRule {
+    /// timm `add_weight_decay`: 1-D parameters and `.bias`; cls/mask tokens ARE decayed.
+    Official,
+    /// mmengine custom keys: names containing ln, bias, pos_embed, mask_token or cls_token.
+    Mm,
+}
+
+/// `[optim]`: AdamW, set explicitly (burn's defaults differ from PyTorch's).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Base learning rate; the real one is blr x effective batch / 256 (spec §0.11).
+    pub blr: f64,
+    /// Absolute learning rate; overrides `blr` when set.
+    #[serde(default)]
+    pub lr: Option<f64>,
+    pub weight_decay: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub no_decay: NoDecayRule,
+}
+
+impl OptimConfig {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.blr.is_finite() && self.blr > 0.0) {
+            return Err(Error::config(
+                "optim.blr",
+                format!("must be > 0, got {}", self.blr),
+            ));
+        }
+        if let Some(lr) = self.lr {
+            if !(lr.is_finite() && lr > 0.0) {
+                return Err(Error::config("optim.lr", format!("must be > 0, got {lr}")));
+            }
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::config("optim.weight_decay", "must be >= 0"));
+        }
+        for (i, b) in self.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(b) {
+                return Err(Error::config(
+                    format!("optim.betas[{i}]"),
+                    format!("must be in [0, 1), got {b}"),
+                ));
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(Error::config("optim.eps", "must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Learning-rate schedule flavour (spec §0.11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// Official MAE: lr set before each step from the fractional epoch; warmup from 0.
+    Official,
+    /// mmengine: LinearLR(start_factor) then CosineAnnealingLR, per iteration.
+    Mmengine,
+}
+
+/// `[schedule]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    pub warmup_epochs: f64,
+    #[serde(default)]
+    pub min_lr: f64,
+    /// mmengine LinearLR start factor (1e-4 in 300e configs, 1e-9 in 800e).
+    #[serde(default = "default_start_factor")]
+    pub start_factor: f64,
+}
+
+fn default_start_factor() -> f64 {
+    1e-4
+}
+
+impl ScheduleConfig {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            return Err(Error::config("schedule.warmup_epochs", "must be >= 0"));
+        }
+        if !(self.min_lr.is_finite() && self.min_lr >= 0.0) {
+            return Err(Error::config("schedule.min_lr", "must be >= 0"));
+        }
+        if !(self.start_factor > 0.0 && self.start_factor <= 1.0) {
+            return Err(Error::config("schedule.start_factor", "must be in (0, 1]"));
+        }
+        Ok(())
+    }
+}
+
+/// `[train]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Images per step on this device (before accumulation).
+    pub batch_size: usize,
+    /// Gradient accumulation: optimiser step every `accum_iter` batches (spec §1.3).
+    #[serde(default = "one")]
+    pub accum_iter: usize,
+    /// Length of the run in epochs (of the dataset); `steps` wins when both are set.
+    #[serde(default)]
+    pub epochs: Option<f64>,
+    /// Length of the run in data iterations.
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// Write a checkpoint every this many iterations (and always at the end).
+    #[serde(default = "default_ckpt_every")]
+    pub checkpoint_every: usize,
+    /// How many checkpoints to keep.
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+    /// Data worker threads (0 = one per core).
+    #[serde(default)]
+    pub num_workers: usize,
+    /// Print and log metrics every this many iterations.
+    #[serde(default = "one")]
+    pub log_every: usize,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_ckpt_every() -> usize {
+    1000
+}
+fn default_keep() -> usize {
+    3
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::config(
+                "train.batch_size",
+                "must be at least 1, got 0",
+            ));
+        }
+        if self.accum_iter == 0 {
+            return Err(Error::config(
+                "train.accum_iter",
+                "must be at least 1, got 0",
+            ));
+        }
+        if let Some(e) = self.epochs {
+            if !(e.is_finite() && e > 0.0) {
+                return Err(Error::config(
+                    "train.epochs",
+                    format!("must be > 0, got {e}"),
+                ));
+            }
+        }
+        if self.steps == Some(0) {
+            return Err(Error::config("train.steps", "must be at least 1, got 0"));
+        }
+        if self.epochs.is_none() && self.steps.is_none() {
+            return Err(Error::config(
+                "train.epochs",
+                "set train.epochs or train.steps (or --epochs / --steps)",
+            ));
+        }
+        if self.checkpoint_every == 0 {
+            return Err(Error::config(
+                "train.checkpoint_every",
+                "must be at least 1",
+            ));
+        }
+        if self.keep_checkpoints == 0 {
+            return Err(Error::config(
+                "train.keep_checkpoints",
+                "must be at least 1",
+            ));
+        }
+        if self.log_every == 0 {
+            return Err(Error::config("train.log_every", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `[data]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Image folder (recursive) or a text file with one image path per line.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// The keys a run config may have at top level.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "method",
+    "preset",
+    "plugins",
+    "seed",
+    "model",
+    "augmentation",
+    "masking",
+    "target",
+    "optim",
+    "schedule",
+    "train",
+    "data",
+];
+
+/// Refuse unknown top-level keys, naming them.
+pub fn check_top_level(table: &Table) -> Result<()> {
+    for k in table.keys() {
+        if !TOP_LEVEL_KEYS.contains(&k.as_str()) {
+            return Err(Error::config(
+                k,
+                format!("unknown key; expected one of {}", TOP_LEVEL_KEYS.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_dotted_parses_toml_values_and_creates_sections() {
+        let mut t = Table::new();
+        set_dotted(&mut t, "train.batch_size=8").unwrap();
+        set_dotted(&mut t, "masking.ratio = 0.5").unwrap();
+        set_dotted(&mut t, "data.path=/tmp/x").unwrap();
+        assert_eq!(t["train"]["batch_size"].as_integer(), Some(8));
+        assert_eq!(t["masking"]["ratio"].as_float(), Some(0.5));
+        assert_eq!(t["data"]["path"].as_str(), Some("/tmp/x"));
+        assert!(set_dotted(&mut t, "novalue").is_err());
+        assert!(set_dotted(&mut t, "a..b=1").is_err());
+        let err = set_dotted(&mut t, "train.batch_size.x=1").unwrap_err();
+        assert!(err.to_string().contains("train.batch_size"), "{err}");
+    }
+
+    #[test]
+    fn merge_is_deep() {
+        let mut a: Table = "[x]\na=1\nb=2".parse().unwrap();
+        let b: Table = "[x]\nb=3\nc=4".parse().unwrap();
+        merge(&mut a, &b);
+        assert_eq!(a["x"]["a"].as_integer(), Some(1));
+        assert_eq!(a["x"]["b"].as_integer(), Some(3));
+        assert_eq!(a["x"]["c"].as_integer(), Some(4));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let t: Table = "[train]\nbatch_size=4\nbatchsize=3\nsteps=1"
+            .parse()
+            .unwrap();
+        let err = section::<TrainConfig>(&t, "train").unwrap_err();
+        assert!(err.to_string().contains("batchsize"), "{err}");
+        assert!(err.to_string().contains("train"), "{err}");
+        let t: Table = "bogus = 1".parse().unwrap();
+        assert!(check_top_level(&t)
+            .unwrap_err()
+            .to_string()
+            .contains("bogus"));
+    }
+
+    #[test]
+    fn each_train_rule_names_its_key() {
+        let ok: TrainConfig = toml::from_str("batch_size=4\nsteps=3").unwrap();
+        ok.validate().unwrap();
+        for (patch, key) in [
+            ("batch_size=0\nsteps=3", "train.batch_size"),
+            ("batch_size=2\nsteps=0", "train.steps"),
+            ("batch_size=2\naccum_iter=0\nsteps=1", "train.accum_iter"),
+            ("batch_size=2", "train.epochs"),
+            ("batch_size=2\nepochs=-1.0", "train.epochs"),
+        ] {
+            let c: TrainConfig = toml::from_str(patch).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{patch}: {e}");
+        }
+    }
+
+    #[test]
+    fn optim_rules() {
+        let base = "blr=1e-3\nweight_decay=0.05\nbetas=[0.9,0.95]\neps=1e-8\nno_decay='official'";
+        let c: OptimConfig = toml::from_str(base).unwrap();
+        c.validate().unwrap();
+        let c: OptimConfig = toml::from_str(&base.replace("blr=1e-3", "blr=-1.0")).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("optim.blr"));
+        let c: OptimConfig = toml::from_str(&base.replace("0.95", "1.5")).unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("optim.betas[1]"));
+    }
+}

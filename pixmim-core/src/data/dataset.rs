@@ -1,0 +1,148 @@
+//! A dataset is an image folder (recursive; class sub-folders give labels) or a text file
+//! listing image paths (relative paths are taken from the list's folder).
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
+
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub items: Vec<PathBuf>,
+    /// Class index per item when the folder has class sub-folders.
+    pub labels: Option<Vec<usize>>,
+    pub classes: Vec<String>,
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .unwrap_or(false)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if is_image(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+impl Dataset {
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::data(path, "does not exist"));
+        }
+        let (items, root) = if path.is_dir() {
+            let mut v = Vec::new();
+            walk(path, &mut v)?;
+            (v, path.to_path_buf())
+        } else {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+            let v: Vec<PathBuf> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|l| base.join(l))
+                .collect();
+            (v, base)
+        };
+        if items.is_empty() {
+            return Err(Error::data(
+                path,
+                format!("no images found (looked for {})", EXTENSIONS.join(", ")),
+            ));
+        }
+        // Class labels: the first path component under the root, when every image has one.
+        let firsts: Option<Vec<String>> = items
+            .iter()
+            .map(|p| {
+                let rel = p.strip_prefix(&root).ok()?;
+                let mut comps = rel.components();
+                let first = comps.next()?;
+                comps.next()?;
+                Some(first.as_os_str().to_string_lossy().into_owned())
+            })
+            .collect();
+        let (labels, classes) = match firsts {
+            Some(f) => {
+                let mut classes = f.clone();
+                classes.sort();
+                classes.dedup();
+                let labels = f
+                    .iter()
+                    .map(|c| classes.binary_search(c).unwrap())
+                    .collect();
+                (Some(labels), classes)
+            }
+            None => (None, Vec::new()),
+        };
+        Ok(Self {
+            root,
+            items,
+            labels,
+            classes,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// Decode an image file to RGB8, naming the file on failure.
+pub fn decode(path: &Path) -> Result<image::RgbImage> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| Error::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?
+        .decode()
+        .map_err(|e| Error::data(path, format!("cannot decode image: {e}")))?;
+    Ok(img.to_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_folders_give_labels_and_lists_resolve_relative_paths() {
+        let dir = std::env::temp_dir().join(format!("pixmim-ds-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (cls, name) in [("cat", "a.png"), ("dog", "b.png"), ("cat", "c.jpg")] {
+            std::fs::create_dir_all(dir.join(cls)).unwrap();
+            image::RgbImage::new(4, 4)
+                .save(dir.join(cls).join(name))
+                .unwrap();
+        }
+        std::fs::write(dir.join("notes.txt"), "x").unwrap();
+        let ds = Dataset::open(&dir).unwrap();
+        assert_eq!(ds.len(), 3);
+        assert_eq!(ds.classes, vec!["cat", "dog"]);
+        assert_eq!(ds.labels.as_ref().unwrap(), &vec![0, 0, 1]);
+        std::fs::write(dir.join("list.txt"), "cat/a.png\n\n# comment\ndog/b.png\n").unwrap();
+        let ds = Dataset::open(&dir.join("list.txt")).unwrap();
+        assert_eq!(ds.len(), 2);
+        assert!(ds.items[1].ends_with("dog/b.png"));
+        let err = Dataset::open(&dir.join("missing")).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        std::fs::write(dir.join("bad.png"), b"not a png").unwrap();
+        let err = decode(&dir.join("bad.png")).unwrap_err().to_string();
+        assert!(err.contains("bad.png"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,109 @@
+//! `--device cpu | flex | ndarray | cuda[:N]`, checked before anything touches it.
+//!
+//! Touching a CUDA device on a machine without the driver panics inside cudarc on a worker
+//! thread; we look for the driver library first and turn its absence into an error.
+use burn::DispatchDevice;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// burn's flex backend (the CPU default: faster than ndarray here, see README).
+    Flex,
+    NdArray,
+    Cuda(usize),
+}
+
+impl DeviceSpec {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "cpu" | "flex" => Ok(Self::Flex),
+            "ndarray" => Ok(Self::NdArray),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            _ => {
+                if let Some(n) = s.strip_prefix("cuda:") {
+                    let i = n.parse().map_err(|_| {
+                        Error::Usage(format!("--device `{s}`: the CUDA index must be a number"))
+                    })?;
+                    return Ok(Self::Cuda(i));
+                }
+                Err(Error::Usage(format!(
+                    "--device `{s}` is not one of cpu, flex, ndarray, cuda, cuda:N"
+                )))
+            }
+        }
+    }
+
+    pub fn is_cpu(&self) -> bool {
+        !matches!(self, Self::Cuda(_))
+    }
+
+    /// The inner (non-autodiff) device; fails clearly when CUDA can't be used.
+    pub fn device(&self) -> Result<DispatchDevice> {
+        match self {
+            Self::Flex => Ok(DispatchDevice::Flex(Default::default())),
+            Self::NdArray => Ok(DispatchDevice::NdArray(Default::default())),
+            Self::Cuda(i) => cuda_device(*i),
+        }
+    }
+
+    /// The autodiff device used for training.
+    pub fn train_device(&self) -> Result<DispatchDevice> {
+        Ok(DispatchDevice::autodiff(self.device()?))
+    }
+}
+
+/// Is the CUDA driver library loadable on this machine?
+pub fn cuda_driver_available() -> bool {
+    ["libcuda.so.1", "libcuda.so"].iter().any(|name| {
+        // SAFETY: loading the NVIDIA driver library runs its initialisers, which is what
+        // cudarc would do next anyway; we drop it straight away.
+        unsafe { libloading::Library::new(name) }.is_ok()
+    })
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(index: usize) -> Result<DispatchDevice> {
+    if !cuda_driver_available() {
+        return Err(Error::Device(
+            "--device cuda: the NVIDIA driver library (libcuda.so.1) is not on this machine; \
+             use --device cpu"
+                .into(),
+        ));
+    }
+    Ok(DispatchDevice::Cuda(burn::backend::cuda::CudaDevice {
+        index,
+    }))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(_index: usize) -> Result<DispatchDevice> {
+    Err(Error::Device(
+        "--device cuda: this binary was built without the `cuda` feature".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_devices_and_names_bad_ones() {
+        assert_eq!(DeviceSpec::parse("cpu").unwrap(), DeviceSpec::Flex);
+        assert_eq!(DeviceSpec::parse("ndarray").unwrap(), DeviceSpec::NdArray);
+        assert_eq!(DeviceSpec::parse("cuda:2").unwrap(), DeviceSpec::Cuda(2));
+        let e = DeviceSpec::parse("tpu").unwrap_err();
+        assert!(e.to_string().contains("tpu"));
+        assert_eq!(e.exit_code(), 2);
+        assert!(DeviceSpec::parse("cuda:x").is_err());
+    }
+
+    #[test]
+    fn cuda_without_a_driver_is_an_error_not_a_panic() {
+        if cuda_driver_available() {
+            return; // a GPU machine: nothing to check here
+        }
+        let e = DeviceSpec::Cuda(0).device().unwrap_err();
+        assert!(e.to_string().contains("--device cuda"), "{e}");
+    }
+}

@@ -1,0 +1,53 @@
+//! `OUT/metrics.jsonl`: one JSON object per logged iteration.
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+pub struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    /// Open for appending; on resume, drop lines for iterations at or after `keep_below`
+    /// (they were logged after the checkpoint we resume from and will be logged again).
+    pub fn open(path: &Path, keep_below: usize) -> Result<Self> {
+        if path.exists() {
+            let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            let kept: Vec<String> = BufReader::new(f)
+                .lines()
+                .map_while(|l| l.ok())
+                .filter(|l| {
+                    serde_json::from_str::<Value>(l)
+                        .ok()
+                        .and_then(|v| v.get("step").and_then(Value::as_u64))
+                        .map(|s| (s as usize) < keep_below)
+                        .unwrap_or(false)
+                })
+                .collect();
+            let mut text = kept.join("\n");
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            crate::checkpoint::atomic_write(path, text.as_bytes())?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    pub fn log(&mut self, fields: Map<String, Value>) -> Result<()> {
+        let line = Value::Object(fields).to_string();
+        writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))
+    }
+}

@@ -1,0 +1,227 @@
+//! Per-sample random masking (spec §0.4), drawn on the host.
+//!
+//! The official code draws `noise ~ U[0,1)` inside the forward pass; drawing it in the data
+//! workers instead makes a run a pure function of (seed, step), which is what exact resume
+//! needs. The arithmetic is unchanged: argsort the noise ascending, keep the first
+//! `int(L * (1 - ratio))`, mask = 1 on removed patches.
+use burn::prelude::*;
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::registry::{CorruptionRegistration, Geometry};
+use crate::traits::Corruption;
+
+/// One batch of masks. Index vectors are (B, L) row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskBatch {
+    pub batch: usize,
+    pub num_patches: usize,
+    pub len_keep: usize,
+    pub ids_shuffle: Vec<i64>,
+    pub ids_restore: Vec<i64>,
+    /// 1.0 = removed, 0.0 = visible.
+    pub mask: Vec<f32>,
+}
+
+/// `int(L * (1 - ratio))`, as Python truncates.
+pub fn len_keep(num_patches: usize, ratio: f64) -> usize {
+    (num_patches as f64 * (1.0 - ratio)) as usize
+}
+
+impl MaskBatch {
+    /// Build masks from per-patch noise (B, L): the reference's argsort rule.
+    pub fn from_noise(noise: &[f32], batch: usize, num_patches: usize, ratio: f64) -> Self {
+        assert_eq!(noise.len(), batch * num_patches, "noise must be (B, L)");
+        let keep = len_keep(num_patches, ratio);
+        let mut shuffles = Vec::with_capacity(batch * num_patches);
+        for b in 0..batch {
+            let row = &noise[b * num_patches..(b + 1) * num_patches];
+            let mut idx: Vec<i64> = (0..num_patches as i64).collect();
+            idx.sort_by(|&i, &j| row[i as usize].total_cmp(&row[j as usize]));
+            shuffles.extend(idx);
+        }
+        Self::from_shuffle(shuffles, batch, num_patches, keep)
+    }
+
+    /// Build masks from ids_shuffle (B, L): the first `len_keep` of each row are kept.
+    pub fn from_shuffle(
+        ids_shuffle: Vec<i64>,
+        batch: usize,
+        num_patches: usize,
+        len_keep: usize,
+    ) -> Self {
+        let mut ids_restore = vec![0i64; batch * num_patches];
+        let mut mask = vec![0f32; batch * num_patches];
+        for b in 0..batch {
+            let o = b * num_patches;
+            for (rank, &id) in ids_shuffle[o..o + num_patches].iter().enumerate() {
+                ids_restore[o + id as usize] = rank as i64;
+                mask[o + id as usize] = if rank < len_keep { 0.0 } else { 1.0 };
+            }
+        }
+        Self {
+            batch,
+            num_patches,
+            len_keep,
+            ids_shuffle,
+            ids_restore,
+            mask,
+        }
+    }
+
+    /// ids_keep (B, len_keep): the visible patches in ascending-noise order.
+    pub fn ids_keep(&self) -> Vec<i64> {
+        let mut v = Vec::with_capacity(self.batch * self.len_keep);
+        for b in 0..self.batch {
+            let o = b * self.num_patches;
+            v.extend_from_slice(&self.ids_shuffle[o..o + self.len_keep]);
+        }
+        v
+    }
+
+    pub fn to_tensors<B: Backend>(&self, device: &B::Device) -> MaskTensors<B> {
+        let int = |v: Vec<i64>, n: usize| {
+            Tensor::<B, 2, Int>::from_data(TensorData::new(v, [self.batch, n]), device)
+        };
+        MaskTensors {
+            ids_keep: int(self.ids_keep(), self.len_keep),
+            ids_restore: int(self.ids_restore.clone(), self.num_patches),
+            mask: Tensor::from_data(
+                TensorData::new(self.mask.clone(), [self.batch, self.num_patches]),
+                device,
+            ),
+            len_keep: self.len_keep,
+        }
+    }
+}
+
+/// A batch of masks on the device.
+#[derive(Clone, Debug)]
+pub struct MaskTensors<B: Backend> {
+    pub ids_keep: Tensor<B, 2, Int>,
+    pub ids_restore: Tensor<B, 2, Int>,
+    pub mask: Tensor<B, 2>,
+    pub len_keep: usize,
+}
+
+/// Gather tokens (B, L, D) at per-sample indices (B, K) -> (B, K, D).
+pub fn gather_tokens<B: Backend>(x: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+    let [b, _, d] = x.dims();
+    let [_, k] = ids.dims();
+    let ids = ids.unsqueeze_dim::<3>(2).expand([b, k, d]);
+    x.gather(1, ids)
+}
+
+/// MAE's random masking over the model's mask grid.
+#[derive(Clone, Debug)]
+pub struct RandomMasking {
+    pub ratio: f64,
+    pub num_patches: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RandomMaskingParams {
+    ratio: f64,
+}
+
+impl RandomMasking {
+    pub fn new(ratio: f64, num_patches: usize) -> Result<Self> {
+        if !(ratio > 0.0 && ratio < 1.0) {
+            return Err(Error::config(
+                "masking.ratio",
+                format!("must be in (0, 1), got {ratio}"),
+            ));
+        }
+        if len_keep(num_patches, ratio) == 0 {
+            return Err(Error::config(
+                "masking.ratio",
+                format!("{ratio} keeps no patch of {num_patches}"),
+            ));
+        }
+        Ok(Self { ratio, num_patches })
+    }
+}
+
+impl Corruption for RandomMasking {
+    fn describe(&self) -> String {
+        format!(
+            "random masking, ratio {} ({} of {} patches kept)",
+            self.ratio,
+            len_keep(self.num_patches, self.ratio),
+            self.num_patches
+        )
+    }
+    fn sample(&self, batch: usize, rng: &mut StdRng) -> MaskBatch {
+        let noise: Vec<f32> = (0..batch * self.num_patches)
+            .map(|_| rng.gen::<f32>())
+            .collect();
+        MaskBatch::from_noise(&noise, batch, self.num_patches, self.ratio)
+    }
+}
+
+fn build_random(params: &toml::Table, g: &Geometry) -> Result<Box<dyn Corruption>> {
+    let p: RandomMaskingParams = crate::config::parse_params(params, "masking")?;
+    Ok(Box::new(RandomMasking::new(
+        p.ratio,
+        g.mask_grid.0 * g.mask_grid.1,
+    )?))
+}
+
+inventory::submit! {
+    CorruptionRegistration {
+        name: "random",
+        description: "per-sample random masking (MAE, spec §0.4)",
+        build: build_random,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn keeps_49_of_196_and_restore_inverts_shuffle() {
+        let m = RandomMasking::new(0.75, 196).unwrap();
+        let mb = m.sample(3, &mut StdRng::seed_from_u64(7));
+        assert_eq!(mb.len_keep, 49);
+        for b in 0..3 {
+            let o = b * 196;
+            let removed: f32 = mb.mask[o..o + 196].iter().sum();
+            assert_eq!(removed, 147.0);
+            for t in 0..196 {
+                let r = mb.ids_restore[o + t] as usize;
+                assert_eq!(mb.ids_shuffle[o + r], t as i64, "restore inverts shuffle");
+            }
+            // mask = 1 exactly on the patches not in ids_keep
+            let keep = &mb.ids_keep()[b * 49..(b + 1) * 49];
+            for t in 0..196 {
+                let kept = keep.contains(&(t as i64));
+                assert_eq!(mb.mask[o + t] == 0.0, kept);
+            }
+        }
+    }
+
+    #[test]
+    fn from_noise_keeps_lowest_noise_in_ascending_order() {
+        let noise = [0.9, 0.1, 0.5, 0.3];
+        let mb = MaskBatch::from_noise(&noise, 1, 4, 0.5);
+        assert_eq!(mb.ids_shuffle, vec![1, 3, 2, 0]);
+        assert_eq!(mb.ids_keep(), vec![1, 3]);
+        assert_eq!(mb.mask, vec![1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(mb.ids_restore, vec![3, 0, 2, 1]);
+    }
+
+    #[test]
+    fn ratio_is_validated() {
+        assert!(RandomMasking::new(0.0, 196).is_err());
+        assert!(RandomMasking::new(1.0, 196).is_err());
+        let e = RandomMasking::new(0.999, 16).unwrap_err().to_string();
+        assert!(e.contains("masking.ratio"), "{e}");
+        assert_eq!(len_keep(196, 0.75), 49);
+        assert_eq!(len_keep(784, 0.75), 196);
+    }
+}

@@ -1,0 +1,219 @@
+//! The pre-norm ViT block (spec §0.1): qkv bias, explicit softmax attention, exact (erf)
+//! GELU, no layer-scale, no drop-path. Field names follow the timm/official checkpoint keys
+//! (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`).
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::{gelu, softmax};
+
+use crate::init::HostInit;
+
+#[derive(Clone, Copy, Debug)]
+pub struct BlockConfig {
+    pub dim: usize,
+    pub num_heads: usize,
+    pub mlp_ratio: f64,
+    /// LayerNorm eps: 1e-6 in every ViT block of the five methods (spec §0.7).
+    pub ln_eps: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub qkv: Linear<B>,
+    pub proj: Linear<B>,
+    pub num_heads: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+}
+
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub norm1: LayerNorm<B>,
+    pub attn: Attention<B>,
+    pub norm2: LayerNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+impl BlockConfig {
+    pub fn init<B: Backend>(&self, init: &mut HostInit, device: &B::Device) -> Block<B> {
+        assert!(
+            self.dim % self.num_heads == 0,
+            "dim {} not divisible by heads {}",
+            self.dim,
+            self.num_heads
+        );
+        let hidden = (self.dim as f64 * self.mlp_ratio) as usize;
+        let ln = || {
+            LayerNormConfig::new(self.dim)
+                .with_epsilon(self.ln_eps)
+                .init(device)
+        };
+        Block {
+            norm1: ln(),
+            attn: Attention {
+                qkv: init.linear(self.dim, 3 * self.dim, device),
+                proj: init.linear(self.dim, self.dim, device),
+                num_heads: self.num_heads,
+            },
+            norm2: ln(),
+            mlp: Mlp {
+                fc1: init.linear(self.dim, hidden, device),
+                fc2: init.linear(hidden, self.dim, device),
+            },
+        }
+    }
+}
+
+impl<B: Backend> Attention<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, n, d] = x.dims();
+        let h = self.num_heads;
+        let dh = d / h;
+        // (B, N, 3D) -> (B, N, 3, h, dh) -> (3, B, h, N, dh): [q | k | v], heads contiguous.
+        let qkv = self
+            .qkv
+            .forward(x)
+            .reshape([b, n, 3, h, dh])
+            .permute([2, 0, 3, 1, 4]);
+        let mut parts = qkv
+            .chunk(3, 0)
+            .into_iter()
+            .map(|t| t.reshape([b, h, n, dh]));
+        let (q, k, v) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let scale = (dh as f64).powf(-0.5);
+        let attn = softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3);
+        let o = attn.matmul(v).swap_dims(1, 2).reshape([b, n, d]);
+        self.proj.forward(o)
+    }
+}
+
+impl<B: Backend> Block<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = x.clone() + self.attn.forward(self.norm1.forward(x));
+        let z = self
+            .mlp
+            .fc2
+            .forward(gelu(self.mlp.fc1.forward(self.norm2.forward(x.clone()))));
+        x + z
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    type B = burn::backend::Flex;
+
+    /// One block against a direct f64 evaluation of spec §0.1 on a tiny input.
+    #[test]
+    fn block_matches_a_direct_evaluation() {
+        let dev = Default::default();
+        let cfg = BlockConfig {
+            dim: 4,
+            num_heads: 2,
+            mlp_ratio: 2.0,
+            ln_eps: 1e-6,
+        };
+        let blk: Block<B> = cfg.init(&mut HostInit::new(3), &dev);
+        let xv: Vec<f32> = (0..12).map(|i| ((i * 7 % 5) as f32 - 2.0) * 0.3).collect();
+        let x = Tensor::<B, 3>::from_data(TensorData::new(xv.clone(), [1, 3, 4]), &dev);
+        let out: Vec<f32> = blk.forward(x).into_data().to_vec().unwrap();
+
+        let get = |l: &Linear<B>| -> (Vec<f64>, Vec<f64>, usize, usize) {
+            let [i, o] = l.weight.dims();
+            let w = l
+                .weight
+                .val()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            let b = l
+                .bias
+                .as_ref()
+                .unwrap()
+                .val()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            (w, b, i, o)
+        };
+        let lin = |l: &Linear<B>, x: &[f64]| -> Vec<f64> {
+            let (w, b, i, o) = get(l);
+            (0..o)
+                .map(|c| b[c] + (0..i).map(|r| x[r] * w[r * o + c]).sum::<f64>())
+                .collect()
+        };
+        let ln = |x: &[f64]| -> Vec<f64> {
+            let m = x.iter().sum::<f64>() / x.len() as f64;
+            let v = x.iter().map(|a| (a - m).powi(2)).sum::<f64>() / x.len() as f64;
+            x.iter().map(|a| (a - m) / (v + 1e-6).sqrt()).collect()
+        };
+        let xs: Vec<Vec<f64>> = (0..3)
+            .map(|t| xv[t * 4..t * 4 + 4].iter().map(|&v| v as f64).collect())
+            .collect();
+        let qkv: Vec<Vec<f64>> = xs.iter().map(|x| lin(&blk.attn.qkv, &ln(x))).collect();
+        let mut att = vec![vec![0.0; 4]; 3];
+        for h in 0..2 {
+            for i in 0..3 {
+                let s: Vec<f64> = (0..3)
+                    .map(|j| {
+                        (0..2)
+                            .map(|e| qkv[i][h * 2 + e] * qkv[j][4 + h * 2 + e])
+                            .sum::<f64>()
+                            / 2f64.sqrt()
+                    })
+                    .collect();
+                let mx = s.iter().cloned().fold(f64::MIN, f64::max);
+                let z: f64 = s.iter().map(|v| (v - mx).exp()).sum();
+                for e in 0..2 {
+                    att[i][h * 2 + e] = (0..3)
+                        .map(|j| (s[j] - mx).exp() / z * qkv[j][8 + h * 2 + e])
+                        .sum();
+                }
+            }
+        }
+        let erf_gelu = |v: f64| 0.5 * v * (1.0 + libm_erf(v / 2f64.sqrt()));
+        for t in 0..3 {
+            let p = lin(&blk.attn.proj, &att[t]);
+            let x1: Vec<f64> = (0..4).map(|c| xs[t][c] + p[c]).collect();
+            let hdn: Vec<f64> = lin(&blk.mlp.fc1, &ln(&x1))
+                .into_iter()
+                .map(erf_gelu)
+                .collect();
+            let m = lin(&blk.mlp.fc2, &hdn);
+            for c in 0..4 {
+                let want = x1[c] + m[c];
+                assert!(
+                    (out[t * 4 + c] as f64 - want).abs() < 1e-5,
+                    "{} vs {want}",
+                    out[t * 4 + c]
+                );
+            }
+        }
+    }
+
+    /// erf by its Taylor/continued series: accurate to ~1e-12 on |x| < 3.
+    fn libm_erf(x: f64) -> f64 {
+        let mut sum = 0.0;
+        let mut term = x;
+        let mut n = 0.0;
+        while term.abs() > 1e-17 && n < 200.0 {
+            sum += term / (2.0 * n + 1.0);
+            n += 1.0;
+            term *= -x * x / n;
+        }
+        2.0 / std::f64::consts::PI.sqrt() * sum
+    }
+}

@@ -1,0 +1,317 @@
+//! Methods, plugins and components register by name with `inventory`; `compose` builds a run
+//! from a method, its preset, plugins and the user's overrides.
+//!
+//! Pitfall: a crate the final binary never references is not linked and its registrations
+//! vanish. The CLI names every method and plugin crate once (`cli/src/linked.rs`).
+use std::path::Path;
+use std::sync::Arc;
+use toml::Table;
+
+use crate::config::{self, DataConfig, OptimConfig, ScheduleConfig, TrainConfig};
+use crate::data::loader::Parts;
+use crate::error::{Error, Result};
+use crate::traits::{Augmentation, Corruption, TargetGenerator};
+
+/// What the data pipeline needs to know about a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// Input image (height, width).
+    pub image: (usize, usize),
+    /// Mask grid (rows, cols): one mask decision per cell.
+    pub mask_grid: (usize, usize),
+}
+
+/// A MIM method: its presets, and the entry points that run its model.
+pub trait Method: Sync + Send {
+    fn name(&self) -> &'static str;
+    fn description(&self) -> &'static str;
+    /// Preset names; the first is the default.
+    fn presets(&self) -> &'static [&'static str];
+    /// A preset as a full run-config table (model, augmentation, masking, target, optim, ...).
+    fn preset(&self, name: &str) -> Option<Table>;
+    /// Validate `[model]` and say what the data pipeline must produce.
+    fn geometry(&self, model: &Table) -> Result<Geometry>;
+    /// Run a job with this method's model (monomorphises the generic engine).
+    fn run(&self, job: crate::engine::Job<'_>) -> Result<crate::engine::JobOutput>;
+}
+
+/// A plugin swaps parts of whatever method it is composed with.
+pub trait Plugin: Sync + Send {
+    fn name(&self) -> &'static str;
+    fn description(&self) -> &'static str;
+    /// Rewrite the resolved config (before the user's file and `--set`s, which win).
+    fn apply(&self, cfg: &mut Table) -> Result<()>;
+}
+
+pub struct MethodRegistration(pub &'static dyn Method);
+pub struct PluginRegistration(pub &'static dyn Plugin);
+
+/// A registered component constructor: `build(params, geometry)`.
+pub struct ComponentRegistration<T: ?Sized + 'static> {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub build: fn(&Table, &Geometry) -> Result<Box<T>>,
+}
+pub type AugmentationRegistration = ComponentRegistration<dyn Augmentation>;
+pub type CorruptionRegistration = ComponentRegistration<dyn Corruption>;
+pub type TargetRegistration = ComponentRegistration<dyn TargetGenerator>;
+
+inventory::collect!(MethodRegistration);
+inventory::collect!(PluginRegistration);
+inventory::collect!(AugmentationRegistration);
+inventory::collect!(CorruptionRegistration);
+inventory::collect!(TargetRegistration);
+
+pub fn methods() -> Vec<&'static dyn Method> {
+    let mut v: Vec<_> = inventory::iter::<MethodRegistration>
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    v.sort_by_key(|m| m.name());
+    v
+}
+
+pub fn plugins() -> Vec<&'static dyn Plugin> {
+    let mut v: Vec<_> = inventory::iter::<PluginRegistration>
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    v.sort_by_key(|m| m.name());
+    v
+}
+
+pub fn method(name: &str) -> Result<&'static dyn Method> {
+    methods()
+        .into_iter()
+        .find(|m| m.name() == name)
+        .ok_or_else(|| {
+            let known: Vec<_> = methods().iter().map(|m| m.name()).collect();
+            Error::config(
+                "method",
+                format!("unknown method `{name}`; known: {}", known.join(", ")),
+            )
+        })
+}
+
+pub fn plugin(name: &str) -> Result<&'static dyn Plugin> {
+    plugins()
+        .into_iter()
+        .find(|m| m.name() == name)
+        .ok_or_else(|| {
+            let known: Vec<_> = plugins().iter().map(|m| m.name()).collect();
+            Error::config(
+                "plugins",
+                format!("unknown plugin `{name}`; known: {}", known.join(", ")),
+            )
+        })
+}
+
+fn component<T: ?Sized + 'static>(section: &str, cfg: &Table, geometry: &Geometry) -> Result<Box<T>>
+where
+    ComponentRegistration<T>: inventory::Collect,
+{
+    let name = config::component_name(cfg, section)?;
+    let params = config::component_params(cfg, section);
+    let entries: Vec<&ComponentRegistration<T>> = inventory::iter::<ComponentRegistration<T>>
+        .into_iter()
+        .collect();
+    match entries.iter().find(|e| e.name == name) {
+        Some(e) => (e.build)(&params, geometry),
+        None => {
+            let mut known: Vec<_> = entries.iter().map(|e| e.name).collect();
+            known.sort();
+            Err(Error::config(
+                format!("{section}.name"),
+                format!("unknown {section} `{name}`; known: {}", known.join(", ")),
+            ))
+        }
+    }
+}
+
+/// Names and descriptions of registered components of one kind, for `pixmim list`.
+pub fn component_names<T: ?Sized + 'static>() -> Vec<(&'static str, &'static str)>
+where
+    ComponentRegistration<T>: inventory::Collect,
+{
+    let mut v: Vec<_> = inventory::iter::<ComponentRegistration<T>>
+        .into_iter()
+        .map(|e| (e.name, e.description))
+        .collect();
+    v.sort();
+    v
+}
+
+/// What the user asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    pub method: String,
+    pub preset: Option<String>,
+    pub plugins: Vec<String>,
+    pub config_file: Option<std::path::PathBuf>,
+    pub sets: Vec<String>,
+}
+
+/// A fully resolved and validated run.
+pub struct Composed {
+    /// The whole config, as written to `OUT/config.toml`.
+    pub table: Table,
+    pub method: &'static dyn Method,
+    pub plugins: Vec<&'static dyn Plugin>,
+    pub seed: u64,
+    pub geometry: Geometry,
+    /// Augmentation, masking and target generator, shared with the data workers.
+    pub parts: Arc<Parts>,
+    pub optim: OptimConfig,
+    pub schedule: ScheduleConfig,
+    pub train: TrainConfig,
+    pub data: DataConfig,
+}
+
+impl Composed {
+    pub fn model_table(&self) -> Table {
+        self.table
+            .get("model")
+            .and_then(|v| v.as_table())
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Resolve method preset -> plugins -> config file -> `--set`s, then validate every section.
+/// A config file may itself name `method`, `preset` and `plugins`.
+pub fn compose(req: &Request) -> Result<Composed> {
+    let file = match &req.config_file {
+        Some(p) => Some(config::read_toml(p)?),
+        None => None,
+    };
+    let file_str = |k: &str| {
+        file.as_ref()
+            .and_then(|f| f.get(k))
+            .and_then(|v| v.as_str())
+    };
+    let method_name = if req.method.is_empty() {
+        file_str("method")
+            .ok_or_else(|| Error::Usage("no method: pass --method (see `pixmim list`)".into()))?
+            .to_string()
+    } else {
+        req.method.clone()
+    };
+    let method = method(&method_name)?;
+    let preset = req
+        .preset
+        .clone()
+        .or_else(|| file_str("preset").map(String::from))
+        .unwrap_or_else(|| method.presets()[0].to_string());
+    let mut table = method.preset(&preset).ok_or_else(|| {
+        Error::config(
+            "preset",
+            format!(
+                "method `{}` has no preset `{preset}`; presets: {}",
+                method.name(),
+                method.presets().join(", ")
+            ),
+        )
+    })?;
+    table.insert("method".into(), method.name().into());
+    table.insert("preset".into(), preset.clone().into());
+
+    let mut plugin_names = req.plugins.clone();
+    if let Some(toml::Value::Array(a)) = file.as_ref().and_then(|f| f.get("plugins")) {
+        for v in a {
+            let n = v
+                .as_str()
+                .ok_or_else(|| Error::config("plugins", "must be a list of names"))?;
+            if !plugin_names.iter().any(|p| p == n) {
+                plugin_names.push(n.to_string());
+            }
+        }
+    }
+    let mut plugins = Vec::new();
+    for n in &plugin_names {
+        let p = plugin(n)?;
+        p.apply(&mut table)?;
+        plugins.push(p);
+    }
+    table.insert(
+        "plugins".into(),
+        toml::Value::Array(plugin_names.iter().map(|s| s.clone().into()).collect()),
+    );
+    if let Some(mut f) = file {
+        for k in ["method", "preset", "plugins"] {
+            f.remove(k);
+        }
+        config::merge(&mut table, &f);
+    }
+    for s in &req.sets {
+        for k in ["method", "preset", "plugins"] {
+            if s.trim_start().starts_with(&format!("{k}="))
+                || s.trim_start().starts_with(&format!("{k} ="))
+            {
+                return Err(Error::Usage(format!("set `{k}` with --{k}, not --set")));
+            }
+        }
+        config::set_dotted(&mut table, s)?;
+    }
+    config::check_top_level(&table)?;
+
+    let seed = match table.get("seed") {
+        Some(toml::Value::Integer(i)) if *i >= 0 => *i as u64,
+        Some(v) => {
+            return Err(Error::config(
+                "seed",
+                format!("must be a non-negative integer, got {v}"),
+            ))
+        }
+        None => 0,
+    };
+    let model = table
+        .get("model")
+        .and_then(|v| v.as_table())
+        .cloned()
+        .ok_or_else(|| Error::config("model", "is missing or not a table"))?;
+    let geometry = method.geometry(&model)?;
+    let augmentation = component::<dyn Augmentation>("augmentation", &table, &geometry)?;
+    if augmentation.output_size() != geometry.image {
+        return Err(Error::config(
+            "augmentation",
+            format!(
+                "produces {:?} images but the model takes {:?}",
+                augmentation.output_size(),
+                geometry.image
+            ),
+        ));
+    }
+    let masking = component::<dyn Corruption>("masking", &table, &geometry)?;
+    let target = component::<dyn TargetGenerator>("target", &table, &geometry)?;
+    let optim: OptimConfig = config::section(&table, "optim")?;
+    optim.validate()?;
+    let schedule: ScheduleConfig = config::section(&table, "schedule")?;
+    schedule.validate()?;
+    let train: TrainConfig = config::section(&table, "train")?;
+    let data: DataConfig = config::section(&table, "data")?;
+    Ok(Composed {
+        table,
+        method,
+        plugins,
+        seed,
+        geometry,
+        parts: Arc::new(Parts {
+            augmentation,
+            masking,
+            target,
+        }),
+        optim,
+        schedule,
+        train,
+        data,
+    })
+}
+
+/// Read a previous run's `config.toml` back (for `--resume`).
+pub fn compose_from_file(path: &Path, sets: &[String]) -> Result<Composed> {
+    compose(&Request {
+        config_file: Some(path.to_path_buf()),
+        sets: sets.to_vec(),
+        ..Default::default()
+    })
+}
