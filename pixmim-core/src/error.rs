@@ -49,12 +49,12 @@ impl Error {
             source,
         }
     }
-    /// Exit code for the CLI: 2 for usage, config and data errors, 1 otherwise.
+    /// Exit code for the CLI: 2 when the user's input (arguments, config, data, paths,
+    /// checkpoints, device) is at fault, 1 otherwise (training failures, bugs).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::Data { .. } | Error::Usage(_) | Error::Device(_) => 2,
-            Error::Checkpoint { .. } => 2,
-            _ => 1,
+            Error::Training(_) => 1,
+            _ => 2,
         }
     }
 }
