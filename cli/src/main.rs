@@ -60,7 +60,7 @@ struct TrainArgs {
     /// Run folder (default: a fresh `runs/<method>-<time>`).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// cpu (= flex), flex, ndarray, cuda, cuda:N
+    /// cpu (= ndarray), flex, ndarray, cuda, cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Train for this many iterations.

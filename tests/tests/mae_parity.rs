@@ -68,8 +68,17 @@ impl ModuleMapper<B> for GradsAsParams<'_> {
 }
 
 #[test]
-fn forward_gradients_and_adamw_step_match_the_official_code() {
-    let dev = DeviceSpec::Flex.train_device().unwrap();
+fn forward_gradients_and_adamw_step_match_the_official_code_on_ndarray() {
+    parity(DeviceSpec::NdArray);
+}
+
+#[test]
+fn forward_gradients_and_adamw_step_match_the_official_code_on_flex() {
+    parity(DeviceSpec::Flex);
+}
+
+fn parity(spec: DeviceSpec) {
+    let dev = spec.train_device().unwrap();
     let fwd = load(&vectors("mae").join("forward.safetensors"));
     let model = reference_model(&dev);
     assert_eq!(

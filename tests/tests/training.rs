@@ -32,7 +32,7 @@ fn run(sets: &[&str], out: &Path, resume: bool, stop_after: Option<usize>) -> Tr
     .unwrap_or_else(|e| panic!("{e}"));
     let opts = TrainOptions {
         out: out.to_path_buf(),
-        device: DeviceSpec::Flex,
+        device: DeviceSpec::NdArray,
         resume,
         progress: false,
         stop_after,
@@ -121,7 +121,7 @@ fn a_stopped_run_resumes_to_bit_identical_weights() {
     c.data.path = Some(samples());
     let opts = TrainOptions {
         out: split.clone(),
-        device: DeviceSpec::Flex,
+        device: DeviceSpec::NdArray,
         resume: false,
         progress: false,
         stop_after: None,

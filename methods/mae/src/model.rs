@@ -45,7 +45,7 @@ impl MaeConfig {
         if self.patch_size == 0 || self.img_size == 0 {
             return e("patch_size", "image and patch size must be positive".into());
         }
-        if self.img_size % self.patch_size != 0 {
+        if !self.img_size.is_multiple_of(self.patch_size) {
             return e(
                 "img_size",
                 format!(
@@ -82,7 +82,7 @@ impl MaeConfig {
         if self.depth == 0 {
             return e("depth", "must be at least 1".into());
         }
-        if !(self.mlp_ratio > 0.0) {
+        if self.mlp_ratio.is_nan() || self.mlp_ratio <= 0.0 {
             return e("mlp_ratio", "must be > 0".into());
         }
         Ok(())

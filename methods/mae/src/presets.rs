@@ -82,7 +82,7 @@ pub fn preset(name: &str) -> Option<Table> {
                 .replace("embed_dim = 768", "embed_dim = 1280")
                 .replace("depth = 12", "depth = 32")
                 .replace("num_heads = 12", "num_heads = 16"),
-            &OFFICIAL_TRAIN,
+            OFFICIAL_TRAIN,
         ),
         // mmselfsup's MAE (the PixMIM baseline, spec §1.4): row-first pos-embed, mm no-decay
         // keys, mmengine LinearLR(1e-4) + cosine, 300 epochs, 8 x 512.

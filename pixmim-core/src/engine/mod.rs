@@ -46,7 +46,7 @@ where
 {
     match job {
         Job::Count(c) => {
-            let device = DeviceSpec::Flex.train_device()?;
+            let device = DeviceSpec::NdArray.train_device()?;
             let model = build(&device, c.seed);
             let (trainable, frozen) = count_params(&model);
             Ok(JobOutput::Params { trainable, frozen })

@@ -18,7 +18,10 @@ pub fn sincos_2d(
     cls_token: bool,
     o: PosEmbedOrientation,
 ) -> Vec<f32> {
-    assert!(dim % 4 == 0, "pos-embed width {dim} must be divisible by 4");
+    assert!(
+        dim.is_multiple_of(4),
+        "pos-embed width {dim} must be divisible by 4"
+    );
     let q = dim / 4;
     let mut out = Vec::with_capacity((gh * gw + cls_token as usize) * dim);
     if cls_token {

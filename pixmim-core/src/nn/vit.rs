@@ -40,7 +40,7 @@ pub struct Block<B: Backend> {
 impl BlockConfig {
     pub fn init<B: Backend>(&self, init: &mut HostInit, device: &B::Device) -> Block<B> {
         assert!(
-            self.dim % self.num_heads == 0,
+            self.dim.is_multiple_of(self.num_heads),
             "dim {} not divisible by heads {}",
             self.dim,
             self.num_heads
