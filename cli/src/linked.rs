@@ -2,3 +2,4 @@
 //! registrations (a crate the binary never references is dropped with them).
 //! Adding a method: add its crate to cli/Cargo.toml and one line here.
 pub use pixmim_mae as _;
+pub use pixmim_plugin_pixmim as _;

@@ -283,6 +283,9 @@ pub fn compose(req: &Request) -> Result<Composed> {
     }
     let masking = component::<dyn Corruption>("masking", &table, &geometry)?;
     let target = component::<dyn TargetGenerator>("target", &table, &geometry)?;
+    if let Some(toml::Value::Table(t)) = table.get_mut("target") {
+        config::merge(t, &target.resolved_params());
+    }
     let optim: OptimConfig = config::section(&table, "optim")?;
     optim.validate()?;
     let schedule: ScheduleConfig = config::section(&table, "schedule")?;

@@ -68,6 +68,11 @@ pub trait TargetGenerator: Send + Sync {
     fn describe(&self) -> String;
     /// The target for a batch, or `None` when the target is the input itself (raw pixels).
     fn generate(&self, images: &ImageBatch) -> Option<ImageBatch>;
+    /// Parameters worked out at build time (e.g. a default radius), written back into the
+    /// resolved config so `info` and `OUT/config.toml` show what actually runs.
+    fn resolved_params(&self) -> toml::Table {
+        toml::Table::new()
+    }
 }
 
 /// Encoder + decoder. `forward` returns per-patch predictions (B, L, p*p*3) in the spec's

@@ -1,1 +1,37 @@
+//! PixMIM (Liu et al., 2023; mmselfsup 1.x) as a plugin: it swaps exactly two parts of any
+//! method (spec §2, §2.4): the augmentation becomes the Simple Resized Crop and the target
+//! becomes the low-frequency image. Model, masking, norm_pix, loss, optimiser and schedule stay
+//! the method's own.
+pub mod lowpass;
+pub mod simple_resized_crop;
 
+use pixmim_core::registry::{Plugin, PluginRegistration};
+use pixmim_core::Result;
+
+pub use lowpass::{LowPassFilter, LowPassTarget};
+pub use simple_resized_crop::SimpleResizedCrop;
+
+pub struct PixMim;
+
+impl Plugin for PixMim {
+    fn name(&self) -> &'static str {
+        "pixmim"
+    }
+    fn description(&self) -> &'static str {
+        "PixMIM: Simple Resized Crop + low-pass (r=40 at 224) target (Liu et al. 2023; mmselfsup)"
+    }
+    fn apply(&self, cfg: &mut toml::Table) -> Result<()> {
+        // Whole sections are replaced: SRC's keys are not RRC's. The radius is left unset so
+        // that it scales with the image (spec §11.1) unless the user sets target.radius.
+        let src: toml::Table =
+            "name = \"src\"\ninterpolation = \"bilinear\"\npadding = 4\nhflip = 0.5"
+                .parse()
+                .expect("valid TOML");
+        let target: toml::Table = "name = \"lowpass\"".parse().expect("valid TOML");
+        cfg.insert("augmentation".into(), src.into());
+        cfg.insert("target".into(), target.into());
+        Ok(())
+    }
+}
+
+inventory::submit! { PluginRegistration(&PixMim) }

@@ -1,0 +1,264 @@
+//! Simple Resized Crop (SRC), PixMIM's train transform (spec §2.2):
+//! `Resize(S)` (shorter side to S, longer side int(S*long/short), bilinear, antialiased) ->
+//! `RandomCrop(S, padding=4, padding_mode='reflect')` (top drawn first, then left) ->
+//! `RandomHorizontalFlip(0.5)`. DeiT III's variant uses bicubic (`interpolation = "bicubic"`).
+use fast_image_resize::{images::Image, PixelType, ResizeOptions, Resizer};
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::Deserialize;
+
+use pixmim_core::augment::{write_normalised, Interpolation};
+use pixmim_core::registry::{AugmentationRegistration, Geometry};
+use pixmim_core::traits::Augmentation;
+use pixmim_core::{Error, Result};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SrcParams {
+    #[serde(default = "bilinear")]
+    pub interpolation: Interpolation,
+    #[serde(default = "four")]
+    pub padding: usize,
+    #[serde(default = "half")]
+    pub hflip: f64,
+}
+fn bilinear() -> Interpolation {
+    Interpolation::Bilinear
+}
+fn four() -> usize {
+    4
+}
+fn half() -> f64 {
+    0.5
+}
+
+pub struct SimpleResizedCrop {
+    pub size: usize,
+    pub params: SrcParams,
+}
+
+/// The crop drawn for one image: offsets into the padded resized image, and the flip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SrcDraw {
+    pub top: usize,
+    pub left: usize,
+    pub flip: bool,
+}
+
+/// numpy 'reflect' (edge not repeated): index -1 -> 1, n -> n-2.
+fn reflect(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n - 1);
+    let m = i.rem_euclid(period);
+    (if m < n { m } else { period - m }) as usize
+}
+
+impl SimpleResizedCrop {
+    pub fn new(size: (usize, usize), params: SrcParams) -> Result<Self> {
+        if size.0 != size.1 {
+            return Err(Error::config(
+                "augmentation",
+                format!("SRC needs a square image size, got {size:?}"),
+            ));
+        }
+        if !(0.0..=1.0).contains(&params.hflip) {
+            return Err(Error::config(
+                "augmentation.hflip",
+                "must be a probability in [0, 1]",
+            ));
+        }
+        Ok(Self {
+            size: size.0,
+            params,
+        })
+    }
+
+    /// torchvision `Resize(int)`: the shorter side becomes `size`, the longer is truncated.
+    pub fn resized_dims(&self, w: u32, h: u32) -> (usize, usize) {
+        let s = self.size;
+        let (w, h) = (w as usize, h as usize);
+        if w <= h {
+            (s, s * h / w)
+        } else {
+            (s * w / h, s)
+        }
+    }
+
+    /// Offsets in [0, padded - size] (top first, as torchvision), then the flip.
+    pub fn draw(&self, w: usize, h: usize, rng: &mut StdRng) -> SrcDraw {
+        let p = self.params.padding;
+        let top = rng.gen_range(0..=h + 2 * p - self.size);
+        let left = rng.gen_range(0..=w + 2 * p - self.size);
+        let flip = rng.gen::<f64>() < self.params.hflip;
+        SrcDraw { top, left, flip }
+    }
+
+    /// Crop `draw` out of the reflect-padded RGB image (w, h) and write it normalised.
+    pub fn crop(&self, rgb: &[u8], w: usize, h: usize, d: SrcDraw, out: &mut [f32]) {
+        let s = self.size;
+        let p = self.params.padding as isize;
+        let mut hwc = vec![0u8; s * s * 3];
+        for y in 0..s {
+            let sy = reflect(d.top as isize + y as isize - p, h);
+            for x in 0..s {
+                let sx = reflect(d.left as isize + x as isize - p, w);
+                hwc[(y * s + x) * 3..(y * s + x) * 3 + 3]
+                    .copy_from_slice(&rgb[(sy * w + sx) * 3..(sy * w + sx) * 3 + 3]);
+            }
+        }
+        write_normalised(&hwc, s, s, d.flip, out);
+    }
+}
+
+impl Augmentation for SimpleResizedCrop {
+    fn describe(&self) -> String {
+        format!(
+            "SimpleResizedCrop: Resize({}, {:?}) + RandomCrop({}, padding={}, reflect) + hflip(p={})",
+            self.size, self.params.interpolation, self.size, self.params.padding, self.params.hflip
+        )
+    }
+    fn output_size(&self) -> (usize, usize) {
+        (self.size, self.size)
+    }
+    fn apply(&self, img: &image::RgbImage, rng: &mut StdRng, out: &mut [f32]) {
+        let (nw, nh) = self.resized_dims(img.width(), img.height());
+        let resized: Vec<u8> = if (nw, nh) == (img.width() as usize, img.height() as usize) {
+            img.as_raw().clone() // torchvision leaves an image already at size untouched
+        } else {
+            let src = Image::from_vec_u8(
+                img.width(),
+                img.height(),
+                img.as_raw().clone(),
+                PixelType::U8x3,
+            )
+            .expect("RGB buffer matches its size");
+            let mut dst = Image::new(nw as u32, nh as u32, PixelType::U8x3);
+            Resizer::new()
+                .resize(
+                    &src,
+                    &mut dst,
+                    &ResizeOptions::new().resize_alg(self.params.interpolation.alg()),
+                )
+                .expect("resize");
+            dst.into_vec()
+        };
+        let d = self.draw(nw, nh, rng);
+        self.crop(&resized, nw, nh, d, out);
+    }
+}
+
+fn build(params: &toml::Table, g: &Geometry) -> Result<Box<dyn Augmentation>> {
+    let p: SrcParams = pixmim_core::config::parse_params(params, "augmentation")?;
+    Ok(Box::new(SimpleResizedCrop::new(g.image, p)?))
+}
+
+inventory::submit! {
+    AugmentationRegistration {
+        name: "src",
+        description: "Simple Resized Crop: resize, reflect-pad 4, random crop, flip (PixMIM, spec §2.2)",
+        build,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pixmim_core::{IMAGENET_MEAN, IMAGENET_STD};
+    use rand::SeedableRng;
+
+    fn src(size: usize, padding: usize) -> SimpleResizedCrop {
+        let p: SrcParams = toml::from_str(&format!("padding = {padding}")).unwrap();
+        SimpleResizedCrop::new((size, size), p).unwrap()
+    }
+
+    #[test]
+    fn resize_keeps_the_aspect_and_truncates_the_long_side() {
+        assert_eq!(src(224, 4).resized_dims(500, 375), (298, 224));
+        assert_eq!(src(224, 4).resized_dims(375, 500), (224, 298));
+        assert_eq!(src(224, 4).resized_dims(224, 300), (224, 300));
+    }
+
+    #[test]
+    fn reflect_padding_does_not_repeat_the_edge() {
+        // numpy.pad([0,1,2,3], 2, 'reflect') = [2,1,0,1,2,3,2,1]
+        let got: Vec<usize> = (-2..6).map(|i| reflect(i, 4)).collect();
+        assert_eq!(got, vec![2, 1, 0, 1, 2, 3, 2, 1]);
+    }
+
+    #[test]
+    fn a_hand_computed_crop() {
+        // A 3x3 image whose red channel is 10*y + x, padding 1, crop 3 at (top 0, left 2):
+        // padded row -1 reflects to row 1, column 3 reflects to column 1.
+        let a = src(3, 1);
+        let mut rgb = vec![0u8; 27];
+        for y in 0..3 {
+            for x in 0..3 {
+                rgb[(y * 3 + x) * 3] = (10 * y + x) as u8;
+            }
+        }
+        let mut out = vec![0.0; 27];
+        a.crop(
+            &rgb,
+            3,
+            3,
+            SrcDraw {
+                top: 0,
+                left: 2,
+                flip: false,
+            },
+            &mut out,
+        );
+        let red: Vec<u8> = out[..9]
+            .iter()
+            .map(|v| ((v * IMAGENET_STD[0] + IMAGENET_MEAN[0]) * 255.0).round() as u8)
+            .collect();
+        // padded coords (y-1, x+1): rows [1,0,1], cols [1,2,1]
+        assert_eq!(red, vec![11, 12, 11, 1, 2, 1, 11, 12, 11]);
+        let mut flipped = vec![0.0; 27];
+        a.crop(
+            &rgb,
+            3,
+            3,
+            SrcDraw {
+                top: 0,
+                left: 2,
+                flip: true,
+            },
+            &mut flipped,
+        );
+        assert_eq!(flipped[0], out[2]);
+    }
+
+    #[test]
+    fn offsets_span_0_to_8_on_the_short_side_and_flip_half_the_time() {
+        let a = src(224, 4);
+        let mut rng = StdRng::seed_from_u64(3);
+        let (mut tops, mut lefts, mut flips) = (vec![0usize; 9], 0usize, 0usize);
+        let n = 4000;
+        for _ in 0..n {
+            let d = a.draw(298, 224, &mut rng);
+            tops[d.top] += 1;
+            lefts = lefts.max(d.left);
+            flips += d.flip as usize;
+        }
+        assert!(
+            tops.iter().all(|&c| c > 0),
+            "every offset 0..=8 occurs: {tops:?}"
+        );
+        assert_eq!(lefts, 298 + 8 - 224);
+        let f = flips as f64 / n as f64;
+        assert!((f - 0.5).abs() < 0.03, "flip frequency {f}");
+    }
+
+    #[test]
+    fn output_is_the_training_size() {
+        let a = src(32, 4);
+        let img = image::RgbImage::from_fn(60, 45, |x, y| image::Rgb([x as u8, y as u8, 7]));
+        let mut out = vec![f32::NAN; 3 * 32 * 32];
+        a.apply(&img, &mut StdRng::seed_from_u64(0), &mut out);
+        assert!(out.iter().all(|v| v.is_finite()));
+    }
+}
