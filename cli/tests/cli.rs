@@ -29,7 +29,67 @@ fn list_shows_every_registered_method() {
     let o = pixmim(&["list"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.lines().any(|l| l.starts_with("mae  ")), "{out}");
+    for name in ["mae", "pixmim"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("{name}  "))),
+            "{name} missing: {out}"
+        );
+    }
+}
+
+#[test]
+fn info_with_the_pixmim_plugin_shows_src_and_the_radius() {
+    let o = pixmim(&[
+        "info", "--method", "mae", "--plugin", "pixmim", "--preset", "base",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let toml_part: String = out
+        .lines()
+        .take_while(|l| !l.starts_with("# augmentation"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let t: toml::Table = toml_part.parse().expect("info prints TOML");
+    assert_eq!(t["augmentation"]["name"].as_str(), Some("src"));
+    assert_eq!(
+        t["augmentation"]["interpolation"].as_str(),
+        Some("bilinear")
+    );
+    assert_eq!(t["target"]["name"].as_str(), Some("lowpass"));
+    assert_eq!(t["target"]["radius"].as_float(), Some(40.0));
+    assert!(out.contains("5024 of 50176 frequency bins kept"), "{out}");
+    // the model is MAE's own
+    assert!(out.contains("trainable parameters: 111655680"), "{out}");
+    // an explicit radius wins, and a negative one is refused by name
+    let o = pixmim(&[
+        "info",
+        "--method",
+        "mae",
+        "--plugin",
+        "pixmim",
+        "--preset",
+        "tiny",
+        "--set",
+        "target.radius=3",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("radius = 3.0"),
+        "{}",
+        text(&o)
+    );
+    let o = pixmim(&[
+        "info",
+        "--method",
+        "mae",
+        "--plugin",
+        "pixmim",
+        "--preset",
+        "tiny",
+        "--set",
+        "target.radius=-1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("target.radius"), "{}", text(&o));
 }
 
 #[test]

@@ -73,6 +73,17 @@ pub trait TargetGenerator: Send + Sync {
     fn resolved_params(&self) -> toml::Table {
         toml::Table::new()
     }
+    /// Compute the target on the training device instead of in the data workers.
+    fn on_device(&self) -> bool {
+        false
+    }
+    /// The device path, used when [`on_device`](Self::on_device) is true.
+    fn generate_on_device(
+        &self,
+        images: Tensor<crate::RunBackend, 4>,
+    ) -> Tensor<crate::RunBackend, 4> {
+        images
+    }
 }
 
 /// Encoder + decoder. `forward` returns per-patch predictions (B, L, p*p*3) in the spec's

@@ -84,3 +84,36 @@ fn matches_mmselfsup_on_every_vector() {
     }
     assert_eq!(checked, 9);
 }
+
+/// The device path (DFT as matrix products) agrees with the same vectors, on both CPU backends.
+#[test]
+fn device_path_matches_mmselfsup_too() {
+    use burn::prelude::*;
+    use pixmim_core::device::DeviceSpec;
+    use pixmim_plugin_pixmim::{LowPassFilter, LowPassOnDevice};
+    type B = pixmim_core::RunBackend;
+    let dir = vectors("lowpass");
+    for spec in [DeviceSpec::NdArray, DeviceSpec::Flex] {
+        let device = spec.device().unwrap();
+        for (input, file) in [
+            ("rand64", "rand64_input.npy"),
+            ("astronaut224", "astronaut224_input_u8.npy"),
+            ("rand224", "rand224_input.npy"),
+        ] {
+            let (shape, x) = npy(&dir.join(file));
+            let (h, w) = (shape[1], shape[2]);
+            for r in [10, 40, 112] {
+                let (_, want) = npy(&dir.join(format!("{input}_r{r}_expected.npy")));
+                let f = LowPassOnDevice::<B>::new(&LowPassFilter::new(h, w, r as f64), &device);
+                let xt =
+                    Tensor::<B, 4>::from_data(TensorData::new(x.clone(), [1, 3, h, w]), &device);
+                let got: Vec<f32> = f.target(xt).into_data().to_vec().unwrap();
+                let err = max_abs_err(&got, &want);
+                assert!(
+                    err < 1e-5,
+                    "{spec:?} {input} r={r}: max abs error {err:.2e}"
+                );
+            }
+        }
+    }
+}

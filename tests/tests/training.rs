@@ -7,8 +7,9 @@ use pixmim_core::device::DeviceSpec;
 use pixmim_core::engine::{Job, JobOutput, TrainOptions, TrainSummary};
 use pixmim_core::registry::{compose, Request};
 
-// Link the method crate so its registration is present.
+// Link the method and plugin crates so their registrations are present.
 use pixmim_mae as _;
+use pixmim_plugin_pixmim as _;
 
 fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples")
@@ -21,11 +22,22 @@ fn out_dir(name: &str) -> PathBuf {
 }
 
 fn run(sets: &[&str], out: &Path, resume: bool, stop_after: Option<usize>) -> TrainSummary {
+    run_with(&[], sets, out, resume, stop_after)
+}
+
+fn run_with(
+    plugins: &[&str],
+    sets: &[&str],
+    out: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+) -> TrainSummary {
     let mut s: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     s.push(format!("data.path={:?}", samples().display().to_string()));
     let c = compose(&Request {
         method: "mae".into(),
         preset: Some("tiny".into()),
+        plugins: plugins.iter().map(|p| p.to_string()).collect(),
         sets: s,
         ..Default::default()
     })
@@ -135,4 +147,50 @@ fn a_stopped_run_resumes_to_bit_identical_weights() {
     assert!(err.contains("--resume"), "{err}");
     let _ = std::fs::remove_dir_all(&whole);
     let _ = std::fs::remove_dir_all(&split);
+}
+
+#[test]
+fn tiny_mae_with_the_pixmim_plugin_trains_and_its_loss_falls() {
+    let out = out_dir("pixmim");
+    let s = run_with(
+        &["pixmim"],
+        &["train.steps=60", "train.checkpoint_every=60"],
+        &out,
+        false,
+        None,
+    );
+    let first: f64 = s.losses[..10].iter().sum::<f64>() / 10.0;
+    let last: f64 = s.losses[50..].iter().sum::<f64>() / 10.0;
+    assert!(
+        last < 0.85 * first,
+        "loss did not fall: {first:.4} -> {last:.4}"
+    );
+    let cfg: toml::Table = std::fs::read_to_string(out.join("config.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(cfg["augmentation"]["name"].as_str(), Some("src"));
+    assert_eq!(cfg["target"]["name"].as_str(), Some("lowpass"));
+    // r = 40 * 32 / 224 written back into the resolved config
+    assert!((cfg["target"]["radius"].as_float().unwrap() - 40.0 * 32.0 / 224.0).abs() < 1e-12);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn host_and_device_low_pass_paths_train_identically_for_a_step() {
+    let a = out_dir("lp-host");
+    let b = out_dir("lp-device");
+    let sa = run_with(&["pixmim"], &["train.steps=2"], &a, false, None);
+    let sb = run_with(
+        &["pixmim"],
+        &["train.steps=2", "target.on_device=true"],
+        &b,
+        false,
+        None,
+    );
+    for (x, y) in sa.losses.iter().zip(&sb.losses) {
+        assert!((x - y).abs() < 1e-4 * x.abs(), "{x} vs {y}");
+    }
+    let _ = std::fs::remove_dir_all(&a);
+    let _ = std::fs::remove_dir_all(&b);
 }

@@ -129,7 +129,11 @@ pub fn make_batch(
     let mask = parts
         .masking
         .sample(batch_size, &mut rng(seed, Purpose::Mask, it as u64));
-    let target = parts.target.generate(&images);
+    let target = if parts.target.on_device() {
+        None // computed next to the model by the engine
+    } else {
+        parts.target.generate(&images)
+    };
     Ok(Batch {
         iteration: it,
         images,

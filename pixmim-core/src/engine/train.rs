@@ -181,6 +181,7 @@ where
         let images = b.images.to_tensor::<B>(&device);
         let target = match &b.target {
             Some(t) => t.to_tensor::<B>(&device),
+            None if c.parts.target.on_device() => c.parts.target.generate_on_device(images.clone()),
             None => images.clone(),
         };
         let mask = b.mask.to_tensors::<B>(&device);

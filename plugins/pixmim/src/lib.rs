@@ -3,12 +3,14 @@
 //! becomes the low-frequency image. Model, masking, norm_pix, loss, optimiser and schedule stay
 //! the method's own.
 pub mod lowpass;
+pub mod lowpass_device;
 pub mod simple_resized_crop;
 
 use pixmim_core::registry::{Plugin, PluginRegistration};
 use pixmim_core::Result;
 
 pub use lowpass::{LowPassFilter, LowPassTarget};
+pub use lowpass_device::LowPassOnDevice;
 pub use simple_resized_crop::SimpleResizedCrop;
 
 pub struct PixMim;

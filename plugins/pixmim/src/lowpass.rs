@@ -9,7 +9,10 @@
 //! Speed: the disk keeps at most 2r+1 frequency columns, so only those columns are transformed
 //! (forward and inverse), and pairs of real rows share one complex FFT. `apply_naive` is the
 //! plain full 2-D transform, kept for tests and `pixmim bench`.
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use burn::prelude::*;
+use burn::DispatchDevice;
 
 use rayon::prelude::*;
 use rustfft::num_complex::Complex;
@@ -18,7 +21,9 @@ use serde::Deserialize;
 
 use pixmim_core::registry::{Geometry, TargetRegistration};
 use pixmim_core::traits::{ImageBatch, TargetGenerator};
-use pixmim_core::{Error, Result, IMAGENET_MEAN, IMAGENET_STD};
+use pixmim_core::{Error, Result, RunBackend, IMAGENET_MEAN, IMAGENET_STD};
+
+use crate::lowpass_device::LowPassOnDevice;
 
 type C = Complex<f32>;
 
@@ -77,6 +82,16 @@ impl LowPassFilter {
             mask,
             kept,
         }
+    }
+
+    /// Is natural-order frequency (k, l) kept?
+    pub fn keeps(&self, k: usize, l: usize) -> bool {
+        self.mask[k * self.width + l]
+    }
+
+    /// Columns with at least one kept bin.
+    pub fn kept_columns(&self) -> impl Iterator<Item = usize> + '_ {
+        self.kept.iter().map(|(l, _)| *l)
     }
 
     /// Number of kept frequency bins.
@@ -198,9 +213,13 @@ impl LowPassFilter {
     }
 }
 
-/// `[target] name = "lowpass"`, `radius` (optional: 40 at 224, scaled with the image).
+/// `[target] name = "lowpass"`, `radius` (optional: 40 at 224, scaled with the image),
+/// `on_device` (compute it next to the model as DFT matrix products instead of with rustfft in
+/// the data workers; off by default, see README "PixMIM").
 pub struct LowPassTarget {
     pub filter: LowPassFilter,
+    pub on_device: bool,
+    device_path: Mutex<Option<(DispatchDevice, LowPassOnDevice<RunBackend>)>>,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +227,8 @@ pub struct LowPassTarget {
 struct LowPassParams {
     #[serde(default)]
     radius: Option<f64>,
+    #[serde(default)]
+    on_device: bool,
 }
 
 impl LowPassTarget {
@@ -221,6 +242,8 @@ impl LowPassTarget {
         }
         Ok(Self {
             filter: LowPassFilter::new(height, width, radius),
+            on_device: false,
+            device_path: Mutex::new(None),
         })
     }
 }
@@ -240,7 +263,19 @@ impl TargetGenerator for LowPassTarget {
     fn resolved_params(&self) -> toml::Table {
         let mut t = toml::Table::new();
         t.insert("radius".into(), self.filter.radius.into());
+        t.insert("on_device".into(), self.on_device.into());
         t
+    }
+    fn on_device(&self) -> bool {
+        self.on_device
+    }
+    fn generate_on_device(&self, images: Tensor<RunBackend, 4>) -> Tensor<RunBackend, 4> {
+        let device = images.device();
+        let mut slot = self.device_path.lock().expect("low-pass matrices");
+        if slot.as_ref().map(|(d, _)| d != &device).unwrap_or(true) {
+            *slot = Some((device.clone(), LowPassOnDevice::new(&self.filter, &device)));
+        }
+        slot.as_ref().expect("just built").1.target(images)
     }
     fn generate(&self, images: &ImageBatch) -> Option<ImageBatch> {
         assert_eq!(
