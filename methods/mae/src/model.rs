@@ -235,3 +235,122 @@ impl<B: Backend> Autoencoder<B> for Mae<B> {
         self.forward_decoder(latent, mask.ids_restore.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::optim::GradientsParams;
+    use pixmim_core::checkpoint::param_infos;
+    use pixmim_core::config::{NoDecayRule, OptimConfig};
+    use pixmim_core::masking::{MaskBatch, RandomMasking};
+    use pixmim_core::optim::adamw::skips_decay;
+    use pixmim_core::optim::AdamW;
+    use pixmim_core::traits::Corruption;
+    use rand::SeedableRng;
+
+    type B = burn::backend::Autodiff<burn::backend::NdArray>;
+
+    fn tiny() -> MaeConfig {
+        MaeConfig::from_table(
+            crate::presets::preset("tiny").unwrap()["model"]
+                .as_table()
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn no_decay_sets_follow_timm_and_mmengine() {
+        let m = tiny().init::<B>(&Default::default(), 0);
+        let infos = param_infos(&m);
+        let rule = |r: NoDecayRule, name: &str| {
+            let p = infos
+                .iter()
+                .find(|p| p.name == name)
+                .unwrap_or_else(|| panic!("no {name}"));
+            skips_decay(r, p)
+        };
+        for (name, official, mm) in [
+            ("cls_token", false, true),
+            ("mask_token", false, true),
+            ("blocks.0.attn.qkv.weight", false, false),
+            ("blocks.0.attn.qkv.bias", true, true),
+            ("blocks.0.norm1.weight", true, true),
+            ("norm.bias", true, true),
+            ("decoder_norm.weight", true, true),
+            ("patch_embed.proj.weight", false, false),
+            ("patch_embed.proj.bias", true, true),
+        ] {
+            assert_eq!(
+                rule(NoDecayRule::Official, name),
+                official,
+                "official {name}"
+            );
+            assert_eq!(rule(NoDecayRule::Mm, name), mm, "mm {name}");
+        }
+        let frozen: Vec<_> = infos
+            .iter()
+            .filter(|p| !p.require_grad)
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(frozen, vec!["pos_embed", "decoder_pos_embed"]);
+    }
+
+    #[test]
+    fn loss_falls_on_a_fixed_batch() {
+        let dev = Default::default();
+        let mut m = tiny().init::<B>(&dev, 1);
+        let cfg = OptimConfig {
+            blr: 1.0,
+            lr: None,
+            weight_decay: 0.05,
+            betas: [0.9, 0.95],
+            eps: 1e-8,
+            no_decay: NoDecayRule::Official,
+        };
+        let mut opt = AdamW::<B>::new(&cfg, &m);
+        let imgs = Tensor::<B, 4>::random(
+            [4, 3, 32, 32],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &dev,
+        );
+        let masks: MaskBatch = RandomMasking::new(0.75, 64)
+            .unwrap()
+            .sample(4, &mut rand::rngs::StdRng::seed_from_u64(0));
+        let mask = masks.to_tensors::<B>(&dev);
+        let mut losses = vec![];
+        for _ in 0..15 {
+            let pred = m.forward(imgs.clone(), &mask);
+            let loss = m.loss(pred, imgs.clone(), mask.mask.clone());
+            losses.push(loss.clone().into_scalar());
+            let g = GradientsParams::from_grads(loss.backward(), &m);
+            m = opt.step(1e-3, m, g);
+        }
+        assert!(losses[14] < 0.7 * losses[0], "{losses:?}");
+    }
+
+    #[test]
+    fn bad_model_configs_name_the_key() {
+        let mut c = tiny();
+        c.img_size = 30;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("model.img_size"));
+        let mut c = tiny();
+        c.num_heads = 5;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("model.num_heads"));
+        let mut c = tiny();
+        c.decoder_embed_dim = 130;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("model.decoder"));
+    }
+}
