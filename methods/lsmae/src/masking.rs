@@ -1,0 +1,149 @@
+//! Decoupled masking (spec §5.2): the patch grid is cut into s x s units; a permutation of the
+//! units decides, and each unit emits its patches in (dx, dy) = (0,0), (0,1), (1,0), (1,1)
+//! order, so the first `int(L * (1 - ratio))` of ids_shuffle are whole units.
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::Deserialize;
+
+use pixmim_core::masking::{len_keep, MaskBatch};
+use pixmim_core::registry::{CorruptionRegistration, Geometry};
+use pixmim_core::traits::Corruption;
+use pixmim_core::{Error, Result};
+
+pub struct UnitMasking {
+    pub ratio: f64,
+    /// Patch grid (rows, cols).
+    pub grid: (usize, usize),
+    /// Unit side in patches (`mask_downsampling`).
+    pub unit: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    ratio: f64,
+    unit: usize,
+}
+
+impl UnitMasking {
+    pub fn new(ratio: f64, grid: (usize, usize), unit: usize) -> Result<Self> {
+        if !(ratio > 0.0 && ratio < 1.0) {
+            return Err(Error::config(
+                "masking.ratio",
+                format!("must be in (0, 1), got {ratio}"),
+            ));
+        }
+        if unit == 0 || unit > grid.0.min(grid.1) {
+            return Err(Error::config(
+                "masking.unit",
+                format!("must be in 1..={}, got {unit}", grid.0.min(grid.1)),
+            ));
+        }
+        Ok(Self { ratio, grid, unit })
+    }
+
+    /// ids_shuffle for one sample given a permutation of the units.
+    pub fn shuffle_from_units(&self, units: &[usize]) -> Vec<i64> {
+        let (gh, gw) = self.grid;
+        let s = self.unit;
+        let uw = gw.div_ceil(s);
+        let mut ids = Vec::with_capacity(gh * gw);
+        for &m in units {
+            let (x0, y0) = ((m % uw) * s, (m / uw) * s);
+            for dx in 0..s {
+                for dy in 0..s {
+                    let (x, y) = (x0 + dx, y0 + dy);
+                    if x < gw && y < gh {
+                        ids.push((y * gw + x) as i64); // out-of-grid indices are dropped
+                    }
+                }
+            }
+        }
+        ids
+    }
+}
+
+impl Corruption for UnitMasking {
+    fn describe(&self) -> String {
+        let l = self.grid.0 * self.grid.1;
+        format!(
+            "unit masking, {0}x{0}-patch units, ratio {1} ({2} of {3} patches kept)",
+            self.unit,
+            self.ratio,
+            len_keep(l, self.ratio),
+            l
+        )
+    }
+    fn sample(&self, batch: usize, rng: &mut StdRng) -> MaskBatch {
+        let (gh, gw) = self.grid;
+        let n_units = gh.div_ceil(self.unit) * gw.div_ceil(self.unit);
+        let l = gh * gw;
+        let mut shuffles = Vec::with_capacity(batch * l);
+        for _ in 0..batch {
+            let mut units: Vec<usize> = (0..n_units).collect();
+            units.shuffle(rng);
+            shuffles.extend(self.shuffle_from_units(&units));
+        }
+        MaskBatch::from_shuffle(shuffles, batch, l, len_keep(l, self.ratio))
+    }
+}
+
+fn build(params: &toml::Table, g: &Geometry) -> Result<Box<dyn Corruption>> {
+    let p: Params = pixmim_core::config::parse_params(params, "masking")?;
+    Ok(Box::new(UnitMasking::new(p.ratio, g.mask_grid, p.unit)?))
+}
+
+inventory::submit! {
+    CorruptionRegistration {
+        name: "units",
+        description: "decoupled masking over s x s-patch units (LSMAE, spec §5.2)",
+        build,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn keeps_49_whole_units_of_784_patches() {
+        let m = UnitMasking::new(0.75, (28, 28), 2).unwrap();
+        let mb = m.sample(2, &mut StdRng::seed_from_u64(0));
+        assert_eq!(mb.len_keep, 196);
+        for b in 0..2 {
+            let mask = &mb.mask[b * 784..(b + 1) * 784];
+            assert_eq!(mask.iter().filter(|&&v| v == 0.0).count(), 196);
+            // every 2x2 unit is all kept or all removed
+            for uy in 0..14 {
+                for ux in 0..14 {
+                    let v: Vec<f32> = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                        .iter()
+                        .map(|(dy, dx)| mask[(2 * uy + dy) * 28 + 2 * ux + dx])
+                        .collect();
+                    assert!(
+                        v.iter().all(|&x| x == v[0]),
+                        "unit ({uy},{ux}) split: {v:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn units_emit_patches_in_dx_dy_order() {
+        let m = UnitMasking::new(0.75, (28, 28), 2).unwrap();
+        // unit 15 = row 1, col 1 of the 14x14 unit grid: x0 = 2, y0 = 2
+        assert_eq!(
+            m.shuffle_from_units(&[15]),
+            vec![2 * 28 + 2, 3 * 28 + 2, 2 * 28 + 3, 3 * 28 + 3]
+        );
+        // a grid not divisible by the unit drops out-of-grid indices
+        let m = UnitMasking::new(0.5, (3, 3), 2).unwrap();
+        let all: Vec<usize> = (0..4).collect();
+        let mut ids = m.shuffle_from_units(&all);
+        assert_eq!(ids.len(), 9);
+        ids.sort();
+        assert_eq!(ids, (0..9).collect::<Vec<i64>>());
+    }
+}
