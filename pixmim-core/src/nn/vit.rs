@@ -3,7 +3,7 @@
 //! (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`).
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 
 use crate::init::HostInit;
 
@@ -65,6 +65,14 @@ impl BlockConfig {
             },
         }
     }
+}
+
+/// Exact (erf) GELU, `nn.GELU()`'s default, built from `erf` so that autodiff derives it
+/// exactly. burn 0.21's fused `gelu` has an exact forward, but its default `gelu_backward`
+/// (used by ndarray and the cubecl backends; flex overrides it) differentiates the tanh
+/// approximation, which put MAE's gradients 3e-4 off the reference.
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5
 }
 
 impl<B: Backend> Attention<B> {
@@ -201,6 +209,24 @@ mod tests {
                     out[t * 4 + c]
                 );
             }
+        }
+    }
+
+    #[test]
+    fn gelu_gradient_is_the_exact_derivative_on_ndarray() {
+        type AB = burn::backend::Autodiff<burn::backend::NdArray>;
+        let xs = [-3.0f32, -1.2, -0.3, 0.0, 0.4, 1.7, 2.9];
+        let x = Tensor::<AB, 1>::from_floats(xs, &Default::default()).require_grad();
+        let g = gelu(x.clone()).sum().backward();
+        let got: Vec<f32> = x.grad(&g).unwrap().into_data().to_vec().unwrap();
+        for (v, gv) in xs.iter().zip(got) {
+            let v = *v as f64;
+            let pdf = (-v * v / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let want = 0.5 * (1.0 + libm_erf(v / 2f64.sqrt())) + v * pdf;
+            assert!(
+                (gv as f64 - want).abs() < 1e-6,
+                "gelu'({v}) = {gv}, want {want}"
+            );
         }
     }
 
