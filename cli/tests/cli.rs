@@ -29,12 +29,41 @@ fn list_shows_every_registered_method() {
     let o = pixmim(&["list"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    for name in ["mae", "pixmim"] {
+    for name in ["mae", "mff", "lsmae", "pixmim"] {
         assert!(
             out.lines().any(|l| l.starts_with(&format!("{name}  "))),
             "{name} missing: {out}"
         );
     }
+}
+
+#[test]
+fn info_reports_the_published_counts_of_every_method() {
+    for (method, trainable, frozen) in [
+        ("mff", 114_608_646, 252_160),
+        ("lsmae", 100_435_200, 904_320),
+    ] {
+        let o = pixmim(&["info", "--method", method, "--preset", "base"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains(&format!("trainable parameters: {trainable}")),
+            "{method}: {out}"
+        );
+        assert!(
+            out.contains(&format!("frozen parameters: {frozen}")),
+            "{method}: {out}"
+        );
+    }
+    // LSMAE with PixMIM: the radius scales to 80 at 448 (spec §11.1)
+    let o = pixmim(&[
+        "info", "--method", "lsmae", "--plugin", "pixmim", "--preset", "base",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("radius = 80.0"),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

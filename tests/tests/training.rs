@@ -8,7 +8,9 @@ use pixmim_core::engine::{Job, JobOutput, TrainOptions, TrainSummary};
 use pixmim_core::registry::{compose, Request};
 
 // Link the method and plugin crates so their registrations are present.
+use pixmim_lsmae as _;
 use pixmim_mae as _;
+use pixmim_mff as _;
 use pixmim_plugin_pixmim as _;
 
 fn samples() -> PathBuf {
@@ -32,10 +34,21 @@ fn run_with(
     resume: bool,
     stop_after: Option<usize>,
 ) -> TrainSummary {
+    run_method("mae", plugins, sets, out, resume, stop_after)
+}
+
+fn run_method(
+    method: &str,
+    plugins: &[&str],
+    sets: &[&str],
+    out: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+) -> TrainSummary {
     let mut s: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     s.push(format!("data.path={:?}", samples().display().to_string()));
     let c = compose(&Request {
-        method: "mae".into(),
+        method: method.into(),
         preset: Some("tiny".into()),
         plugins: plugins.iter().map(|p| p.to_string()).collect(),
         sets: s,
@@ -193,4 +206,29 @@ fn host_and_device_low_pass_paths_train_identically_for_a_step() {
     }
     let _ = std::fs::remove_dir_all(&a);
     let _ = std::fs::remove_dir_all(&b);
+}
+
+/// Every other method's tiny preset trains with a falling loss, with and without PixMIM.
+#[test]
+fn mff_and_lsmae_train_with_and_without_pixmim() {
+    for method in ["mff", "lsmae"] {
+        for plugins in [&[][..], &["pixmim"][..]] {
+            let out = out_dir(&format!("{method}-{}", plugins.len()));
+            let s = run_method(
+                method,
+                plugins,
+                &["train.steps=40", "train.checkpoint_every=40"],
+                &out,
+                false,
+                None,
+            );
+            let first: f64 = s.losses[..8].iter().sum::<f64>() / 8.0;
+            let last: f64 = s.losses[32..].iter().sum::<f64>() / 8.0;
+            assert!(
+                last < 0.9 * first,
+                "{method} {plugins:?}: loss did not fall: {first:.4} -> {last:.4}"
+            );
+            let _ = std::fs::remove_dir_all(&out);
+        }
+    }
 }
