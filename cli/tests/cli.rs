@@ -29,7 +29,7 @@ fn list_shows_every_registered_method() {
     let o = pixmim(&["list"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    for name in ["mae", "mff", "lsmae", "pixmim"] {
+    for name in ["mae", "convmae", "mff", "lsmae", "pixmim"] {
         assert!(
             out.lines().any(|l| l.starts_with(&format!("{name}  "))),
             "{name} missing: {out}"
@@ -40,6 +40,7 @@ fn list_shows_every_registered_method() {
 #[test]
 fn info_reports_the_published_counts_of_every_method() {
     for (method, trainable, frozen) in [
+        ("convmae", 114_790_528, 250_880),
         ("mff", 114_608_646, 252_160),
         ("lsmae", 100_435_200, 904_320),
     ] {

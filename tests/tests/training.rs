@@ -8,6 +8,7 @@ use pixmim_core::engine::{Job, JobOutput, TrainOptions, TrainSummary};
 use pixmim_core::registry::{compose, Request};
 
 // Link the method and plugin crates so their registrations are present.
+use pixmim_convmae as _;
 use pixmim_lsmae as _;
 use pixmim_mae as _;
 use pixmim_mff as _;
@@ -201,6 +202,17 @@ fn host_and_device_low_pass_paths_train_identically_for_a_step() {
         false,
         None,
     );
+    // The flag reached the generator (its resolved parameters are written back)...
+    let cfg = |d: &Path| -> toml::Table {
+        std::fs::read_to_string(d.join("config.toml"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(cfg(&a)["target"]["on_device"].as_bool(), Some(false));
+    assert_eq!(cfg(&b)["target"]["on_device"].as_bool(), Some(true));
+    // ...and the two paths give the same losses.
+    assert_eq!(sa.losses.len(), 2);
     for (x, y) in sa.losses.iter().zip(&sb.losses) {
         assert!((x - y).abs() < 1e-4 * x.abs(), "{x} vs {y}");
     }
@@ -210,8 +222,8 @@ fn host_and_device_low_pass_paths_train_identically_for_a_step() {
 
 /// Every other method's tiny preset trains with a falling loss, with and without PixMIM.
 #[test]
-fn mff_and_lsmae_train_with_and_without_pixmim() {
-    for method in ["mff", "lsmae"] {
+fn convmae_mff_and_lsmae_train_with_and_without_pixmim() {
+    for method in ["convmae", "mff", "lsmae"] {
         for plugins in [&[][..], &["pixmim"][..]] {
             let out = out_dir(&format!("{method}-{}", plugins.len()));
             let s = run_method(

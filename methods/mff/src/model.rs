@@ -64,7 +64,7 @@ impl MffConfig {
     pub fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> Mff<B> {
         let mae = self.mae.init::<B>(device, seed);
         // Separate stream for the extra layers so the MAE part matches MAE's init for a seed.
-        let mut init = HostInit::new(seed ^ 0x4D46_46);
+        let mut init = HostInit::new(seed ^ 0x004D_4646);
         let d = self.mae.embed_dim;
         let k = self.out_indices.len();
         let proj_layers = (0..k - 1).map(|_| init.linear(d, d, device)).collect();
@@ -120,7 +120,7 @@ impl<B: Backend> Mff<B> {
                 } else {
                     x.clone()
                 };
-                let term = f * w.clone().slice([slot..slot + 1]).reshape([1, 1, 1]);
+                let term = f * w.clone().narrow(0, slot, 1).reshape([1, 1, 1]);
                 fused = Some(match fused {
                     Some(acc) => acc + term,
                     None => term,

@@ -44,6 +44,31 @@ impl<B: Backend> PatchEmbed<B> {
         }
     }
 
+    /// PyTorch's default Conv2d init, kaiming_uniform(a=sqrt 5): weight and bias
+    /// U(+-1/sqrt(C*p*p)). ConvMAE keeps it for every conv but its last patch embed (§0.10).
+    pub fn new_pytorch_default(
+        in_chans: usize,
+        dim: usize,
+        p: usize,
+        init: &mut HostInit,
+        device: &B::Device,
+    ) -> Self {
+        let fan_in = in_chans * p * p;
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let w = init.uniform(dim * fan_in, bound);
+        let b = init.uniform(dim, bound);
+        Self {
+            proj: ConvProj {
+                weight: Param::from_tensor(Tensor::from_data(
+                    TensorData::new(w, [dim, in_chans, p, p]),
+                    device,
+                )),
+                bias: Param::from_tensor(Tensor::from_data(TensorData::new(b, [dim]), device)),
+            },
+            patch_size: p,
+        }
+    }
+
     /// (B, C, H, W) -> (B, L, D), patches row-major.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 3> {
         let [b, c, h, w] = x.dims();

@@ -294,9 +294,9 @@ impl TargetGenerator for LowPassTarget {
 
 fn build(params: &toml::Table, g: &Geometry) -> Result<Box<dyn TargetGenerator>> {
     let p: LowPassParams = pixmim_core::config::parse_params(params, "target")?;
-    Ok(Box::new(LowPassTarget::new(
-        g.image.0, g.image.1, p.radius,
-    )?))
+    let mut t = LowPassTarget::new(g.image.0, g.image.1, p.radius)?;
+    t.on_device = p.on_device;
+    Ok(Box::new(t))
 }
 
 inventory::submit! {

@@ -1,0 +1,396 @@
+//! The ConvMAE network (spec §3.2). Field names follow `models_convmae.py`.
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::cblock::{CBlock, CONV_LN_EPS};
+use pixmim_core::init::HostInit;
+use pixmim_core::masking::{gather_tokens, MaskTensors};
+use pixmim_core::nn::vit::gelu;
+use pixmim_core::nn::{sincos_2d, Block, BlockConfig, PatchEmbed, PosEmbedOrientation};
+use pixmim_core::registry::Geometry;
+use pixmim_core::traits::Autoencoder;
+use pixmim_core::{Error, Result};
+
+/// LayerNorm eps of the transformer stage and decoder (spec §0.7).
+const LN_EPS: f64 = 1e-6;
+
+/// `[model]` of a ConvMAE run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvMaeConfig {
+    pub img_size: usize,
+    /// Patch size of each stage (4, 2, 2): the total, 16, is the mask and target patch.
+    pub patch_size: [usize; 3],
+    pub embed_dim: [usize; 3],
+    pub depth: [usize; 3],
+    /// Heads of the transformer stage.
+    pub num_heads: usize,
+    pub mlp_ratio: [f64; 3],
+    pub decoder_embed_dim: usize,
+    pub decoder_depth: usize,
+    pub decoder_num_heads: usize,
+    pub norm_pix: bool,
+    pub pos_embed: PosEmbedOrientation,
+}
+
+/// A patch-embed stage: conv (kernel = stride) -> LayerNorm over channels -> GELU.
+#[derive(Module, Debug)]
+pub struct StageEmbed<B: Backend> {
+    pub proj: pixmim_core::nn::patch_embed::ConvProj<B>,
+    pub norm: LayerNorm<B>,
+    pub patch_size: usize,
+}
+
+impl<B: Backend> StageEmbed<B> {
+    fn new(pe: PatchEmbed<B>, dim: usize, device: &B::Device) -> Self {
+        Self {
+            proj: pe.proj,
+            norm: LayerNormConfig::new(dim)
+                .with_epsilon(CONV_LN_EPS)
+                .init(device),
+            patch_size: pe.patch_size,
+        }
+    }
+    /// (B, C, H, W) -> (B, H/p, W/p, D), channels last.
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, _, h, w] = x.dims();
+        let p = self.patch_size;
+        let pe = PatchEmbed {
+            proj: self.proj.clone(),
+            patch_size: p,
+        };
+        let y = pe.forward(x);
+        let [_, _, d] = y.dims();
+        gelu(self.norm.forward(y.reshape([b, h / p, w / p, d])))
+    }
+}
+
+impl ConvMaeConfig {
+    pub fn from_table(t: &toml::Table) -> Result<Self> {
+        let c: Self = pixmim_core::config::parse_params(t, "model")?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Total downsampling = mask cell and target patch size.
+    pub fn total_patch(&self) -> usize {
+        self.patch_size.iter().product()
+    }
+
+    pub fn grid(&self) -> usize {
+        self.img_size / self.total_patch()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let e = |k: &str, m: String| Err(Error::config(format!("model.{k}"), m));
+        if self.patch_size.contains(&0) || self.img_size == 0 {
+            return e("patch_size", "sizes must be positive".into());
+        }
+        if !self.img_size.is_multiple_of(self.total_patch()) {
+            return e(
+                "img_size",
+                format!(
+                    "{} is not divisible by the total patch {}",
+                    self.img_size,
+                    self.total_patch()
+                ),
+            );
+        }
+        if self.num_heads == 0 || !self.embed_dim[2].is_multiple_of(self.num_heads) {
+            return e(
+                "num_heads",
+                format!(
+                    "width {} is not divisible by {} heads",
+                    self.embed_dim[2], self.num_heads
+                ),
+            );
+        }
+        if self.decoder_num_heads == 0
+            || !self
+                .decoder_embed_dim
+                .is_multiple_of(self.decoder_num_heads)
+        {
+            return e("decoder_num_heads", "must divide decoder_embed_dim".into());
+        }
+        if !self.embed_dim[2].is_multiple_of(4) || !self.decoder_embed_dim.is_multiple_of(4) {
+            return e(
+                "embed_dim",
+                "transformer and decoder widths must be multiples of 4".into(),
+            );
+        }
+        if self.depth[2] == 0 {
+            return e(
+                "depth",
+                "the transformer stage needs at least one block".into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn geometry(&self) -> Result<Geometry> {
+        Ok(Geometry {
+            image: (self.img_size, self.img_size),
+            mask_grid: (self.grid(), self.grid()),
+        })
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> ConvMae<B> {
+        let mut init = HostInit::new(seed);
+        let [p1, p2, p3] = self.patch_size;
+        let [d1, d2, d3] = self.embed_dim;
+        let g = self.grid();
+        let dd = self.decoder_embed_dim;
+        let pe1 = PatchEmbed::new_pytorch_default(3, d1, p1, &mut init, device);
+        let pe2 = PatchEmbed::new_pytorch_default(d1, d2, p2, &mut init, device);
+        // Only patch_embed3 gets xavier on its flattened weight (spec §0.10).
+        let pe3 = PatchEmbed::new(d2, d3, p3, &mut init, device);
+        let blocks1 = (0..self.depth[0])
+            .map(|_| CBlock::new(d1, self.mlp_ratio[0], &mut init, device))
+            .collect();
+        let blocks2 = (0..self.depth[1])
+            .map(|_| CBlock::new(d2, self.mlp_ratio[1], &mut init, device))
+            .collect();
+        let enc = BlockConfig {
+            dim: d3,
+            num_heads: self.num_heads,
+            mlp_ratio: self.mlp_ratio[2],
+            ln_eps: LN_EPS,
+        };
+        let blocks3 = (0..self.depth[2])
+            .map(|_| enc.init(&mut init, device))
+            .collect();
+        let dec = BlockConfig {
+            dim: dd,
+            num_heads: self.decoder_num_heads,
+            mlp_ratio: self.mlp_ratio[0],
+            ln_eps: LN_EPS,
+        };
+        let frozen = |v: Vec<f32>, d: usize| {
+            Param::from_tensor(Tensor::<B, 3>::from_data(
+                TensorData::new(v, [1, g * g, d]),
+                device,
+            ))
+            .set_require_grad(false)
+        };
+        let patch_embed4 = init.linear(d3, d3, device);
+        let stage1_output_decode =
+            PatchEmbed::new_pytorch_default(d1, d3, p2 * p3, &mut init, device);
+        let stage2_output_decode = PatchEmbed::new_pytorch_default(d2, d3, p3, &mut init, device);
+        let decoder_embed = init.linear(d3, dd, device);
+        let mask_token = Param::from_tensor(Tensor::from_data(
+            TensorData::new(init.normal(dd, 0.02), [1, 1, dd]),
+            device,
+        ));
+        let decoder_blocks = (0..self.decoder_depth)
+            .map(|_| dec.init(&mut init, device))
+            .collect();
+        let tp = self.total_patch();
+        let decoder_pred = init.linear(dd, tp * tp * 3, device);
+        ConvMae {
+            patch_embed1: StageEmbed::new(pe1, d1, device),
+            patch_embed2: StageEmbed::new(pe2, d2, device),
+            patch_embed3: StageEmbed::new(pe3, d3, device),
+            patch_embed4,
+            pos_embed: frozen(sincos_2d(d3, g, g, false, self.pos_embed), d3),
+            blocks1,
+            blocks2,
+            blocks3,
+            stage1_output_decode,
+            stage2_output_decode,
+            norm: LayerNormConfig::new(d3).with_epsilon(LN_EPS).init(device),
+            decoder_embed,
+            mask_token,
+            decoder_pos_embed: frozen(sincos_2d(dd, g, g, false, self.pos_embed), dd),
+            decoder_blocks,
+            decoder_norm: LayerNormConfig::new(dd).with_epsilon(LN_EPS).init(device),
+            decoder_pred,
+            upsample: [p2 * p3, p3],
+            target_patch: tp,
+            norm_pix: self.norm_pix,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ConvMae<B: Backend> {
+    pub patch_embed1: StageEmbed<B>,
+    pub patch_embed2: StageEmbed<B>,
+    pub patch_embed3: StageEmbed<B>,
+    pub patch_embed4: Linear<B>,
+    /// Frozen (1, L, D), no cls token.
+    pub pos_embed: Param<Tensor<B, 3>>,
+    pub blocks1: Vec<CBlock<B>>,
+    pub blocks2: Vec<CBlock<B>>,
+    pub blocks3: Vec<Block<B>>,
+    pub stage1_output_decode: PatchEmbed<B>,
+    pub stage2_output_decode: PatchEmbed<B>,
+    pub norm: LayerNorm<B>,
+    pub decoder_embed: Linear<B>,
+    pub mask_token: Param<Tensor<B, 3>>,
+    pub decoder_pos_embed: Param<Tensor<B, 3>>,
+    pub decoder_blocks: Vec<Block<B>>,
+    pub decoder_norm: LayerNorm<B>,
+    pub decoder_pred: Linear<B>,
+    /// Nearest-neighbour factors from the mask grid to stages 1 and 2 (4 and 2 for base).
+    pub upsample: [usize; 2],
+    pub target_patch: usize,
+    pub norm_pix: bool,
+}
+
+/// Nearest-neighbour upsampling of a (B, G*G) mask to a (B, G*f, G*f, 1) visibility map,
+/// 1 = visible: M[b, f*i + a, f*j + c] = mask[b, G*i + j] (spec §3.2).
+pub fn visibility<B: Backend>(mask: Tensor<B, 2>, grid: usize, f: usize) -> Tensor<B, 4> {
+    let [b, _] = mask.dims();
+    let vis = mask.neg() + 1.0;
+    vis.reshape([b, grid, 1, grid, 1])
+        .expand([b, grid, f, grid, f])
+        .reshape([b, grid * f, grid * f, 1])
+}
+
+impl<B: Backend> ConvMae<B> {
+    /// Encoder output after fusion and norm: (B, len_keep, D), visible tokens in
+    /// ascending-noise order (no cls token).
+    pub fn forward_encoder(&self, imgs: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+        let [b, _, h, _] = imgs.dims();
+        let g = h / self.target_patch;
+        let nchw = |x: Tensor<B, 4>| x.permute([0, 3, 1, 2]);
+        let v1 = visibility(mask.mask.clone(), g, self.upsample[0]);
+        let v2 = visibility(mask.mask.clone(), g, self.upsample[1]);
+        let mut x = self.patch_embed1.forward(imgs);
+        for blk in &self.blocks1 {
+            x = blk.forward(x, v1.clone());
+        }
+        let s1 = self.stage1_output_decode.forward(nchw(x.clone()));
+        let mut x = self.patch_embed2.forward(nchw(x));
+        for blk in &self.blocks2 {
+            x = blk.forward(x, v2.clone());
+        }
+        let s2 = self.stage2_output_decode.forward(nchw(x.clone()));
+        let x = self.patch_embed3.forward(nchw(x));
+        let [_, _, _, d] = x.dims();
+        let x = self.patch_embed4.forward(x.reshape([b, g * g, d])) + self.pos_embed.val();
+        let keep = mask.ids_keep.clone();
+        let mut x = gather_tokens(x, keep.clone());
+        for blk in &self.blocks3 {
+            x = blk.forward(x);
+        }
+        // Multi-scale fusion: summed after the transformer, then the final norm (§3.2 step 10).
+        let x = x + gather_tokens(s1, keep.clone()) + gather_tokens(s2, keep);
+        self.norm.forward(x)
+    }
+
+    /// MAE's decoder without a cls token. -> (B, L, p*p*3)
+    pub fn forward_decoder(
+        &self,
+        latent: Tensor<B, 3>,
+        ids_restore: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
+        let x = self.decoder_embed.forward(latent);
+        let [b, n, dd] = x.dims();
+        let [_, l] = ids_restore.dims();
+        let x = Tensor::cat(vec![x, self.mask_token.val().expand([b, l - n, dd])], 1);
+        let mut x = gather_tokens(x, ids_restore) + self.decoder_pos_embed.val();
+        for blk in &self.decoder_blocks {
+            x = blk.forward(x);
+        }
+        self.decoder_pred.forward(self.decoder_norm.forward(x))
+    }
+}
+
+impl<B: Backend> Autoencoder<B> for ConvMae<B> {
+    fn target_patch_size(&self) -> usize {
+        self.target_patch
+    }
+    fn norm_pix(&self) -> bool {
+        self.norm_pix
+    }
+    fn forward(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+        let latent = self.forward_encoder(images, mask);
+        self.forward_decoder(latent, mask.ids_restore.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pixmim_core::masking::{MaskBatch, RandomMasking};
+    use pixmim_core::traits::Corruption;
+    use rand::SeedableRng;
+
+    type B = burn::backend::NdArray;
+
+    fn tiny() -> ConvMaeConfig {
+        ConvMaeConfig::from_table(
+            crate::presets::preset("tiny").unwrap()["model"]
+                .as_table()
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn mask_upsampling_is_nearest_neighbour() {
+        let dev = Default::default();
+        let m = MaskBatch::from_noise(&[0.9, 0.1, 0.5, 0.3], 1, 4, 0.5); // removes patches 0 and 2
+        let v: Vec<f32> = visibility(m.to_tensors::<B>(&dev).mask, 2, 4)
+            .into_data()
+            .to_vec()
+            .unwrap();
+        for y in 0..8 {
+            for x in 0..8 {
+                let cell = (y / 4) * 2 + x / 4;
+                assert_eq!(v[y * 8 + x], 1.0 - m.mask[cell], "({y},{x})");
+            }
+        }
+    }
+
+    /// Spec §7.5: randomising the pixels under masked patches must not change what the
+    /// encoder outputs for the visible tokens.
+    #[test]
+    fn masked_pixels_do_not_leak_into_visible_tokens() {
+        let dev = Default::default();
+        let cfg = tiny();
+        let m = cfg.init::<B>(&dev, 0);
+        let (s, p) = (cfg.img_size, cfg.total_patch());
+        let g = s / p;
+        let masks = RandomMasking::new(0.75, g * g)
+            .unwrap()
+            .sample(2, &mut rand::rngs::StdRng::seed_from_u64(4));
+        let mt = masks.to_tensors::<B>(&dev);
+        let imgs = Tensor::<B, 4>::random(
+            [2, 3, s, s],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &dev,
+        );
+        let noise = Tensor::<B, 4>::random(
+            [2, 3, s, s],
+            burn::tensor::Distribution::Normal(0.0, 5.0),
+            &dev,
+        );
+        // pixel-level removed map: 1 under masked patches
+        let removed = visibility(mt.mask.clone().neg() + 1.0, g, p).permute([0, 3, 1, 2]); // (B,1,S,S)
+        let scrambled = imgs.clone() + noise * removed;
+        let a = m.forward_encoder(imgs, &mt);
+        let b = m.forward_encoder(scrambled.clone(), &mt);
+        let diff: f32 = (a - b).abs().max().into_scalar();
+        assert!(diff < 1e-5, "visible tokens changed by {diff}");
+    }
+
+    #[test]
+    fn base_has_the_published_parameter_count() {
+        let cfg = ConvMaeConfig::from_table(
+            crate::presets::preset("base").unwrap()["model"]
+                .as_table()
+                .unwrap(),
+        )
+        .unwrap();
+        type AB = burn::backend::Autodiff<burn::backend::NdArray>;
+        let m = cfg.init::<AB>(&Default::default(), 0);
+        assert_eq!(
+            pixmim_core::checkpoint::count_params(&m),
+            (114_790_528, 150_528 + 100_352)
+        );
+    }
+}
