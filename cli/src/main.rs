@@ -29,6 +29,41 @@ enum Command {
     Info(Compose),
     /// Pretrain.
     Train(TrainArgs),
+    /// Apply a target generator to one image, outside training.
+    Target(TargetArgs),
+    /// Write a grid: original | augmented view | visible patches | reconstruction target.
+    Preview(PreviewArgs),
+}
+
+#[derive(Args)]
+struct TargetArgs {
+    /// Registered target generator (see `pixmim list`), e.g. `lowpass`.
+    #[arg(long)]
+    generator: String,
+    /// Low-pass radius (default: 40 at 224, scaled with the image).
+    #[arg(long)]
+    radius: Option<f64>,
+    /// `.npy` float32 (3, H, W), ImageNet-normalised; or an image file (normalised first).
+    #[arg(long)]
+    input: PathBuf,
+    /// `.npy` (same layout, float32) or an image file (de-normalised for viewing).
+    #[arg(long)]
+    output: PathBuf,
+}
+
+#[derive(Args)]
+struct PreviewArgs {
+    #[command(flatten)]
+    compose: Compose,
+    /// Image folder or list file (default: the sample images).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Output PNG.
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of images (rows).
+    #[arg(long, default_value_t = 4)]
+    count: usize,
 }
 
 #[derive(Args, Clone)]
@@ -102,6 +137,91 @@ fn list() {
     for p in registry::plugins() {
         println!("{}  {}", p.name(), p.description());
     }
+    use pixmim_core::traits::{Augmentation, Corruption, TargetGenerator};
+    for (kind, items) in [
+        ("target", registry::component_names::<dyn TargetGenerator>()),
+        (
+            "augmentation",
+            registry::component_names::<dyn Augmentation>(),
+        ),
+        ("masking", registry::component_names::<dyn Corruption>()),
+    ] {
+        for (name, description) in items {
+            println!("{name}  [{kind}] {description}");
+        }
+    }
+}
+
+fn is_npy(p: &std::path::Path) -> bool {
+    p.extension().and_then(|e| e.to_str()) == Some("npy")
+}
+
+fn target(a: &TargetArgs) -> Result<()> {
+    use pixmim_core::traits::ImageBatch;
+    let (h, w, data) = if is_npy(&a.input) {
+        let (shape, v) = pixmim_core::npy::read(&a.input)?;
+        match shape[..] {
+            [3, h, w] => (h, w, v),
+            _ => {
+                return Err(Error::data(
+                    &a.input,
+                    format!("expected shape (3, H, W), got {shape:?}"),
+                ))
+            }
+        }
+    } else {
+        let img = pixmim_core::data::dataset::decode(&a.input)?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        (h, w, pixmim_core::augment::normalise_image(&img))
+    };
+    let mut params = toml::Table::new();
+    if let Some(r) = a.radius {
+        params.insert("radius".into(), r.into());
+    }
+    let geometry = registry::Geometry {
+        image: (h, w),
+        mask_grid: (1, 1),
+    };
+    let generator = registry::build_target(&a.generator, &params, &geometry)?;
+    let batch = ImageBatch {
+        batch: 1,
+        channels: 3,
+        height: h,
+        width: w,
+        data,
+    };
+    let out = generator.generate(&batch).unwrap_or(batch);
+    if is_npy(&a.output) {
+        pixmim_core::npy::write(&a.output, &[3, h, w], &out.data)?;
+    } else {
+        pixmim_core::augment::to_rgb_image(&out.data, h, w)
+            .save(&a.output)
+            .map_err(|e| Error::data(&a.output, format!("cannot write: {e}")))?;
+    }
+    eprintln!(
+        "{}: {} -> {}",
+        generator.describe(),
+        a.input.display(),
+        a.output.display()
+    );
+    Ok(())
+}
+
+fn preview(a: &PreviewArgs) -> Result<()> {
+    let composed = compose(&a.compose, vec![])?;
+    let data = a
+        .data
+        .clone()
+        .or_else(|| composed.data.path.clone())
+        .or_else(sample_data)
+        .ok_or_else(|| {
+            Error::Usage(
+                "no --data given and the sample images (data/samples) were not found".into(),
+            )
+        })?;
+    pixmim_core::preview::preview(&composed, &data, a.count, &a.out)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
 }
 
 fn info(c: &Compose) -> Result<()> {
@@ -232,6 +352,8 @@ fn main() -> ExitCode {
         }
         Command::Info(c) => info(c),
         Command::Train(a) => train(a),
+        Command::Target(a) => target(a),
+        Command::Preview(a) => preview(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

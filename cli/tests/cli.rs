@@ -29,7 +29,9 @@ fn list_shows_every_registered_method() {
     let o = pixmim(&["list"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    for name in ["mae", "convmae", "mff", "lsmae", "pixmim"] {
+    for name in [
+        "mae", "convmae", "mff", "lsmae", "pixmim", "lowpass", "pixel", "src", "rrc", "units",
+    ] {
         assert!(
             out.lines().any(|l| l.starts_with(&format!("{name}  "))),
             "{name} missing: {out}"
@@ -296,4 +298,108 @@ fn train_writes_the_run_folder_and_resumes() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("resuming from"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn target_applies_a_generator_to_npy_and_images() {
+    let dir = tmp("target");
+    std::fs::create_dir_all(&dir).unwrap();
+    // an .npy input: a constant image stays constant under any low-pass filter keeping DC
+    let n = 3 * 16 * 16;
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 16, 16), }".to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for _ in 0..n {
+        bytes.extend(0.5f32.to_le_bytes());
+    }
+    let input = dir.join("in.npy");
+    std::fs::write(&input, bytes).unwrap();
+    let output = dir.join("out.npy");
+    let o = pixmim(&[
+        "target",
+        "--generator",
+        "lowpass",
+        "--radius",
+        "3",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = std::fs::read(&output).unwrap();
+    let values: Vec<f32> = out[out.len() - 4 * n..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert!(
+        values.iter().all(|v| (v - 0.5).abs() < 1e-4),
+        "{:?}",
+        &values[..4]
+    );
+    // an image in, an image out
+    let png = dir.join("out.png");
+    let o = pixmim(&[
+        "target",
+        "--generator",
+        "lowpass",
+        "--input",
+        "../data/samples/astronaut.jpg",
+        "--output",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("radius"), "{}", text(&o));
+    assert_eq!(image_dims(&png), (160, 160));
+    // unknown generator: exit 2, the known ones listed
+    let o = pixmim(&[
+        "target",
+        "--generator",
+        "nope",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("lowpass"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn image_dims(p: &std::path::Path) -> (u32, u32) {
+    let b = std::fs::read(p).unwrap();
+    assert_eq!(&b[1..4], b"PNG");
+    (
+        u32::from_be_bytes([b[16], b[17], b[18], b[19]]),
+        u32::from_be_bytes([b[20], b[21], b[22], b[23]]),
+    )
+}
+
+#[test]
+fn preview_writes_a_four_panel_grid() {
+    let dir = tmp("preview");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("grid.png");
+    let o = pixmim(&[
+        "preview",
+        "--method",
+        "mae",
+        "--plugin",
+        "pixmim",
+        "--preset",
+        "tiny",
+        "--count",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // tiny: 32 px panels enlarged 4x to 128, 4 panels + 5 gaps of 4 px, 3 rows
+    assert_eq!(image_dims(&out), (4 * 132 + 4, 3 * 132 + 4));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -186,6 +186,25 @@ pub fn write_normalised(hwc: &[u8], w: usize, h: usize, flip: bool, out: &mut [f
     }
 }
 
+/// Normalised CHW f32 -> RGB8 image (clamped), for viewing.
+pub fn to_rgb_image(chw: &[f32], h: usize, w: usize) -> image::RgbImage {
+    image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let px = |c: usize| {
+            let v = chw[(c * h + y as usize) * w + x as usize] * IMAGENET_STD[c] + IMAGENET_MEAN[c];
+            (v * 255.0).round().clamp(0.0, 255.0) as u8
+        };
+        image::Rgb([px(0), px(1), px(2)])
+    })
+}
+
+/// RGB8 image -> normalised CHW f32 at its own size (no resize).
+pub fn normalise_image(img: &image::RgbImage) -> Vec<f32> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut out = vec![0.0; 3 * w * h];
+    write_normalised(img.as_raw(), w, h, false, &mut out);
+    out
+}
+
 impl Augmentation for RandomResizedCrop {
     fn describe(&self) -> String {
         format!(

@@ -114,6 +114,19 @@ pub fn gather_tokens<B: Backend>(x: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Ten
     x.gather(1, ids)
 }
 
+/// Decoder input assembly (spec §0.5): append mask tokens after the visible tokens (B, K, D)
+/// and put everything back in spatial order with ids_restore (B, L) -> (B, L, D).
+pub fn unshuffle_with_mask_tokens<B: Backend>(
+    visible: Tensor<B, 3>,
+    mask_token: Tensor<B, 3>,
+    ids_restore: Tensor<B, 2, Int>,
+) -> Tensor<B, 3> {
+    let [b, k, d] = visible.dims();
+    let [_, l] = ids_restore.dims();
+    let x = Tensor::cat(vec![visible, mask_token.expand([b, l - k, d])], 1);
+    gather_tokens(x, ids_restore)
+}
+
 /// MAE's random masking over the model's mask grid.
 #[derive(Clone, Debug)]
 pub struct RandomMasking {

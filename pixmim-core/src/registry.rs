@@ -128,6 +128,19 @@ where
     }
 }
 
+/// Build a registered target generator by name (for `pixmim target`).
+pub fn build_target(
+    name: &str,
+    params: &Table,
+    geometry: &Geometry,
+) -> Result<Box<dyn TargetGenerator>> {
+    let mut t = Table::new();
+    let mut section = params.clone();
+    section.insert("name".into(), name.into());
+    t.insert("target".into(), section.into());
+    component::<dyn TargetGenerator>("target", &t, geometry)
+}
+
 /// Names and descriptions of registered components of one kind, for `pixmim list`.
 pub fn component_names<T: ?Sized + 'static>() -> Vec<(&'static str, &'static str)>
 where

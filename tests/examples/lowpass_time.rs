@@ -31,6 +31,33 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e3 / reps as f64
         );
     }
+    // The target generator as the data workers run it: a batch, parallel over all cores.
+    use pixmim_core::traits::{ImageBatch, TargetGenerator};
+    let threads = rayon::current_num_threads();
+    for (size, batch) in [(224usize, 64usize), (32, 16)] {
+        let t = pixmim_plugin_pixmim::LowPassTarget::new(size, size, None).unwrap();
+        let x = ImageBatch {
+            batch,
+            channels: 3,
+            height: size,
+            width: size,
+            data: (0..batch * 3 * size * size)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect(),
+        };
+        let _ = t.generate(&x);
+        let reps = if size == 224 { 5 } else { 50 };
+        let t0 = Instant::now();
+        for _ in 0..reps {
+            let _ = t.generate(&x);
+        }
+        let per_batch = t0.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "LowPassTarget {size}x{size}, batch {batch}, {threads} threads: {:.1} img/s ({:.3} ms per batch)",
+            batch as f64 / per_batch,
+            per_batch * 1e3
+        );
+    }
     for spec in [DeviceSpec::NdArray, DeviceSpec::Flex] {
         let dev = spec.device().unwrap();
         let d = LowPassOnDevice::<pixmim_core::RunBackend>::new(&f, &dev);

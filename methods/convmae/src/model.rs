@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cblock::{CBlock, CONV_LN_EPS};
 use pixmim_core::init::HostInit;
-use pixmim_core::masking::{gather_tokens, MaskTensors};
+use pixmim_core::masking::{gather_tokens, unshuffle_with_mask_tokens, MaskTensors};
 use pixmim_core::nn::vit::gelu;
 use pixmim_core::nn::{sincos_2d, Block, BlockConfig, PatchEmbed, PosEmbedOrientation};
 use pixmim_core::registry::Geometry;
@@ -288,10 +288,8 @@ impl<B: Backend> ConvMae<B> {
         ids_restore: Tensor<B, 2, Int>,
     ) -> Tensor<B, 3> {
         let x = self.decoder_embed.forward(latent);
-        let [b, n, dd] = x.dims();
-        let [_, l] = ids_restore.dims();
-        let x = Tensor::cat(vec![x, self.mask_token.val().expand([b, l - n, dd])], 1);
-        let mut x = gather_tokens(x, ids_restore) + self.decoder_pos_embed.val();
+        let mut x = unshuffle_with_mask_tokens(x, self.mask_token.val(), ids_restore)
+            + self.decoder_pos_embed.val();
         for blk in &self.decoder_blocks {
             x = blk.forward(x);
         }

@@ -5,7 +5,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use pixmim_core::init::HostInit;
-use pixmim_core::masking::{gather_tokens, MaskTensors};
+use pixmim_core::masking::{gather_tokens, unshuffle_with_mask_tokens, MaskTensors};
 use pixmim_core::nn::{sincos_2d, Block, BlockConfig, PatchEmbed, PosEmbedOrientation};
 use pixmim_core::registry::Geometry;
 use pixmim_core::traits::Autoencoder;
@@ -185,14 +185,20 @@ impl<B: Backend> Mae<B> {
         x + self.pos_embed.val().slice([0..1, 1..l + 1, 0..d])
     }
 
-    /// Encoder output after the final norm: (B, 1 + len_keep, D), cls first, visible tokens
-    /// in ascending-noise order.
-    pub fn forward_encoder(&self, imgs: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+    /// Embedded visible tokens with the cls token prepended: (B, 1 + len_keep, D), the input
+    /// of the first encoder block (MFF reuses it).
+    pub fn visible_tokens(&self, imgs: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
         let x = gather_tokens(self.embed(imgs), mask.ids_keep.clone());
         let [b, _, d] = x.dims();
         let cls = (self.cls_token.val() + self.pos_embed.val().slice([0..1, 0..1, 0..d]))
             .expand([b, 1, d]);
-        let mut x = Tensor::cat(vec![cls, x], 1);
+        Tensor::cat(vec![cls, x], 1)
+    }
+
+    /// Encoder output after the final norm: (B, 1 + len_keep, D), cls first, visible tokens
+    /// in ascending-noise order.
+    pub fn forward_encoder(&self, imgs: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+        let mut x = self.visible_tokens(imgs, mask);
         for blk in &self.blocks {
             x = blk.forward(x);
         }
@@ -209,11 +215,13 @@ impl<B: Backend> Mae<B> {
         let x = self.decoder_embed.forward(latent);
         let [b, n, dd] = x.dims();
         let [_, l] = ids_restore.dims();
-        let mask_tokens = self.mask_token.val().expand([b, l + 1 - n, dd]);
-        let x_ = Tensor::cat(vec![x.clone().slice([0..b, 1..n, 0..dd]), mask_tokens], 1);
-        let x_ = gather_tokens(x_, ids_restore);
-        let mut x =
-            Tensor::cat(vec![x.slice([0..b, 0..1, 0..dd]), x_], 1) + self.decoder_pos_embed.val();
+        let patches = unshuffle_with_mask_tokens(
+            x.clone().slice([0..b, 1..n, 0..dd]),
+            self.mask_token.val(),
+            ids_restore,
+        );
+        let mut x = Tensor::cat(vec![x.slice([0..b, 0..1, 0..dd]), patches], 1)
+            + self.decoder_pos_embed.val();
         for blk in &self.decoder_blocks {
             x = blk.forward(x);
         }

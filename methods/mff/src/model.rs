@@ -8,7 +8,7 @@ use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
 use pixmim_core::init::HostInit;
-use pixmim_core::masking::{gather_tokens, MaskTensors};
+use pixmim_core::masking::MaskTensors;
 use pixmim_core::traits::Autoencoder;
 use pixmim_core::{Error, Result};
 use pixmim_mae::{Mae, MaeConfig};
@@ -103,11 +103,7 @@ impl<B: Backend> Mff<B> {
     /// Fused, normalised latent (B, 1 + len_keep, D).
     pub fn forward_encoder(&self, imgs: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
         let m = &self.mae;
-        let x = gather_tokens(m.embed(imgs), mask.ids_keep.clone());
-        let [b, _, d] = x.dims();
-        let cls =
-            (m.cls_token.val() + m.pos_embed.val().slice([0..1, 0..1, 0..d])).expand([b, 1, d]);
-        let mut x = Tensor::cat(vec![cls, x], 1);
+        let mut x = m.visible_tokens(imgs, mask);
         let w = self.fusion_weights();
         let k = self.out_indices.len();
         let mut fused: Option<Tensor<B, 3>> = None;

@@ -32,16 +32,7 @@ impl<B: Backend> PatchEmbed<B> {
         let fan_in = in_chans * p * p;
         let w = init.xavier(fan_in, dim);
         let b = init.uniform(dim, 1.0 / (fan_in as f64).sqrt());
-        Self {
-            proj: ConvProj {
-                weight: Param::from_tensor(Tensor::from_data(
-                    TensorData::new(w, [dim, in_chans, p, p]),
-                    device,
-                )),
-                bias: Param::from_tensor(Tensor::from_data(TensorData::new(b, [dim]), device)),
-            },
-            patch_size: p,
-        }
+        Self::from_values(w, b, in_chans, dim, p, device)
     }
 
     /// PyTorch's default Conv2d init, kaiming_uniform(a=sqrt 5): weight and bias
@@ -53,10 +44,20 @@ impl<B: Backend> PatchEmbed<B> {
         init: &mut HostInit,
         device: &B::Device,
     ) -> Self {
-        let fan_in = in_chans * p * p;
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        let w = init.uniform(dim * fan_in, bound);
+        let bound = 1.0 / ((in_chans * p * p) as f64).sqrt();
+        let w = init.uniform(dim * in_chans * p * p, bound);
         let b = init.uniform(dim, bound);
+        Self::from_values(w, b, in_chans, dim, p, device)
+    }
+
+    fn from_values(
+        w: Vec<f32>,
+        b: Vec<f32>,
+        in_chans: usize,
+        dim: usize,
+        p: usize,
+        device: &B::Device,
+    ) -> Self {
         Self {
             proj: ConvProj {
                 weight: Param::from_tensor(Tensor::from_data(
