@@ -62,7 +62,7 @@ pub fn write(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
         format!("({})", dims.join(", "))
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

@@ -31,8 +31,7 @@ pub fn preview(c: &Composed, data: &Path, count: usize, out: &Path) -> Result<()
         .parts
         .masking
         .sample(n, &mut rng(c.seed, Purpose::Mask, 0));
-    for row in 0..n {
-        let i = order[row];
+    for (row, &i) in order.iter().take(n).enumerate() {
         let img = decode(&ds.items[i])?;
         let full = CropBox {
             top: 0,
