@@ -1,7 +1,10 @@
 //! RandomResizedCrop + horizontal flip + ImageNet normalisation: MAE's train transform
 //! (spec §1.1), with torchvision's box sampling. Resampling uses `fast_image_resize`
 //! (CatmullRom = PIL's bicubic, antialiased); it is not bit-exact to Pillow (spec §7.1).
-use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{
+    images::{Image, ImageRef},
+    FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -149,14 +152,9 @@ pub fn resize_normalise(
     out: &mut [f32],
 ) {
     let (h, w) = size;
-    let src = Image::from_slice_u8(
-        img.width(),
-        img.height(),
-        &mut img.as_raw().clone(),
-        PixelType::U8x3,
-    )
-    .expect("RGB buffer matches its size")
-    .copy();
+    // A borrowed view: no copy of the decoded image before resizing.
+    let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+        .expect("RGB buffer matches its size");
     let mut dst = Image::new(w as u32, h as u32, PixelType::U8x3);
     let opts = ResizeOptions::new()
         .crop(

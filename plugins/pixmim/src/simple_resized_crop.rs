@@ -2,7 +2,10 @@
 //! `Resize(S)` (shorter side to S, longer side int(S*long/short), bilinear, antialiased) ->
 //! `RandomCrop(S, padding=4, padding_mode='reflect')` (top drawn first, then left) ->
 //! `RandomHorizontalFlip(0.5)`. DeiT III's variant uses bicubic (`interpolation = "bicubic"`).
-use fast_image_resize::{images::Image, PixelType, ResizeOptions, Resizer};
+use fast_image_resize::{
+    images::{Image, ImageRef},
+    PixelType, ResizeOptions, Resizer,
+};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::Deserialize;
@@ -128,13 +131,8 @@ impl Augmentation for SimpleResizedCrop {
         let resized: Vec<u8> = if (nw, nh) == (img.width() as usize, img.height() as usize) {
             img.as_raw().clone() // torchvision leaves an image already at size untouched
         } else {
-            let src = Image::from_vec_u8(
-                img.width(),
-                img.height(),
-                img.as_raw().clone(),
-                PixelType::U8x3,
-            )
-            .expect("RGB buffer matches its size");
+            let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
+                .expect("RGB buffer matches its size");
             let mut dst = Image::new(nw as u32, nh as u32, PixelType::U8x3);
             Resizer::new()
                 .resize(
