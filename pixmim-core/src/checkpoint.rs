@@ -313,7 +313,19 @@ pub fn write_safetensors(
     atomic_write(path, &blob)
 }
 
-/// Write `bytes` to `path` so that readers see either the old file or the whole new one.
+/// Environment switch for crash tests: `PIXMIM_FAULT_ABORT_WRITE=step-00000004` aborts the
+/// process in the middle of writing any file whose name contains that text.
+pub const FAULT_ABORT_WRITE: &str = "PIXMIM_FAULT_ABORT_WRITE";
+
+fn fault_abort_requested(path: &Path) -> bool {
+    match (std::env::var(FAULT_ABORT_WRITE), path.file_name()) {
+        (Ok(pat), Some(name)) if !pat.is_empty() => name.to_string_lossy().contains(&pat),
+        _ => false,
+    }
+}
+
+/// Write `bytes` to `path` so that a crash at any moment leaves either the old file or the
+/// complete new one: temporary file in the same folder, fsync, rename, fsync the folder.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp: PathBuf = dir.join(format!(
@@ -323,6 +335,13 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
             .unwrap_or("checkpoint")
     ));
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    if fault_abort_requested(path) {
+        // Fault injection (tests of crash safety): die half-way through the write, as a
+        // power cut or SIGKILL would, without any chance to clean up.
+        let _ = f.write_all(&bytes[..bytes.len() / 2]);
+        let _ = f.sync_all();
+        std::process::abort();
+    }
     f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     drop(f);

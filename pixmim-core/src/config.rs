@@ -299,6 +299,21 @@ pub struct DataConfig {
     /// Image folder (recursive) or a text file with one image path per line.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// What an unreadable image does to the run.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// `data.on_error`: the policy for files that cannot be decoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Stop the run with the file's path (as the official PyTorch loaders do).
+    #[default]
+    Fail,
+    /// Log the file once, list it in `OUT/bad_files.txt`, count it in the metrics, and use
+    /// the next readable image of the dataset in its place (deterministic, so resume is exact).
+    Skip,
 }
 
 /// The keys a run config may have at top level.

@@ -38,3 +38,5 @@ pub fn max_abs_err(a: &[f32], b: &[f32]) -> f64 {
         .map(|(x, y)| (x - y).abs() as f64)
         .fold(0.0, f64::max)
 }
+
+pub mod corpus;

@@ -105,14 +105,35 @@ impl Dataset {
 }
 
 /// Decode an image file to RGB8, naming the file on failure.
+///
+/// The format is sniffed from the bytes (a PNG named `.jpg` still loads); EXIF orientation
+/// is applied, as PIL's `exif_transpose` would, so rotated phone photos are upright; grey,
+/// 16-bit, CMYK and alpha images are converted to 8-bit RGB (alpha dropped, as PIL's
+/// `convert("RGB")` does). A decoder panic on a malformed file becomes an error here.
 pub fn decode(path: &Path) -> Result<image::RgbImage> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?
-        .decode()
-        .map_err(|e| Error::data(path, format!("cannot decode image: {e}")))?;
-    Ok(img.to_rgb8())
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.is_empty() {
+        return Err(Error::data(path, "empty file (0 bytes)"));
+    }
+    let decoded = std::panic::catch_unwind(|| -> image::ImageResult<image::DynamicImage> {
+        use image::ImageDecoder;
+        let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format()?;
+        let mut decoder = reader.into_decoder()?;
+        let orientation = decoder
+            .orientation()
+            .unwrap_or(image::metadata::Orientation::NoTransforms);
+        let mut img = image::DynamicImage::from_decoder(decoder)?;
+        img.apply_orientation(orientation);
+        Ok(img)
+    });
+    match decoded {
+        Ok(Ok(img)) => Ok(img.into_rgb8()),
+        Ok(Err(e)) => Err(Error::data(path, format!("cannot decode image: {e}"))),
+        Err(_) => Err(Error::data(
+            path,
+            "cannot decode image: the decoder crashed on it",
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
+use super::bad_files::BadFiles;
 use super::dataset::{decode, Dataset};
 use super::seed::{rng, Purpose};
-use crate::error::Result;
+use crate::config::OnError;
+use crate::error::{Error, Result};
 use crate::masking::MaskBatch;
 use crate::traits::{Augmentation, Corruption, ImageBatch, TargetGenerator};
 
@@ -48,6 +50,64 @@ pub struct Parts {
     pub target: Box<dyn TargetGenerator>,
 }
 
+/// A dataset with its bad-file policy: where a batch's images come from.
+pub struct Source {
+    pub dataset: Dataset,
+    pub on_error: OnError,
+    pub bad: Arc<BadFiles>,
+}
+
+impl Source {
+    /// Fail on any unreadable file, keeping no record (previews, benchmarks).
+    pub fn strict(dataset: Dataset) -> Self {
+        Self {
+            dataset,
+            on_error: OnError::Fail,
+            bad: Arc::new(BadFiles::in_memory()),
+        }
+    }
+
+    /// Decode dataset item `i`; under `skip`, an unreadable item is recorded and the next
+    /// readable item (in dataset order, wrapping) takes its place. Decoding is deterministic,
+    /// so the replacement is the same in every run and after every resume.
+    pub fn load(&self, i: usize) -> Result<image::RgbImage> {
+        let items = &self.dataset.items;
+        let mut first_error = None;
+        for j in (0..items.len()).map(|d| (i + d) % items.len()) {
+            let path = &items[j];
+            if self.on_error == OnError::Skip && self.bad.is_known(path) {
+                continue;
+            }
+            match decode(path) {
+                Ok(img) => return Ok(img),
+                Err(e) if self.on_error == OnError::Fail => {
+                    return Err(match e {
+                        Error::Data { path, msg } => Error::data(
+                            path,
+                            format!("{msg} (set data.on_error = \"skip\" to train past it)"),
+                        ),
+                        other => other,
+                    })
+                }
+                Err(e) => {
+                    self.bad.record(path, &e)?;
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(Error::data(
+            &self.dataset.root,
+            format!(
+                "no readable image in the dataset ({} files all failed{})",
+                items.len(),
+                first_error
+                    .map(|e| format!("; first: {e}"))
+                    .unwrap_or_default()
+            ),
+        ))
+    }
+}
+
 pub struct Loader {
     rx: Receiver<Result<Batch>>,
     _producer: std::thread::JoinHandle<()>,
@@ -56,7 +116,7 @@ pub struct Loader {
 impl Loader {
     /// Produce iterations `start..end` of `batch_size` images.
     pub fn spawn(
-        dataset: Dataset,
+        source: Arc<Source>,
         parts: Arc<Parts>,
         seed: u64,
         batch_size: usize,
@@ -76,7 +136,7 @@ impl Loader {
                 let mut cache = None;
                 for it in start..end {
                     let batch = pool
-                        .install(|| make_batch(&dataset, &parts, seed, batch_size, it, &mut cache));
+                        .install(|| make_batch(&source, &parts, seed, batch_size, it, &mut cache));
                     let failed = batch.is_err();
                     if tx.send(batch).is_err() || failed {
                         return; // the trainer hung up, or we reported an error
@@ -97,7 +157,7 @@ impl Loader {
 
 /// Build iteration `it` (pure function of its arguments).
 pub fn make_batch(
-    dataset: &Dataset,
+    source: &Source,
     parts: &Parts,
     seed: u64,
     batch_size: usize,
@@ -110,7 +170,7 @@ pub fn make_batch(
         .map(|j| {
             (
                 first + j,
-                stream_index(seed, dataset.len(), first + j, cache),
+                stream_index(seed, source.dataset.len(), first + j, cache),
             )
         })
         .collect();
@@ -121,10 +181,22 @@ pub fn make_batch(
         .par_chunks_mut(n)
         .zip(idx.par_iter())
         .try_for_each(|(out, &(k, i))| -> Result<()> {
-            let img = decode(&dataset.items[i])?;
+            let img = source.load(i)?;
             let mut r = rng(seed, Purpose::Augment, k as u64);
-            parts.augmentation.apply(&img, &mut r, out);
-            Ok(())
+            // An augmentation bug on an odd image must not kill a worker thread silently.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                parts.augmentation.apply(&img, &mut r, out)
+            }))
+            .map_err(|_| {
+                Error::data(
+                    &source.dataset.items[i],
+                    format!(
+                        "the augmentation failed on this {}x{} image",
+                        img.width(),
+                        img.height()
+                    ),
+                )
+            })
         })?;
     let mask = parts
         .masking

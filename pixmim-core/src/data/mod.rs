@@ -1,7 +1,9 @@
 //! Datasets and the batch pipeline.
+pub mod bad_files;
 pub mod dataset;
 pub mod loader;
 pub mod seed;
 
+pub use bad_files::BadFiles;
 pub use dataset::Dataset;
 pub use loader::{Batch, Loader};

@@ -13,8 +13,9 @@ use burn::DispatchDevice;
 use serde_json::{json, Map, Value};
 
 use crate::checkpoint::{self, HostTensor};
-use crate::data::loader::Loader;
+use crate::data::loader::{Loader, Source};
 use crate::data::seed::{derive, Purpose};
+use crate::data::BadFiles;
 use crate::data::Dataset;
 use crate::device::DeviceSpec;
 use crate::engine::metrics::MetricsLog;
@@ -106,6 +107,7 @@ where
     let out = &opts.out;
     let ckdir = checkpoint_dir(out);
     std::fs::create_dir_all(&ckdir).map_err(|e| Error::io(&ckdir, e))?;
+    remove_partial_writes(&ckdir)?;
     let existing = list_checkpoints(out)?;
     if !opts.resume && !existing.is_empty() {
         return Err(Error::Usage(format!(
@@ -142,8 +144,14 @@ where
     } else {
         c.train.num_workers
     };
-    let loader = Loader::spawn(
+    let bad_files = Arc::new(BadFiles::open(out)?);
+    let source = Arc::new(Source {
         dataset,
+        on_error: c.data.on_error,
+        bad: Arc::clone(&bad_files),
+    });
+    let loader = Loader::spawn(
+        source,
         Arc::clone(&c.parts),
         c.seed,
         batch,
@@ -222,6 +230,7 @@ where
             fields.insert("lr".into(), json!(lr_now));
             fields.insert("img_s".into(), json!(img_s));
             fields.insert("elapsed_s".into(), json!(t0.elapsed().as_secs_f64()));
+            fields.insert("bad_files".into(), json!(bad_files.count()));
             for (k, v) in model.metrics() {
                 fields.insert(k, json!(v));
             }
@@ -306,6 +315,23 @@ fn save_checkpoint<M: AutodiffModule<B>>(
     let path = checkpoint_dir(out).join(format!("step-{iteration:08}.safetensors"));
     checkpoint::write_safetensors(&path, &tensors, meta)?;
     Ok(path)
+}
+
+/// A process killed while writing a checkpoint leaves only its temporary file (the rename
+/// never happened); remove it so it is never mistaken for a checkpoint or left to pile up.
+fn remove_partial_writes(ckdir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(ckdir).map_err(|e| Error::io(ckdir, e))? {
+        let p = entry.map_err(|e| Error::io(ckdir, e))?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            eprintln!(
+                "removing {} (a checkpoint write that never finished)",
+                p.display()
+            );
+            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn prune(out: &Path, keep: usize) -> Result<()> {

@@ -1,0 +1,204 @@
+//! Issue 8, bad data: every odd file decodes to upright 8-bit RGB or is refused with its path;
+//! `data.on_error = "skip"` trains past the refused ones, listing each once.
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pixmim_core::config::OnError;
+use pixmim_core::data::dataset::decode;
+use pixmim_core::data::loader::{make_batch, Source};
+use pixmim_core::data::{BadFiles, Dataset};
+use pixmim_core::device::DeviceSpec;
+use pixmim_core::engine::{Job, JobOutput, TrainOptions};
+use pixmim_core::registry::{compose, Composed, Request};
+use pixmim_tests::corpus::write_corpus;
+
+use pixmim_mae as _;
+use pixmim_plugin_pixmim as _;
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pixmim-bad-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn composed(plugins: &[&str], sets: &[String]) -> Composed {
+    compose(&Request {
+        method: "mae".into(),
+        preset: Some("tiny".into()),
+        plugins: plugins.iter().map(|s| s.to_string()).collect(),
+        sets: sets.to_vec(),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn odd_files_decode_upright_to_8_bit_rgb_and_bad_ones_name_their_path() {
+    let dir = tmp("decode");
+    let corpus = write_corpus(&dir);
+    for (path, dims) in &corpus.good {
+        let img = decode(path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(img.dimensions(), *dims, "{}", path.display());
+    }
+    // EXIF orientation 6 turns the red left half into the top half.
+    let rot = decode(&dir.join("exif_rotated.jpg")).unwrap();
+    let top = rot.get_pixel(10, 5);
+    let bottom = rot.get_pixel(10, 35);
+    assert!(top[0] > 180 && top[2] < 80, "top should be red: {top:?}");
+    assert!(
+        bottom[2] > 180 && bottom[0] < 80,
+        "bottom should be blue: {bottom:?}"
+    );
+    // CMYK (0, 200, 200, 0) is a red; 16-bit grey is scaled, not truncated.
+    let cmyk = decode(&dir.join("cmyk.jpg")).unwrap();
+    let px = cmyk.get_pixel(16, 12);
+    assert!(
+        px[0] > 150 && px[1] < 120 && px[2] < 120,
+        "CMYK red: {px:?}"
+    );
+    let g16 = decode(&dir.join("gray16.png")).unwrap();
+    let (a, b) = (g16.get_pixel(10, 0)[0], g16.get_pixel(29, 0)[0]);
+    assert!(
+        (a as i32 - 78).abs() <= 1 && (b as i32 - 226).abs() <= 1,
+        "{a} {b}"
+    );
+    for path in &corpus.bad {
+        let e = decode(path).expect_err("must be refused");
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string()
+                .contains(&*path.file_name().unwrap().to_string_lossy()),
+            "{e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn batches(source: &Source, c: &Composed, iterations: usize) -> Vec<pixmim_core::Result<()>> {
+    let mut cache = None;
+    (0..iterations)
+        .map(|it| {
+            make_batch(source, &c.parts, 0, source.dataset.len(), it, &mut cache).map(|b| {
+                assert!(b.images.data.iter().all(|v| v.is_finite()));
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn skip_lists_each_bad_file_once_and_fail_names_it() {
+    let dir = tmp("policy");
+    let corpus = write_corpus(&dir.join("data"));
+    let out = dir.join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    for plugins in [&[][..], &["pixmim"][..]] {
+        let c = composed(plugins, &[]);
+        let _ = std::fs::remove_file(out.join("bad_files.txt"));
+        let source = Source {
+            dataset: Dataset::open(&dir.join("data")).unwrap(),
+            on_error: OnError::Skip,
+            bad: Arc::new(BadFiles::open(&out).unwrap()),
+        };
+        // Every image (good and bad) is drawn in each of 3 epochs, through RRC or SRC.
+        for r in batches(&source, &c, 3) {
+            r.unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(source.bad.count(), corpus.bad.len());
+        let listed = std::fs::read_to_string(out.join("bad_files.txt")).unwrap();
+        let mut listed: Vec<&str> = listed
+            .lines()
+            .map(|l| l.split('\t').next().unwrap())
+            .collect();
+        listed.sort();
+        let mut expected: Vec<String> =
+            corpus.bad.iter().map(|p| p.display().to_string()).collect();
+        expected.sort();
+        assert_eq!(listed, expected, "each bad file listed exactly once");
+
+        // The same run resumed knows its bad files: nothing is listed twice.
+        let again = BadFiles::open(&out).unwrap();
+        assert_eq!(again.count(), corpus.bad.len());
+
+        let strict = Source::strict(Dataset::open(&dir.join("data")).unwrap());
+        let errors: Vec<String> = batches(&strict, &c, 1)
+            .into_iter()
+            .filter_map(|r| r.err().map(|e| e.to_string()))
+            .collect();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            corpus
+                .bad
+                .iter()
+                .any(|p| errors[0].contains(&p.display().to_string())),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[0].contains("on_error"),
+            "says how to skip: {}",
+            errors[0]
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_folder_of_only_bad_files_is_an_error_not_a_hang() {
+    let dir = tmp("allbad");
+    let corpus = write_corpus(&dir.join("all"));
+    for (p, _) in &corpus.good {
+        std::fs::remove_file(p).unwrap();
+    }
+    let c = composed(&[], &[]);
+    let source = Source {
+        dataset: Dataset::open(&dir.join("all")).unwrap(),
+        on_error: OnError::Skip,
+        bad: Arc::new(BadFiles::in_memory()),
+    };
+    let e = batches(&source, &c, 1).remove(0).unwrap_err().to_string();
+    assert!(e.contains("no readable image"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn training_with_skip_counts_bad_files_in_the_metrics() {
+    let dir = tmp("train");
+    let corpus = write_corpus(&dir.join("data"));
+    let out = dir.join("run");
+    let sets = vec![
+        format!("data.path={:?}", dir.join("data").display().to_string()),
+        "data.on_error=\"skip\"".to_string(),
+        "train.steps=3".into(),
+        "train.batch_size=12".into(),
+    ];
+    let c = composed(&[], &sets);
+    let opts = TrainOptions {
+        out: out.clone(),
+        device: DeviceSpec::NdArray,
+        resume: false,
+        progress: false,
+        stop_after: None,
+    };
+    let JobOutput::Trained(s) = c.method.run(Job::Train(&c, &opts)).unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(s.losses.len(), 3);
+    let last: HashMap<String, serde_json::Value> = serde_json::from_str(
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["bad_files"], corpus.bad.len());
+    assert_eq!(
+        std::fs::read_to_string(out.join("bad_files.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        corpus.bad.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
