@@ -21,6 +21,24 @@ pub struct Geometry {
     pub mask_grid: (usize, usize),
 }
 
+/// The largest image side a run may ask for. Pretraining uses 224-448 and dense fine-tuning
+/// up to 1024; far beyond that a typo (an extra zero) would allocate gigabytes per image in
+/// the targets and position embeddings before anything could say so.
+pub const MAX_IMAGE_SIDE: usize = 4096;
+
+impl Geometry {
+    pub fn check_size(&self) -> Result<()> {
+        let (h, w) = self.image;
+        if h > MAX_IMAGE_SIDE || w > MAX_IMAGE_SIDE {
+            return Err(Error::config(
+                "model.img_size",
+                format!("{h}x{w} is larger than pixmim supports ({MAX_IMAGE_SIDE} per side)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A MIM method: its presets, and the entry points that run its model.
 pub trait Method: Sync + Send {
     fn name(&self) -> &'static str;
@@ -283,6 +301,7 @@ pub fn compose(req: &Request) -> Result<Composed> {
         .cloned()
         .ok_or_else(|| Error::config("model", "is missing or not a table"))?;
     let geometry = method.geometry(&model)?;
+    geometry.check_size()?;
     let augmentation = component::<dyn Augmentation>("augmentation", &table, &geometry)?;
     if augmentation.output_size() != geometry.image {
         return Err(Error::config(
