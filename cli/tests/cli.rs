@@ -239,6 +239,32 @@ fn user_mistakes_exit_2_and_name_the_key_or_file() {
             &["train", "--method", "mae", "--preset", "tiny", "--resume"],
             "--resume",
         ),
+        (
+            &[
+                "train",
+                "--method",
+                "mae",
+                "--preset",
+                "tiny",
+                "--steps",
+                "1",
+                "--out",
+                "/proc/no/such/run",
+            ],
+            "/proc/no/such/run",
+        ),
+        (
+            &[
+                "info",
+                "--method",
+                "mae",
+                "--preset",
+                "tiny",
+                "--set",
+                "data.on_error=\"ignore\"",
+            ],
+            "ignore",
+        ),
         (&["frobnicate"], "frobnicate"),
     ];
     for (args, needle) in cases {

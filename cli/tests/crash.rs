@@ -121,6 +121,9 @@ fn assert_same_run(reference: &Path, resumed: &Path, what: &str) {
     );
 }
 
+/// When to kill: a condition on the run folder.
+type KillPoint = Box<dyn Fn(&Path) -> bool>;
+
 fn has_checkpoint(step: usize) -> impl Fn(&Path) -> bool {
     move |out| {
         out.join(format!("checkpoints/step-{step:08}.safetensors"))
@@ -135,7 +138,7 @@ fn sigkill_at_any_point_resumes_bit_identical() {
 
     // Kill points: right after the first checkpoint lands; mid-accumulation (an odd step,
     // between checkpoints, so steps are redone); just before the end; and twice in one run.
-    let cases: Vec<(&str, Vec<Box<dyn Fn(&Path) -> bool>>)> = vec![
+    let cases: Vec<(&str, Vec<KillPoint>)> = vec![
         (
             "after the first checkpoint",
             vec![Box::new(has_checkpoint(2))],

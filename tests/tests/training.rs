@@ -244,3 +244,52 @@ fn convmae_mff_and_lsmae_train_with_and_without_pixmim() {
         }
     }
 }
+
+#[test]
+fn a_diverging_run_stops_naming_the_step_and_keeps_its_last_good_checkpoint() {
+    let out = out_dir("diverge");
+    let c = compose(&Request {
+        method: "mae".into(),
+        preset: Some("tiny".into()),
+        sets: vec![
+            format!("data.path={:?}", samples().display().to_string()),
+            "train.steps=40".into(),
+            "train.batch_size=4".into(),
+            "train.checkpoint_every=1".into(),
+            "train.keep_checkpoints=40".into(),
+            "optim.lr=1e30".into(), // every weight moves by about 1e30 a step
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let opts = TrainOptions {
+        out: out.clone(),
+        device: DeviceSpec::NdArray,
+        resume: false,
+        progress: false,
+        stop_after: None,
+    };
+    let Err(e) = c.method.run(Job::Train(&c, &opts)) else {
+        panic!("a run with lr 1e30 must diverge")
+    };
+    assert_eq!(e.exit_code(), 1, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("step") && (msg.contains("NaN") || msg.contains("inf")),
+        "{msg}"
+    );
+    let ckpts = pixmim_core::engine::train::list_checkpoints(&out).unwrap();
+    let (step, last) = ckpts.last().expect("at least one good checkpoint");
+    assert!(*step < 40, "the run must stop early");
+    assert!(
+        msg.contains(&*last.display().to_string()),
+        "names the last good one: {msg}"
+    );
+    for (k, t) in read_safetensors(last).unwrap().0 {
+        assert!(
+            t.data.iter().all(|v| v.is_finite()),
+            "`{k}` is not finite in {step}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -200,11 +200,9 @@ where
         let loss = model.loss(pred, target, mask.mask.clone());
         let loss_value = loss.clone().into_scalar() as f64;
         if !loss_value.is_finite() {
-            let keep = last_good
-                .map(|p| format!("the last good checkpoint is {}", p.display()))
-                .unwrap_or_else(|| "no checkpoint was written yet".into());
             return Err(Error::Training(format!(
-                "loss is {loss_value} at step {it}: stopping; {keep}"
+                "loss is {loss_value} at step {it}: stopping; {}",
+                last_good_note(last_good.as_deref())
             )));
         }
         let grads = if accum > 1 { loss / accum as f64 } else { loss }.backward();
@@ -251,7 +249,12 @@ where
         // Checkpoints only at accumulation boundaries, so no half-accumulated gradient is lost.
         let boundary = done % accum == 0 || done == total;
         if boundary && (done % c.train.checkpoint_every == 0 || done == total) {
-            let path = save_checkpoint(out, done, &model, &optim, c)?;
+            let path = save_checkpoint(out, done, &model, &optim, c).map_err(|e| match e {
+                Error::Training(msg) => {
+                    Error::Training(format!("{msg}; {}", last_good_note(last_good.as_deref())))
+                }
+                other => other,
+            })?;
             prune(out, c.train.keep_checkpoints)?;
             last_good = Some(path);
         }
@@ -272,6 +275,16 @@ where
     })
 }
 
+fn last_good_note(last_good: Option<&Path>) -> String {
+    match last_good {
+        Some(p) => format!(
+            "the last good checkpoint is {} (resume with --resume, perhaps with a lower lr)",
+            p.display()
+        ),
+        None => "no checkpoint was written yet".into(),
+    }
+}
+
 fn save_checkpoint<M: AutodiffModule<B>>(
     out: &Path,
     iteration: usize,
@@ -280,6 +293,16 @@ fn save_checkpoint<M: AutodiffModule<B>>(
     c: &Composed,
 ) -> Result<PathBuf> {
     let mut tensors = checkpoint::export_params(model);
+    // A checkpoint is only worth keeping if it can be resumed from: a diverged run keeps its
+    // last good checkpoint instead of overwriting it with NaNs.
+    if let Some((name, _)) = tensors
+        .iter()
+        .find(|(_, t)| t.data.iter().any(|v| !v.is_finite()))
+    {
+        return Err(Error::Training(format!(
+            "`{name}` holds NaN or Inf after step {iteration}: stopping without writing a checkpoint"
+        )));
+    }
     let mut steps = Map::new();
     let mut names: Vec<(&ParamId, &String)> = optim.names.iter().collect();
     names.sort_by(|a, b| a.1.cmp(b.1));
