@@ -1,5 +1,8 @@
 //! `pixmim`: list, inspect and train masked-image-modeling methods.
+mod bench;
+mod interop;
 mod linked;
+mod reconstruct;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +36,14 @@ enum Command {
     Target(TargetArgs),
     /// Write a grid: original | augmented view | visible patches | reconstruction target.
     Preview(PreviewArgs),
+    /// Convert a released checkpoint (official, mmselfsup, mmpretrain, timm) to pixmim's.
+    Import(interop::ImportArgs),
+    /// Write a pixmim checkpoint in another codebase's layout (timm, official, mm*).
+    Export(interop::ExportArgs),
+    /// One image through trained weights: masked input, reconstruction, loss.
+    Reconstruct(reconstruct::ReconstructArgs),
+    /// Measure the data pipeline, the low-pass target and training steps.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -236,7 +247,7 @@ fn info(c: &Compose) -> Result<()> {
             println!("trainable parameters: {trainable}");
             println!("frozen parameters: {frozen}");
         }
-        JobOutput::Trained(_) => unreachable!(),
+        _ => unreachable!("Count returns Params"),
     }
     Ok(())
 }
@@ -331,7 +342,7 @@ fn train(a: &TrainArgs) -> Result<()> {
                 s.out.display()
             );
         }
-        JobOutput::Params { .. } => unreachable!(),
+        _ => unreachable!("Train returns Trained"),
     }
     Ok(())
 }
@@ -354,6 +365,10 @@ fn main() -> ExitCode {
         Command::Train(a) => train(a),
         Command::Target(a) => target(a),
         Command::Preview(a) => preview(a),
+        Command::Bench(a) => bench::run(a, sample_data()),
+        Command::Reconstruct(a) => reconstruct::run(a),
+        Command::Import(a) => interop::import(a),
+        Command::Export(a) => interop::export(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

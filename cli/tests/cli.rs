@@ -429,3 +429,37 @@ fn preview_writes_a_four_panel_grid() {
     assert_eq!(image_dims(&out), (4 * 132 + 4, 3 * 132 + 4));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bench_json_has_the_promised_keys() {
+    let o = pixmim(&[
+        "bench",
+        "--json",
+        "--methods",
+        "mae",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--pipeline-secs",
+        "0.2",
+    ]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    for k in [
+        "pipeline_rrc_img_s_1core",
+        "pipeline_src_img_s_1core",
+        "pipeline_rrc_img_s_allcores",
+        "lowpass_ms_per_image_224",
+        "tiny_mae_step_s",
+    ] {
+        let x = v[k].as_f64().unwrap_or_else(|| panic!("{k} missing: {v}"));
+        assert!(x.is_finite() && x > 0.0, "{k} = {x}");
+    }
+    assert!(v["pixmim_overhead_pct"].as_f64().unwrap().is_finite());
+    assert!(v["steps"]["mae/tiny"]["step_s_pixmim"].as_f64().unwrap() > 0.0);
+}

@@ -9,6 +9,7 @@
 //! [`Plugin`](registry::Plugin) swaps some of them. Both register by name with `inventory`.
 
 pub mod augment;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -16,6 +17,7 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod init;
+pub mod interop;
 pub mod loss;
 pub mod masking;
 pub mod nn;

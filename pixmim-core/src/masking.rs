@@ -173,6 +173,32 @@ impl Corruption for RandomMasking {
             .collect();
         MaskBatch::from_noise(&noise, batch, self.num_patches, self.ratio)
     }
+    fn noise_len(&self) -> usize {
+        self.num_patches
+    }
+    fn mask_from_noise(&self, batch: usize, noise: &[f32]) -> Result<MaskBatch> {
+        check_noise(noise, batch, self.num_patches)?;
+        Ok(MaskBatch::from_noise(
+            noise,
+            batch,
+            self.num_patches,
+            self.ratio,
+        ))
+    }
+}
+
+/// Noise of the wrong length or with NaNs would give a meaningless mask; say so.
+pub fn check_noise(noise: &[f32], batch: usize, per_sample: usize) -> Result<()> {
+    if noise.len() != batch * per_sample {
+        return Err(Error::Usage(format!(
+            "the noise has {} values; this masking needs {batch} x {per_sample}",
+            noise.len()
+        )));
+    }
+    if noise.iter().any(|v| !v.is_finite()) {
+        return Err(Error::Usage("the noise holds NaN or Inf".into()));
+    }
+    Ok(())
 }
 
 fn build_random(params: &toml::Table, g: &Geometry) -> Result<Box<dyn Corruption>> {

@@ -25,9 +25,60 @@ pub fn unpatchify<B: Backend>(x: Tensor<B, 3>, p: usize, gh: usize, gw: usize) -
         .reshape([b, c, gh * p, gw * p])
 }
 
+/// [`patchify`] of one host image (3, H, W), row-major slices: (L, p*p*3).
+pub fn patchify_host(chw: &[f32], c: usize, h: usize, w: usize, p: usize) -> Vec<f32> {
+    let (gh, gw) = (h / p, w / p);
+    let mut out = Vec::with_capacity(c * h * w);
+    for r in 0..gh {
+        for q in 0..gw {
+            for y in 0..p {
+                for x in 0..p {
+                    for ch in 0..c {
+                        out.push(chw[(ch * h + r * p + y) * w + q * p + x]);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// [`unpatchify`] of one host image: (L, p*p*3) -> (3, gh*p, gw*p).
+pub fn unpatchify_host(patches: &[f32], p: usize, (gh, gw): (usize, usize)) -> Vec<f32> {
+    let (h, w) = (gh * p, gw * p);
+    let c = patches.len() / (h * w);
+    let mut out = vec![0.0; patches.len()];
+    for (t, patch) in patches.chunks(p * p * c).enumerate() {
+        let (r, q) = (t / gw, t % gw);
+        for y in 0..p {
+            for x in 0..p {
+                for ch in 0..c {
+                    out[(ch * h + r * p + y) * w + q * p + x] = patch[(y * p + x) * c + ch];
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_patchify_matches_the_tensor_one_and_inverts() {
+        type B = burn::backend::Flex;
+        let (c, h, w, p) = (3, 8, 12, 4);
+        let v: Vec<f32> = (0..c * h * w).map(|i| i as f32).collect();
+        let t = Tensor::<B, 4>::from_data(
+            TensorData::new(v.clone(), [1, c, h, w]),
+            &Default::default(),
+        );
+        let want: Vec<f32> = patchify(t, p).into_data().to_vec().unwrap();
+        let got = patchify_host(&v, c, h, w, p);
+        assert_eq!(got, want);
+        assert_eq!(unpatchify_host(&got, p, (h / p, w / p)), v);
+    }
     type B = burn::backend::Flex;
 
     #[test]

@@ -19,14 +19,7 @@ pub fn preview(c: &Composed, data: &Path, count: usize, out: &Path) -> Result<()
     let n = count.min(ds.len()).max(1);
     let mut order: Vec<usize> = (0..ds.len()).collect();
     order.shuffle(&mut rng(c.seed, Purpose::Shuffle, u64::MAX));
-    let scale = (128 / h.max(w)).max(1) as u32; // small presets are enlarged for viewing
-    let (cw, ch) = (w as u32 * scale, h as u32 * scale);
-    let pad = 4u32;
-    let mut grid = image::RgbImage::from_pixel(
-        4 * (cw + pad) + pad,
-        n as u32 * (ch + pad) + pad,
-        image::Rgb([255, 255, 255]),
-    );
+    let mut rows = Vec::new();
     let masks = c
         .parts
         .masking
@@ -59,27 +52,61 @@ pub fn preview(c: &Composed, data: &Path, count: usize, out: &Path) -> Result<()
             .target
             .generate(&view)
             .unwrap_or_else(|| view.clone());
-        let mut visible = to_rgb_image(&view.data, h, w);
-        let (ph, pw) = (h / gh, w / gw);
-        for (t, &m) in masks.mask[row * gh * gw..(row + 1) * gh * gw]
-            .iter()
-            .enumerate()
-        {
-            if m == 1.0 {
-                let (r, q) = (t / gw, t % gw);
-                for y in r * ph..(r + 1) * ph {
-                    for x in q * pw..(q + 1) * pw {
-                        visible.put_pixel(x as u32, y as u32, image::Rgb([128, 128, 128]));
-                    }
-                }
-            }
-        }
+        let visible = grey_out_masked(
+            to_rgb_image(&view.data, h, w),
+            &masks.mask[row * gh * gw..(row + 1) * gh * gw],
+            (gh, gw),
+        );
         let panels = [
             to_rgb_image(&original, h, w),
             to_rgb_image(&view.data, h, w),
             visible,
             to_rgb_image(&target.data, h, w),
         ];
+        rows.push(panels.to_vec());
+    }
+    write_grid(&rows, out)
+}
+
+/// Grey (128) every removed patch (mask 1) of `img`, cut into a `grid` of patches.
+pub fn grey_out_masked(
+    mut img: image::RgbImage,
+    mask: &[f32],
+    grid: (usize, usize),
+) -> image::RgbImage {
+    let (gh, gw) = grid;
+    let (ph, pw) = (img.height() as usize / gh, img.width() as usize / gw);
+    for (t, &m) in mask.iter().enumerate() {
+        if m == 1.0 {
+            let (r, q) = (t / gw, t % gw);
+            for y in r * ph..(r + 1) * ph {
+                for x in q * pw..(q + 1) * pw {
+                    img.put_pixel(x as u32, y as u32, image::Rgb([128, 128, 128]));
+                }
+            }
+        }
+    }
+    img
+}
+
+/// Write rows of equally sized panels as one PNG on white, small images enlarged
+/// (nearest neighbour) to about 128 px so patches stay visible.
+pub fn write_grid(rows: &[Vec<image::RgbImage>], out: &Path) -> Result<()> {
+    let first = rows
+        .first()
+        .and_then(|r| r.first())
+        .ok_or_else(|| Error::Usage("nothing to draw".into()))?;
+    let (w, h) = first.dimensions();
+    let scale = (128 / h.max(w)).max(1);
+    let (cw, ch) = (w * scale, h * scale);
+    let pad = 4u32;
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(1) as u32;
+    let mut grid = image::RgbImage::from_pixel(
+        cols * (cw + pad) + pad,
+        rows.len() as u32 * (ch + pad) + pad,
+        image::Rgb([255, 255, 255]),
+    );
+    for (row, panels) in rows.iter().enumerate() {
         for (k, p) in panels.iter().enumerate() {
             let big = image::imageops::resize(p, cw, ch, image::imageops::FilterType::Nearest);
             image::imageops::replace(
@@ -91,5 +118,5 @@ pub fn preview(c: &Composed, data: &Path, count: usize, out: &Path) -> Result<()
         }
     }
     grid.save(out)
-        .map_err(|e| Error::data(out, format!("cannot write the preview: {e}")))
+        .map_err(|e| Error::data(out, format!("cannot write the image: {e}")))
 }

@@ -60,6 +60,16 @@ pub trait Augmentation: Send + Sync {
 pub trait Corruption: Send + Sync {
     fn describe(&self) -> String;
     fn sample(&self, batch: usize, rng: &mut StdRng) -> crate::masking::MaskBatch;
+    /// Length of one sample's noise: one value per patch, or per mask unit.
+    fn noise_len(&self) -> usize;
+    /// The mask that given noise (B x `noise_len`, row-major) decides, exactly as the
+    /// official code: argsort ascending, the first ones are kept (spec §0.4). Used to
+    /// reproduce a reference forward pass (`pixmim reconstruct --noise`).
+    fn mask_from_noise(
+        &self,
+        batch: usize,
+        noise: &[f32],
+    ) -> crate::Result<crate::masking::MaskBatch>;
 }
 
 /// What the decoder must predict, as an image in the input's normalised space; the loss then

@@ -86,6 +86,27 @@ impl Corruption for UnitMasking {
         }
         MaskBatch::from_shuffle(shuffles, batch, l, len_keep(l, self.ratio))
     }
+    fn noise_len(&self) -> usize {
+        self.grid.0.div_ceil(self.unit) * self.grid.1.div_ceil(self.unit)
+    }
+    /// One noise value per unit: units in ascending-noise order (spec §5.2).
+    fn mask_from_noise(&self, batch: usize, noise: &[f32]) -> Result<MaskBatch> {
+        let n_units = self.noise_len();
+        pixmim_core::masking::check_noise(noise, batch, n_units)?;
+        let l = self.grid.0 * self.grid.1;
+        let mut shuffles = Vec::with_capacity(batch * l);
+        for row in noise.chunks(n_units) {
+            let mut units: Vec<usize> = (0..n_units).collect();
+            units.sort_by(|&a, &b| row[a].total_cmp(&row[b]));
+            shuffles.extend(self.shuffle_from_units(&units));
+        }
+        Ok(MaskBatch::from_shuffle(
+            shuffles,
+            batch,
+            l,
+            len_keep(l, self.ratio),
+        ))
+    }
 }
 
 fn build(params: &toml::Table, g: &Geometry) -> Result<Box<dyn Corruption>> {
@@ -105,6 +126,22 @@ inventory::submit! {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn noise_per_unit_keeps_the_lowest_noise_units() {
+        // 4x4 patch grid, 2x2 units: 4 units, ratio 0.75 keeps 1 unit (4 patches).
+        let m = UnitMasking::new(0.75, (4, 4), 2).unwrap();
+        assert_eq!(m.noise_len(), 4);
+        let mb = m.mask_from_noise(1, &[0.9, 0.8, 0.1, 0.5]).unwrap();
+        // unit 2 is the bottom-left 2x2: patches 8, 9, 12, 13
+        let kept: Vec<usize> = (0..16).filter(|&i| mb.mask[i] == 0.0).collect();
+        assert_eq!(kept, vec![8, 9, 12, 13]);
+        assert!(
+            m.mask_from_noise(1, &[0.1; 16]).is_err(),
+            "per unit, not per patch"
+        );
+        assert!(m.mask_from_noise(1, &[f32::NAN; 4]).is_err());
+    }
 
     #[test]
     fn keeps_49_whole_units_of_784_patches() {

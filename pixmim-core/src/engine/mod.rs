@@ -1,5 +1,7 @@
 //! The generic training engine and the jobs a method runs through it.
 pub mod metrics;
+pub mod reconstruct;
+pub mod step_bench;
 pub mod train;
 
 use std::path::PathBuf;
@@ -10,10 +12,13 @@ use burn::DispatchDevice;
 use crate::checkpoint::count_params;
 use crate::device::DeviceSpec;
 use crate::error::Result;
+use crate::interop::{ImportOptions, ImportReport};
 use crate::registry::Composed;
 use crate::traits::Autoencoder;
 use crate::RunBackend;
 
+pub use reconstruct::{ReconstructOptions, Reconstruction};
+pub use step_bench::{StepBenchOptions, StepTiming};
 pub use train::{TrainOptions, TrainSummary};
 
 /// Work a method is asked to do with its model.
@@ -22,12 +27,22 @@ pub enum Job<'a> {
     Count(&'a Composed),
     /// Train (or resume) a run.
     Train(&'a Composed, &'a TrainOptions),
+    /// Time training steps on synthetic images (`pixmim bench`).
+    BenchStep(&'a Composed, &'a StepBenchOptions),
+    /// One image through trained weights (`pixmim reconstruct`).
+    Reconstruct(&'a Composed, &'a ReconstructOptions),
+    /// Load a foreign state dict into the model and save it (`pixmim import`).
+    Import(&'a Composed, &'a ImportOptions),
 }
 
 impl Job<'_> {
     pub fn composed(&self) -> &Composed {
         match self {
-            Job::Count(c) | Job::Train(c, _) => c,
+            Job::Count(c)
+            | Job::Train(c, _)
+            | Job::BenchStep(c, _)
+            | Job::Reconstruct(c, _)
+            | Job::Import(c, _) => c,
         }
     }
 }
@@ -35,6 +50,9 @@ impl Job<'_> {
 pub enum JobOutput {
     Params { trainable: usize, frozen: usize },
     Trained(TrainSummary),
+    StepTiming(StepTiming),
+    Reconstruction(Reconstruction),
+    Imported(ImportReport),
 }
 
 /// Run `job` with a model built by `build(device, seed)`. Method crates call this from
@@ -52,6 +70,15 @@ where
             Ok(JobOutput::Params { trainable, frozen })
         }
         Job::Train(c, opts) => train::train(c, opts, build).map(JobOutput::Trained),
+        Job::Import(c, opts) => {
+            crate::interop::import_into(c, opts, build).map(JobOutput::Imported)
+        }
+        Job::Reconstruct(c, opts) => {
+            reconstruct::reconstruct(c, opts, build).map(JobOutput::Reconstruction)
+        }
+        Job::BenchStep(c, opts) => {
+            step_bench::time_steps(c, opts, build).map(JobOutput::StepTiming)
+        }
     }
 }
 

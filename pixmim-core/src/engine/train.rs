@@ -357,6 +357,27 @@ fn remove_partial_writes(ckdir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A weights-only pixmim checkpoint (no optimiser state) at `path`, resumable as step
+/// `iteration` with fresh AdamW moments: what `pixmim import` writes.
+pub fn write_model_checkpoint<M: AutodiffModule<B>>(
+    path: &Path,
+    model: &M,
+    c: &Composed,
+    iteration: usize,
+) -> Result<()> {
+    let tensors = checkpoint::export_params(model);
+    let meta = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("method".to_string(), c.method.name().to_string()),
+        ("iteration".to_string(), iteration.to_string()),
+        (
+            "config".to_string(),
+            toml::to_string(&c.table).unwrap_or_default(),
+        ),
+    ]);
+    checkpoint::write_safetensors(path, &tensors, meta)
+}
+
 fn prune(out: &Path, keep: usize) -> Result<()> {
     let all = list_checkpoints(out)?;
     if all.len() > keep {

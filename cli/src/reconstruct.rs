@@ -1,0 +1,231 @@
+//! `pixmim reconstruct`: one image through trained weights with a chosen mask; a four-panel
+//! PNG and, with `--dump`, the tensors a reference implementation can be checked against.
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use pixmim_core::augment::{resize_normalise, to_rgb_image, CropBox, Interpolation};
+use pixmim_core::checkpoint::{self, HostTensor};
+use pixmim_core::device::DeviceSpec;
+use pixmim_core::engine::{Job, JobOutput, ReconstructOptions, Reconstruction};
+use pixmim_core::patchify::{patchify_host, unpatchify_host};
+use pixmim_core::preview::{grey_out_masked, write_grid};
+use pixmim_core::registry::{self, Composed};
+use pixmim_core::traits::ImageBatch;
+use pixmim_core::{Error, Result};
+
+use crate::Compose;
+
+#[derive(Args)]
+pub struct ReconstructArgs {
+    /// Weights: a pixmim checkpoint (its method and config are used unless given), or any
+    /// safetensors file in the official key layout (then pass --method and --preset/--set).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[command(flatten)]
+    compose: Compose,
+    /// An image file (resized on the short side and centre-cropped, then normalised), or a
+    /// `.npy` float32 (3, H, W) already ImageNet-normalised (used as is).
+    #[arg(long)]
+    image: PathBuf,
+    /// `.npy` float32 of shape (L,) or (1, L): the per-patch (LSMAE: per-unit) noise whose
+    /// ascending argsort decides the mask, as in the official code (spec §0.4).
+    #[arg(long, conflicts_with = "seed")]
+    noise: Option<PathBuf>,
+    /// Seed of the mask when no --noise is given.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Mask ratio (default: the config's).
+    #[arg(long)]
+    mask_ratio: Option<f64>,
+    /// The PNG: original | masked input | reconstruction | reconstruction + visible patches.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write `loss`, `pred`, `mask`, `target` (after norm_pix) as safetensors.
+    #[arg(long)]
+    dump: Option<PathBuf>,
+    /// cpu (= ndarray), flex, cuda, cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// The run config: the checkpoint's own (pixmim checkpoints carry it) unless --method says
+/// otherwise; command-line --set and --mask-ratio on top.
+fn config(a: &ReconstructArgs) -> Result<Composed> {
+    let mut sets = a.compose.sets.clone();
+    if let Some(r) = a.mask_ratio {
+        sets.push(format!("masking.ratio={r}"));
+    }
+    let (_, meta) = checkpoint::read_safetensors(&a.checkpoint)?;
+    match (&a.compose.method, meta.get("config")) {
+        (None, Some(text)) => {
+            let tmp =
+                std::env::temp_dir().join(format!("pixmim-recon-{}.toml", std::process::id()));
+            std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+            let r = registry::compose_from_file(&tmp, &sets);
+            let _ = std::fs::remove_file(&tmp);
+            r
+        }
+        (None, None) => Err(Error::Usage(format!(
+            "{} carries no pixmim config: pass --method (and --preset / --set for its shape)",
+            a.checkpoint.display()
+        ))),
+        (Some(_), _) => crate::compose(
+            &Compose {
+                sets,
+                ..a.compose.clone()
+            },
+            vec![],
+        ),
+    }
+}
+
+fn load_image(a: &ReconstructArgs, (h, w): (usize, usize)) -> Result<ImageBatch> {
+    let data = if a.image.extension().and_then(|e| e.to_str()) == Some("npy") {
+        let (shape, v) = pixmim_core::npy::read(&a.image)?;
+        if shape[..] != [3, h, w] && shape[..] != [1, 3, h, w] {
+            return Err(Error::data(
+                &a.image,
+                format!("expected shape (3, {h}, {w}) for this model, got {shape:?}"),
+            ));
+        }
+        v
+    } else {
+        let img = pixmim_core::data::dataset::decode(&a.image)?;
+        // Resize the short side to the model's size and centre-crop (crop first, same result).
+        let (iw, ih) = img.dimensions();
+        let side = iw.min(ih);
+        let crop = CropBox {
+            top: (ih - side) / 2,
+            left: (iw - side) / 2,
+            height: side,
+            width: side,
+        };
+        let mut out = vec![0.0; 3 * h * w];
+        resize_normalise(&img, crop, (h, w), Interpolation::Bilinear, false, &mut out);
+        out
+    };
+    Ok(ImageBatch {
+        batch: 1,
+        channels: 3,
+        height: h,
+        width: w,
+        data,
+    })
+}
+
+fn read_noise(path: &PathBuf) -> Result<Vec<f32>> {
+    let (shape, v) = pixmim_core::npy::read(path)?;
+    match shape[..] {
+        [_] | [1, _] => Ok(v),
+        _ => Err(Error::data(
+            path,
+            format!("expected shape (L,) or (1, L), got {shape:?}"),
+        )),
+    }
+}
+
+/// With norm_pix the model predicts each patch normalised by its own mean and std, which a
+/// masked patch does not reveal. As the official demo, map predictions back with the mean
+/// and std of the visible patches (averaged over them).
+fn unnormalise(rec: &Reconstruction) -> Vec<f32> {
+    let n = rec.patch * rec.patch * 3;
+    let (mut mean, mut std, mut k) = (0.0f64, 0.0f64, 0usize);
+    for (t, patch) in rec.target_pixels.chunks(n).enumerate() {
+        if rec.mask[t] == 0.0 {
+            let m = patch.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let var = patch.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (n - 1) as f64;
+            mean += m;
+            std += (var + 1e-6).sqrt();
+            k += 1;
+        }
+    }
+    let (mean, std) = (mean / k.max(1) as f64, std / k.max(1) as f64);
+    rec.pred
+        .iter()
+        .map(|&v| (v as f64 * std + mean) as f32)
+        .collect()
+}
+
+pub fn run(a: &ReconstructArgs) -> Result<()> {
+    let device = DeviceSpec::parse(&a.device)?;
+    device.device()?;
+    let c = config(a)?;
+    let image = load_image(a, c.geometry.image)?;
+    let noise = a.noise.as_ref().map(read_noise).transpose()?;
+    let opts = ReconstructOptions {
+        checkpoint: a.checkpoint.clone(),
+        device,
+        image: image.clone(),
+        noise,
+        seed: a.seed,
+    };
+    let rec = match c.method.run(Job::Reconstruct(&c, &opts))? {
+        JobOutput::Reconstruction(r) => r,
+        _ => unreachable!("Reconstruct returns a Reconstruction"),
+    };
+    let (h, w) = c.geometry.image;
+    let (p, grid) = (rec.patch, rec.grid);
+    let pred_pixels = if rec.norm_pix {
+        unnormalise(&rec)
+    } else {
+        rec.pred.clone()
+    };
+    let recon = unpatchify_host(&pred_pixels, p, grid);
+    // Visible patches pasted back: the input where mask = 0, the prediction elsewhere.
+    let input_patches = patchify_host(&image.data, 3, h, w, p);
+    let pasted: Vec<f32> = pred_pixels
+        .chunks(p * p * 3)
+        .zip(input_patches.chunks(p * p * 3))
+        .enumerate()
+        .flat_map(|(t, (pr, inp))| {
+            if rec.mask[t] == 1.0 {
+                pr.to_vec()
+            } else {
+                inp.to_vec()
+            }
+        })
+        .collect();
+    let original = to_rgb_image(&image.data, h, w);
+    let masked = grey_out_masked(original.clone(), &rec.mask, grid);
+    write_grid(
+        &[vec![
+            original,
+            masked,
+            to_rgb_image(&recon, h, w),
+            to_rgb_image(&unpatchify_host(&pasted, p, grid), h, w),
+        ]],
+        &a.out,
+    )?;
+    if let Some(dump) = &a.dump {
+        let l = grid.0 * grid.1;
+        let d = p * p * 3;
+        let t = |shape: Vec<usize>, data: Vec<f32>| HostTensor { shape, data };
+        let tensors = vec![
+            ("loss".to_string(), t(vec![], vec![rec.loss])),
+            ("pred".to_string(), t(vec![1, l, d], rec.pred.clone())),
+            ("mask".to_string(), t(vec![1, l], rec.mask.clone())),
+            ("target".to_string(), t(vec![1, l, d], rec.target.clone())),
+        ];
+        let meta = HashMap::from([
+            ("method".to_string(), c.method.name().to_string()),
+            ("norm_pix".to_string(), rec.norm_pix.to_string()),
+        ]);
+        checkpoint::write_safetensors(dump, &tensors, meta)?;
+    }
+    let kept = rec.mask.iter().filter(|&&m| m == 0.0).count();
+    eprintln!(
+        "{}: loss {:.6}, {kept} of {} patches visible{}; wrote {}",
+        c.method.name(),
+        rec.loss,
+        rec.mask.len(),
+        if rec.norm_pix {
+            " (norm_pix: predictions un-normalised with the visible patches' mean and std)"
+        } else {
+            ""
+        },
+        a.out.display()
+    );
+    println!("loss={:.6}", rec.loss);
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! Issue 5: `reconstruct --noise` reproduces the official forward pass; `import` and `export`
+//! round-trip through the official, mm* and timm layouts; mismatches are refused by name.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pixmim_core::checkpoint::{read_safetensors, HostTensor};
+
+fn pixmim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pixmim"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run pixmim")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = pixmim(args);
+    assert!(o.status.success(), "{args:?}: {}", text(&o));
+    text(&o)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pixmim-interop-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn vectors() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/mae")
+}
+
+/// The MAE of the official parity vectors (tests/vectors/mae/README.md).
+const VECTOR_MODEL: &[&str] = &[
+    "--method",
+    "mae",
+    "--preset",
+    "tiny",
+    "--set",
+    "model.img_size=64",
+    "--set",
+    "model.patch_size=8",
+    "--set",
+    "model.embed_dim=96",
+    "--set",
+    "model.depth=3",
+    "--set",
+    "model.num_heads=3",
+    "--set",
+    "model.decoder_embed_dim=64",
+    "--set",
+    "model.decoder_depth=2",
+    "--set",
+    "model.decoder_num_heads=4",
+];
+
+fn load(p: &Path) -> HashMap<String, HostTensor> {
+    read_safetensors(p).unwrap_or_else(|e| panic!("{e}")).0
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .fold(0.0, f64::max);
+    let den = b
+        .iter()
+        .map(|y| y.abs() as f64)
+        .fold(0.0, f64::max)
+        .max(1e-30);
+    num / den
+}
+
+#[test]
+fn reconstruct_with_the_official_noise_gives_the_official_loss_and_prediction() {
+    let dir = tmp("recon");
+    let fwd = load(&vectors().join("forward.safetensors"));
+    let (l, d) = (64, 8 * 8 * 3);
+    let img0 = &fwd["imgs"].data[..3 * 64 * 64];
+    let noise0 = &fwd["noise"].data[..l];
+    pixmim_core::npy::write(&dir.join("img.npy"), &[3, 64, 64], img0).unwrap();
+    pixmim_core::npy::write(&dir.join("noise.npy"), &[1, l], noise0).unwrap();
+    let weights = vectors().join("weights.safetensors");
+    let (grid, dump) = (dir.join("grid.png"), dir.join("dump.safetensors"));
+    let (img, noise) = (dir.join("img.npy"), dir.join("noise.npy"));
+    let mut args = vec!["reconstruct", "--checkpoint", weights.to_str().unwrap()];
+    args.extend(VECTOR_MODEL);
+    args.extend([
+        "--image",
+        img.to_str().unwrap(),
+        "--noise",
+        noise.to_str().unwrap(),
+        "--out",
+        grid.to_str().unwrap(),
+        "--dump",
+        dump.to_str().unwrap(),
+    ]);
+    let out = ok(&args);
+    let got = load(&dump);
+    let official_pred = &fwd["pred"].data[..l * d];
+    let official_target = &fwd["target_norm_pix"].data[..l * d];
+    let official_mask = &fwd["mask"].data[..l];
+    assert_eq!(
+        got["mask"].data, official_mask,
+        "the noise decides the same mask"
+    );
+    assert_eq!(got["pred"].shape, vec![1, l, d]);
+    let e = rel_err(&got["pred"].data, official_pred);
+    assert!(e < 1e-5, "pred rel err {e:e}");
+    let e = rel_err(&got["target"].data, official_target);
+    assert!(e < 1e-5, "target rel err {e:e}");
+    // The official loss of image 0 alone, from the official pred / target / mask.
+    let (mut sum, mut n) = (0.0f64, 0.0f64);
+    for t in 0..l {
+        if official_mask[t] == 1.0 {
+            let p = &official_pred[t * d..(t + 1) * d];
+            let q = &official_target[t * d..(t + 1) * d];
+            sum += p
+                .iter()
+                .zip(q)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+                / d as f64;
+            n += 1.0;
+        }
+    }
+    let want = sum / n;
+    let loss = got["loss"].data[0] as f64;
+    assert!(
+        (loss - want).abs() / want < 1e-5,
+        "loss {loss} vs official {want}"
+    );
+    assert!(out.contains("loss="), "{out}");
+    let img = image::open(&grid).unwrap();
+    assert_eq!(img.height(), 128 + 8, "one row of 2x enlarged 64 px panels");
+    assert_eq!(img.width(), 4 * (128 + 4) + 4, "four panels");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn same(a: &HashMap<String, HostTensor>, b: &HashMap<String, HostTensor>, keys: &[&String]) {
+    for k in keys {
+        assert_eq!(a[*k].shape, b[*k].shape, "{k}");
+        assert!(a[*k].data == b[*k].data, "`{k}` changed in the round trip");
+    }
+}
+
+#[test]
+fn import_and_export_round_trip_through_every_layout() {
+    let dir = tmp("roundtrip");
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let weights = vectors().join("weights.safetensors");
+    let official = load(&weights);
+    let import = |from: &str, input: &str, out: &str| {
+        let mut args = vec!["import", "--from", from];
+        args.extend(VECTOR_MODEL);
+        args.extend([input, "--out", out]);
+        ok(&args)
+    };
+    import(
+        "official-mae",
+        weights.to_str().unwrap(),
+        &p("ours.safetensors"),
+    );
+    let ours = load(&dir.join("ours.safetensors"));
+    let all: Vec<&String> = official.keys().collect();
+    same(&official, &ours, &all);
+
+    // official-mae: the whole model, same names and values as the official state dict.
+    ok(&[
+        "export",
+        "--to",
+        "official-mae",
+        &p("ours.safetensors"),
+        "--out",
+        &p("off.safetensors"),
+    ]);
+    let off = load(&dir.join("off.safetensors"));
+    assert_eq!(off.len(), official.len());
+    same(&official, &off, &all);
+
+    // mmselfsup: backbone./neck. names; importing it back is the identity.
+    ok(&[
+        "export",
+        "--to",
+        "mmselfsup",
+        &p("ours.safetensors"),
+        "--out",
+        &p("mm.safetensors"),
+    ]);
+    let mm = load(&dir.join("mm.safetensors"));
+    assert!(mm
+        .keys()
+        .all(|k| k.starts_with("backbone.") || k.starts_with("neck.")));
+    assert!(mm.contains_key("backbone.layers.0.ffn.layers.0.0.weight"));
+    assert!(mm.contains_key("neck.ln1.weight"));
+    import("mmselfsup", &p("mm.safetensors"), &p("back.safetensors"));
+    same(&ours, &load(&dir.join("back.safetensors")), &all);
+
+    // timm: the encoder alone; importing it gives a fresh decoder and says so.
+    ok(&[
+        "export",
+        "--to",
+        "timm",
+        &p("ours.safetensors"),
+        "--out",
+        &p("timm.safetensors"),
+    ]);
+    let timm = load(&dir.join("timm.safetensors"));
+    assert!(timm
+        .keys()
+        .all(|k| !k.starts_with("decoder_") && k != "mask_token"));
+    assert!(timm.contains_key("blocks.2.mlp.fc2.weight") && timm.contains_key("norm.weight"));
+    let msg = import("timm", &p("timm.safetensors"), &p("enc.safetensors"));
+    assert!(msg.contains("freshly initialised"), "{msg}");
+    let enc = load(&dir.join("enc.safetensors"));
+    let encoder: Vec<&String> = timm.keys().collect();
+    same(&ours, &enc, &encoder);
+    assert!(enc["decoder_pred.weight"].data != ours["decoder_pred.weight"].data);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_checkpoint_of_another_shape_is_refused_with_names_and_shapes() {
+    let dir = tmp("refuse");
+    let weights = vectors().join("weights.safetensors");
+    let out = dir.join("x.safetensors");
+    let o = pixmim(&[
+        "import",
+        "--from",
+        "official-mae",
+        "--method",
+        "mae",
+        "--preset",
+        "tiny",
+        weights.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("weights.safetensors"), "names the file: {t}");
+    assert!(
+        t.contains("patch_embed.proj.weight"),
+        "names a parameter: {t}"
+    );
+    assert!(t.contains("[96, 3, 8, 8]"), "gives the file's shape: {t}");
+    assert!(t.contains("blocks.3."), "lists what the file lacks: {t}");
+    assert!(!out.exists(), "nothing is written");
+    let o = pixmim(&[
+        "import", "--from", "caffe", "--method", "mae", "x", "--out", "y",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("official-mae"), "lists the known formats");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pytorch_pth_files_import_in_the_official_and_mmselfsup_layouts() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pth");
+    let want = load(&fixtures.join("tiny_mae.safetensors"));
+    let dir = tmp("pth");
+    for (format, file) in [
+        ("official-mae", "tiny_mae_official.pth"),
+        ("mmselfsup", "tiny_mae_mmselfsup.pth"),
+    ] {
+        let out = dir.join(format!("{format}.safetensors"));
+        let input = fixtures.join(file);
+        let mut args = vec![
+            "import", "--from", format, "--method", "mae", "--preset", "tiny",
+        ];
+        for s in [
+            "model.img_size=16",
+            "model.patch_size=4",
+            "model.embed_dim=32",
+            "model.depth=2",
+            "model.num_heads=2",
+            "model.decoder_embed_dim=32",
+            "model.decoder_depth=1",
+            "model.decoder_num_heads=2",
+        ] {
+            args.extend(["--set", s]);
+        }
+        args.extend([input.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        ok(&args);
+        let got = load(&out);
+        assert_eq!(got.len(), want.len(), "{format}");
+        let keys: Vec<&String> = want.keys().collect();
+        same(&want, &got, &keys);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

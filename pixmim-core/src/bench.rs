@@ -1,0 +1,157 @@
+//! Measurements behind `pixmim bench`: data-pipeline throughput and target cost. Training
+//! steps are timed by [`crate::engine::step_bench`].
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::imageops::FilterType;
+
+use crate::data::dataset::decode;
+use crate::data::seed::{rng, Purpose};
+use crate::error::{Error, Result};
+use crate::traits::{Augmentation, ImageBatch, TargetGenerator};
+
+/// ImageNet's typical photo: 500x375.
+pub const IMAGENET_LIKE: (u32, u32) = (500, 375);
+
+/// Write `count` ImageNet-sized JPEGs (quality 90, like ImageNet's) made from the photos in
+/// `samples` (centre-cropped to 4:3 and upscaled) into `dir`, so the pipeline benchmark
+/// decodes real photographic content at the real size without any download.
+pub fn imagenet_like_jpegs(samples: &Path, dir: &Path, count: usize) -> Result<Vec<PathBuf>> {
+    let ds = crate::data::Dataset::open(samples)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let (w, h) = IMAGENET_LIKE;
+    let mut out = Vec::new();
+    for i in 0..count {
+        let src = decode(&ds.items[i % ds.len()])?;
+        let (sw, sh) = src.dimensions();
+        // Largest 4:3 window, shifted per copy so repeated sources differ.
+        let (cw, ch) = if sw * 3 >= sh * 4 {
+            (sh * 4 / 3, sh)
+        } else {
+            (sw, sw * 3 / 4)
+        };
+        let shift = (i / ds.len()) as u32 * 7;
+        let x = ((sw - cw) / 2 + shift).min(sw - cw);
+        let crop = image::imageops::crop_imm(&src, x, (sh - ch) / 2, cw, ch).to_image();
+        let big = image::imageops::resize(&crop, w, h, FilterType::CatmullRom);
+        let path = dir.join(format!("photo-{i:03}.jpg"));
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+            .encode_image(&big)
+            .map_err(|e| Error::data(&path, e.to_string()))?;
+        std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// Images per second through decode + augmentation (crop, resize, flip, normalise) on
+/// `threads` threads, cycling over `files` for at least `min_secs`. File bytes are read once
+/// up front, so the number is the CPU work, not the disk.
+pub fn pipeline_images_per_second(
+    files: &[PathBuf],
+    aug: &dyn Augmentation,
+    threads: usize,
+    min_secs: f64,
+) -> Result<f64> {
+    use rayon::prelude::*;
+    let blobs: Vec<(PathBuf, Vec<u8>)> = files
+        .iter()
+        .map(|p| Ok((p.clone(), std::fs::read(p).map_err(|e| Error::io(p, e))?)))
+        .collect::<Result<_>>()?;
+    if blobs.is_empty() {
+        return Err(Error::Usage(
+            "the pipeline benchmark needs at least one image".into(),
+        ));
+    }
+    let (h, w) = aug.output_size();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| Error::Usage(format!("thread pool: {e}")))?;
+    let one = |k: usize, out: &mut [f32]| -> Result<()> {
+        let (path, bytes) = &blobs[k % blobs.len()];
+        let img = image::load_from_memory(bytes)
+            .map_err(|e| Error::data(path, format!("cannot decode image: {e}")))?
+            .into_rgb8();
+        aug.apply(&img, &mut rng(0, Purpose::Augment, k as u64), out);
+        Ok(())
+    };
+    let chunk = 16 * threads.max(1);
+    let t0 = Instant::now();
+    let mut done = 0usize;
+    pool.install(|| -> Result<()> {
+        let mut bufs = vec![vec![0f32; 3 * h * w]; chunk];
+        while done == 0 || t0.elapsed().as_secs_f64() < min_secs {
+            bufs.par_iter_mut()
+                .enumerate()
+                .try_for_each(|(j, out)| one(done + j, out))?;
+            done += chunk;
+        }
+        Ok(())
+    })?;
+    Ok(done as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// Milliseconds per image of `target` on a batch of `batch` standard-normal images,
+/// median of `reps` runs.
+pub fn target_ms_per_image(
+    target: &dyn TargetGenerator,
+    size: (usize, usize),
+    batch: usize,
+    reps: usize,
+) -> f64 {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut images = ImageBatch::zeros(batch, 3, size.0, size.1);
+    let mut r = rand::rngs::StdRng::seed_from_u64(0);
+    for v in images.data.iter_mut() {
+        *v = StandardNormal.sample(&mut r);
+    }
+    let mut times: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t0 = Instant::now();
+            std::hint::black_box(target.generate(&images));
+            t0.elapsed().as_secs_f64() * 1e3 / batch as f64
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::augment::{RandomResizedCrop, RandomResizedCropParams};
+
+    #[test]
+    fn the_pipeline_benchmark_decodes_and_counts_real_work() {
+        let dir = std::env::temp_dir().join(format!("pixmim-bench-{}", std::process::id()));
+        let samples = dir.join("samples");
+        std::fs::create_dir_all(&samples).unwrap();
+        image::RgbImage::from_fn(80, 60, |x, y| image::Rgb([x as u8, y as u8, 7]))
+            .save(samples.join("a.png"))
+            .unwrap();
+        let files = imagenet_like_jpegs(&samples, &dir.join("jpegs"), 3).unwrap();
+        assert_eq!(files.len(), 3);
+        let img = decode(&files[2]).unwrap();
+        assert_eq!(img.dimensions(), IMAGENET_LIKE);
+        let params: RandomResizedCropParams = toml::from_str("").unwrap();
+        let aug = RandomResizedCrop::new((32, 32), params).unwrap();
+        let rate = pipeline_images_per_second(&files, &aug, 1, 0.05).unwrap();
+        assert!(rate.is_finite() && rate > 0.0);
+        std::fs::write(dir.join("broken.jpg"), b"x").unwrap();
+        let e = pipeline_images_per_second(&[dir.join("broken.jpg")], &aug, 1, 0.0).unwrap_err();
+        assert!(e.to_string().contains("broken.jpg"), "{e}");
+        assert!(peak_rss_bytes().unwrap_or(1) > 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

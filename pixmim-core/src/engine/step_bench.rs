@@ -1,0 +1,113 @@
+//! Timing of one training step (target + forward + backward + AdamW) on synthetic images,
+//! without the data pipeline: what `pixmim bench` reports per method and preset.
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::DispatchDevice;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::device::DeviceSpec;
+use crate::error::Result;
+use crate::optim::AdamW;
+use crate::registry::Composed;
+use crate::traits::{Autoencoder, ImageBatch};
+use crate::RunBackend;
+
+type B = RunBackend;
+
+#[derive(Clone, Debug)]
+pub struct StepBenchOptions {
+    pub device: DeviceSpec,
+    pub batch: usize,
+    /// Steps run before timing starts (kernel compilation, allocator warm-up).
+    pub warmup: usize,
+    /// Timed steps; the median is reported.
+    pub steps: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct StepTiming {
+    pub batch: usize,
+    /// Seconds per step, each timed step.
+    pub step_s: Vec<f64>,
+    /// Seconds per step spent making the target on the host (part of `step_s`).
+    pub target_s: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        f64::NAN
+    } else {
+        s[s.len() / 2]
+    }
+}
+
+impl StepTiming {
+    pub fn median_step_s(&self) -> f64 {
+        median(&self.step_s)
+    }
+    pub fn median_target_s(&self) -> f64 {
+        median(&self.target_s)
+    }
+    pub fn images_per_second(&self) -> f64 {
+        self.batch as f64 / self.median_step_s()
+    }
+}
+
+/// Time `opts.steps` training steps of the composed method on one fixed batch of
+/// standard-normal images (a fresh mask each step). The target is made as in training:
+/// on the host (timed as part of the step, as if the data workers had no spare core) or on
+/// the device.
+pub fn time_steps<M, F>(c: &Composed, opts: &StepBenchOptions, build: F) -> Result<StepTiming>
+where
+    M: Autoencoder<B> + AutodiffModule<B> + 'static,
+    F: Fn(&DispatchDevice, u64) -> M,
+{
+    let device = opts.device.train_device()?;
+    let mut model = build(&device, c.seed);
+    let mut optim = AdamW::<B>::new(&c.optim, &model);
+    let (h, w) = c.geometry.image;
+    let mut images = ImageBatch::zeros(opts.batch, 3, h, w);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
+    for v in images.data.iter_mut() {
+        *v = StandardNormal.sample(&mut rng);
+    }
+    let mut timing = StepTiming {
+        batch: opts.batch,
+        step_s: Vec::new(),
+        target_s: Vec::new(),
+    };
+    for i in 0..opts.warmup + opts.steps {
+        let t0 = Instant::now();
+        let host_target = c.parts.target.generate(&images);
+        let target_s = t0.elapsed().as_secs_f64();
+        let x = images.to_tensor::<B>(&device);
+        let target = match &host_target {
+            Some(t) if !c.parts.target.on_device() => t.to_tensor::<B>(&device),
+            _ if c.parts.target.on_device() => c.parts.target.generate_on_device(x.clone()),
+            _ => x.clone(),
+        };
+        let mask = c
+            .parts
+            .masking
+            .sample(opts.batch, &mut rng)
+            .to_tensors::<B>(&device);
+        let pred = model.forward(x, &mask);
+        let loss = model.loss(pred, target, mask.mask.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(1e-4, model, grads);
+        // GPU backends queue work; wait for the step to finish before stopping the clock.
+        <B as Backend>::sync(&device)
+            .map_err(|e| crate::Error::Device(format!("waiting for the step: {e:?}")))?;
+        if i >= opts.warmup {
+            timing.step_s.push(t0.elapsed().as_secs_f64());
+            timing.target_s.push(target_s);
+        }
+    }
+    Ok(timing)
+}

@@ -1,0 +1,139 @@
+//! Checkpoint key layouts. pixmim's own names are the official repos' (facebookresearch/mae,
+//! ConvMAE, long_seq_mae); mmselfsup / mmpretrain (PixMIM, MFF, their MAE) nest the encoder
+//! under `backbone.` and the decoder under `neck.` with mmcv block names (spec §0.9); timm's
+//! VisionTransformer is the official encoder alone.
+
+/// Block-internal renames, official -> mm (spec §0.9).
+const BLOCK: &[(&str, &str)] = &[
+    ("norm1.", "ln1."),
+    ("norm2.", "ln2."),
+    ("mlp.fc1.", "ffn.layers.0.0."),
+    ("mlp.fc2.", "ffn.layers.1."),
+];
+
+/// Top-level renames, official -> mm; the first matching prefix wins.
+const TOP: &[(&str, &str)] = &[
+    ("patch_embed.proj.", "backbone.patch_embed.projection."),
+    ("blocks.", "backbone.layers."),
+    ("norm.", "backbone.ln1."),
+    ("decoder_blocks.", "neck.decoder_blocks."),
+    ("decoder_norm.", "neck.ln1."),
+    ("decoder_embed.", "neck.decoder_embed."),
+    ("decoder_pred.", "neck.decoder_pred."),
+    ("decoder_pos_embed", "neck.decoder_pos_embed"),
+    ("mask_token", "neck.mask_token"),
+];
+
+/// Keys mm checkpoints carry that are not model parameters (PixMIM's filter buffer).
+pub const MM_BUFFERS: &[&str] = &["target_generator."];
+
+fn split_block(rest: &str) -> Option<(&str, &str)> {
+    let dot = rest.find('.')?;
+    let (idx, tail) = rest.split_at(dot + 1);
+    idx[..dot].parse::<usize>().ok()?;
+    Some((idx, tail))
+}
+
+fn map_block_tail(tail: &str, to_mm: bool) -> String {
+    for (o, m) in BLOCK {
+        let (from, to) = if to_mm { (o, m) } else { (m, o) };
+        if let Some(r) = tail.strip_prefix(from) {
+            return format!("{to}{r}");
+        }
+    }
+    tail.to_string()
+}
+
+fn rename(name: &str, to_mm: bool) -> String {
+    for (o, m) in TOP {
+        let (from, to) = if to_mm { (o, m) } else { (m, o) };
+        if let Some(rest) = name.strip_prefix(from) {
+            if from.ends_with("blocks.") || from.ends_with("layers.") {
+                if let Some((idx, tail)) = split_block(rest) {
+                    return format!("{to}{idx}{}", map_block_tail(tail, to_mm));
+                }
+            }
+            return format!("{to}{rest}");
+        }
+    }
+    // Everything else of the encoder (cls_token, pos_embed, MFF's proj_layers/proj_weights)
+    // sits under `backbone.` unchanged.
+    if to_mm {
+        format!("backbone.{name}")
+    } else {
+        name.strip_prefix("backbone.").unwrap_or(name).to_string()
+    }
+}
+
+/// Official name -> mmselfsup / mmpretrain name.
+pub fn official_to_mm(name: &str) -> String {
+    rename(name, true)
+}
+
+/// mmselfsup / mmpretrain name -> official name; `None` for buffers that are not parameters.
+pub fn mm_to_official(name: &str) -> Option<String> {
+    if MM_BUFFERS.iter().any(|b| name.starts_with(b)) {
+        return None;
+    }
+    Some(rename(name, false))
+}
+
+/// The encoder part of an official-layout state dict: what timm's VisionTransformer holds.
+pub fn is_encoder_key(name: &str) -> bool {
+    !(name.starts_with("decoder_") || name == "mask_token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mm_names_follow_spec_0_9_and_invert() {
+        let pairs = [
+            (
+                "patch_embed.proj.weight",
+                "backbone.patch_embed.projection.weight",
+            ),
+            ("cls_token", "backbone.cls_token"),
+            ("pos_embed", "backbone.pos_embed"),
+            ("blocks.11.norm1.weight", "backbone.layers.11.ln1.weight"),
+            ("blocks.0.norm2.bias", "backbone.layers.0.ln2.bias"),
+            (
+                "blocks.3.attn.qkv.weight",
+                "backbone.layers.3.attn.qkv.weight",
+            ),
+            (
+                "blocks.3.attn.proj.bias",
+                "backbone.layers.3.attn.proj.bias",
+            ),
+            (
+                "blocks.2.mlp.fc1.weight",
+                "backbone.layers.2.ffn.layers.0.0.weight",
+            ),
+            (
+                "blocks.2.mlp.fc2.bias",
+                "backbone.layers.2.ffn.layers.1.bias",
+            ),
+            ("norm.weight", "backbone.ln1.weight"),
+            ("mask_token", "neck.mask_token"),
+            ("decoder_embed.weight", "neck.decoder_embed.weight"),
+            ("decoder_pos_embed", "neck.decoder_pos_embed"),
+            (
+                "decoder_blocks.7.mlp.fc1.bias",
+                "neck.decoder_blocks.7.ffn.layers.0.0.bias",
+            ),
+            ("decoder_norm.bias", "neck.ln1.bias"),
+            ("decoder_pred.weight", "neck.decoder_pred.weight"),
+            ("proj_layers.0.weight", "backbone.proj_layers.0.weight"),
+            ("proj_weights", "backbone.proj_weights"),
+        ];
+        for (official, mm) in pairs {
+            assert_eq!(official_to_mm(official), mm);
+            assert_eq!(mm_to_official(mm).as_deref(), Some(official));
+        }
+        assert_eq!(mm_to_official("target_generator.low_pass_filter"), None);
+        assert!(is_encoder_key("blocks.0.attn.qkv.weight"));
+        assert!(!is_encoder_key("decoder_blocks.0.attn.qkv.weight"));
+        assert!(!is_encoder_key("mask_token"));
+    }
+}

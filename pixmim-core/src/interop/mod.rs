@@ -1,0 +1,278 @@
+//! Moving weights between pixmim and the PyTorch codebases: reading released checkpoints
+//! (`.pth` via burn-store's pickle reader, no Python; or safetensors) in the official, mm*
+//! or timm key layouts, and writing ours out in those layouts (`pixmim import` / `export`).
+pub mod layout;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use burn::DispatchDevice;
+
+use crate::checkpoint::{self, HostTensor};
+use crate::device::DeviceSpec;
+use crate::error::{Error, Result};
+use crate::registry::Composed;
+use crate::RunBackend;
+
+pub use layout::{is_encoder_key, mm_to_official, official_to_mm};
+
+/// A checkpoint format of the reference codebases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// facebookresearch/mae (`model` key): encoder-only `mae_pretrain_vit_*.pth` or full.
+    OfficialMae,
+    /// Alpha-VL/ConvMAE (`model` key).
+    OfficialConvmae,
+    /// facebookresearch/long_seq_mae (`model` key).
+    OfficialLsmae,
+    /// mmselfsup 1.x (PixMIM, MAE): `state_dict`, `backbone.` / `neck.` keys.
+    Mmselfsup,
+    /// mmpretrain (MFF, MAE): same layout as mmselfsup.
+    Mmpretrain,
+    /// timm VisionTransformer: the encoder alone, official names.
+    Timm,
+    /// safetensors in any of the layouts above (detected from the keys).
+    Safetensors,
+}
+
+pub const FORMAT_NAMES: &[&str] = &[
+    "official-mae",
+    "official-convmae",
+    "official-lsmae",
+    "mmselfsup",
+    "mmpretrain",
+    "timm",
+    "safetensors",
+];
+
+impl Format {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "official-mae" => Self::OfficialMae,
+            "official-convmae" => Self::OfficialConvmae,
+            "official-lsmae" => Self::OfficialLsmae,
+            "mmselfsup" => Self::Mmselfsup,
+            "mmpretrain" => Self::Mmpretrain,
+            "timm" => Self::Timm,
+            "safetensors" => Self::Safetensors,
+            _ => {
+                return Err(Error::Usage(format!(
+                    "unknown checkpoint format `{s}`; known: {}",
+                    FORMAT_NAMES.join(", ")
+                )))
+            }
+        })
+    }
+    fn is_mm(self) -> bool {
+        matches!(self, Self::Mmselfsup | Self::Mmpretrain)
+    }
+}
+
+fn is_mm_key(k: &str) -> bool {
+    k.starts_with("backbone.") || k.starts_with("neck.")
+}
+
+/// Read a state dict and return it under official names. `.pth` files are read with
+/// burn-store (the `model` or `state_dict` entry, else the top level); safetensors directly.
+pub fn read_state_dict(path: &Path, format: Format) -> Result<HashMap<String, HostTensor>> {
+    let is_safetensors = path.extension().and_then(|e| e.to_str()) == Some("safetensors");
+    let raw: HashMap<String, HostTensor> = if is_safetensors || format == Format::Safetensors {
+        checkpoint::read_safetensors(path)?
+            .0
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("optim."))
+            .collect()
+    } else {
+        read_pth(
+            path,
+            if format.is_mm() {
+                "state_dict"
+            } else {
+                "model"
+            },
+        )?
+    };
+    let mm = format.is_mm() || raw.keys().any(|k| is_mm_key(k));
+    Ok(raw
+        .into_iter()
+        .filter_map(|(k, v)| {
+            if mm {
+                mm_to_official(&k).map(|k| (k, v))
+            } else {
+                Some((k, v))
+            }
+        })
+        .collect())
+}
+
+fn read_pth(path: &Path, key: &str) -> Result<HashMap<String, HostTensor>> {
+    use burn_store::pytorch::PytorchReader;
+    if !path.exists() {
+        return Err(Error::data(path, "does not exist"));
+    }
+    let reader = PytorchReader::with_top_level_key(path, key)
+        .or_else(|_| PytorchReader::new(path))
+        .map_err(|e| Error::Checkpoint {
+            path: path.into(),
+            msg: format!("cannot read as a PyTorch checkpoint: {e}"),
+        })?;
+    let mut out = HashMap::new();
+    for (name, snap) in reader.into_tensors() {
+        let data = snap.to_data().map_err(|e| Error::Checkpoint {
+            path: path.into(),
+            msg: format!("`{name}`: {e:?}"),
+        })?;
+        let shape = data.shape.to_vec();
+        let values: Vec<f32> = data
+            .convert::<f32>()
+            .to_vec()
+            .map_err(|e| Error::Checkpoint {
+                path: path.into(),
+                msg: format!("`{name}`: {e:?}"),
+            })?;
+        out.insert(
+            name,
+            HostTensor {
+                shape,
+                data: values,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Our state dict (official names) in `format`'s layout, sorted by name.
+pub fn to_format(
+    tensors: &HashMap<String, HostTensor>,
+    format: Format,
+) -> Vec<(String, HostTensor)> {
+    let mut v: Vec<(String, HostTensor)> = tensors
+        .iter()
+        .filter(|(k, _)| !k.starts_with("optim."))
+        .filter(|(k, _)| format != Format::Timm || is_encoder_key(layout_name(k)))
+        .map(|(k, t)| {
+            let name = if format.is_mm() {
+                official_to_mm(layout_name(k))
+            } else if format == Format::Timm {
+                layout_name(k).to_string()
+            } else {
+                k.clone()
+            };
+            (name, t.clone())
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// The name a reference codebase uses for one of ours: MFF wraps the MAE encoder/decoder as
+/// its `mae` field, which its checkpoints do not nest.
+pub fn layout_name(ours: &str) -> &str {
+    ours.strip_prefix("mae.").unwrap_or(ours)
+}
+
+/// Write a pixmim checkpoint (for `export`), in `format`'s layout.
+pub fn export(checkpoint_path: &Path, format: Format, out: &Path) -> Result<usize> {
+    let (tensors, meta) = checkpoint::read_safetensors(checkpoint_path)?;
+    let v = to_format(&tensors, format);
+    let mut m = HashMap::from([("format".to_string(), "pt".to_string())]);
+    if let Some(method) = meta.get("method") {
+        m.insert("pixmim_method".into(), method.clone());
+    }
+    checkpoint::write_safetensors(out, &v, m)?;
+    Ok(v.len())
+}
+
+pub struct ImportOptions {
+    pub input: PathBuf,
+    pub tensors: HashMap<String, HostTensor>,
+    pub out: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct ImportReport {
+    /// Parameters left at their fresh initialisation (the decoder of an encoder-only file).
+    pub fresh: Vec<String>,
+    /// File entries that were not loaded (a classifier head), by name.
+    pub ignored: Vec<String>,
+    pub loaded: usize,
+}
+
+/// Load `opts.tensors` (official names) into the composed method's model and write it as a
+/// pixmim checkpoint. An encoder-only file gets a freshly initialised decoder; anything
+/// else missing, extra or of the wrong shape is refused with the full list.
+pub fn import_into<M, F>(c: &Composed, opts: &ImportOptions, build: F) -> Result<ImportReport>
+where
+    M: AutodiffModule<RunBackend>,
+    F: Fn(&DispatchDevice, u64) -> M,
+{
+    let device = DeviceSpec::NdArray.train_device()?;
+    let fresh_model = build(&device, c.seed);
+    let fresh_params = checkpoint::export_params(&fresh_model);
+    let file_has_decoder = opts.tensors.keys().any(|k| !is_encoder_key(k));
+    let mut by_model_name = HashMap::new();
+    let mut fresh = Vec::new();
+    let mut missing = Vec::new();
+    let mut used = std::collections::HashSet::new();
+    for (ours, init) in &fresh_params {
+        let key = layout_name(ours);
+        match opts.tensors.get(key) {
+            Some(t) => {
+                used.insert(key.to_string());
+                by_model_name.insert(ours.clone(), t.clone());
+            }
+            None if !file_has_decoder && !is_encoder_key(key) => {
+                fresh.push(key.to_string());
+                by_model_name.insert(ours.clone(), init.clone());
+            }
+            None => missing.push(format!("missing `{key}` {:?}", init.shape)),
+        }
+    }
+    let mut ignored = Vec::new();
+    let mut extra = Vec::new();
+    for k in opts.tensors.keys().filter(|k| !used.contains(*k)) {
+        // timm-style classifier heads and fc_norm are not part of a MIM model.
+        if k.starts_with("head.") || k.starts_with("fc_norm.") {
+            ignored.push(k.clone());
+        } else {
+            extra.push(format!("unexpected `{k}` {:?}", opts.tensors[k].shape));
+        }
+    }
+    let (model, _) = match checkpoint::import_params(fresh_model, &by_model_name, &opts.input) {
+        Ok(r) => r,
+        Err(Error::Checkpoint { msg, .. }) => {
+            missing.push(msg);
+            return Err(refusal(&opts.input, c, &missing, &extra));
+        }
+        Err(e) => return Err(e),
+    };
+    if !missing.is_empty() || !extra.is_empty() {
+        return Err(refusal(&opts.input, c, &missing, &extra));
+    }
+    crate::engine::train::write_model_checkpoint(&opts.out, &model, c, 0)?;
+    fresh.sort();
+    ignored.sort();
+    Ok(ImportReport {
+        loaded: used.len(),
+        fresh,
+        ignored,
+    })
+}
+
+fn refusal(input: &Path, c: &Composed, missing: &[String], extra: &[String]) -> Error {
+    let mut all: Vec<String> = missing.to_vec();
+    all.extend(extra.iter().cloned());
+    Error::Checkpoint {
+        path: input.into(),
+        msg: format!(
+            "does not fit {} ({}):\n  {}",
+            c.method.name(),
+            c.table
+                .get("preset")
+                .and_then(|v| v.as_str())
+                .unwrap_or("custom"),
+            all.join("\n  ")
+        ),
+    }
+}
