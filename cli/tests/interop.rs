@@ -300,3 +300,69 @@ fn pytorch_pth_files_import_in_the_official_and_mmselfsup_layouts() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_method_round_trips_through_its_reference_layout() {
+    let dir = tmp("methods");
+    for (method, layout) in [
+        ("convmae", "official-convmae"),
+        ("lsmae", "official-lsmae"),
+        ("mff", "mmpretrain"),
+    ] {
+        let run = dir.join(method);
+        let run_s = run.to_str().unwrap().to_string();
+        ok(&[
+            "train",
+            "--method",
+            method,
+            "--preset",
+            "tiny",
+            "--steps",
+            "1",
+            "--set",
+            "train.batch_size=2",
+            "--out",
+            &run_s,
+        ]);
+        let ck = run.join("checkpoints/step-00000001.safetensors");
+        let exported = dir.join(format!("{method}.safetensors"));
+        ok(&[
+            "export",
+            "--to",
+            layout,
+            ck.to_str().unwrap(),
+            "--out",
+            exported.to_str().unwrap(),
+        ]);
+        let back = dir.join(format!("{method}-back.safetensors"));
+        ok(&[
+            "import",
+            "--from",
+            layout,
+            "--method",
+            method,
+            "--preset",
+            "tiny",
+            exported.to_str().unwrap(),
+            "--out",
+            back.to_str().unwrap(),
+        ]);
+        let (a, b) = (load(&ck), load(&back));
+        let keys: Vec<&String> = a.keys().filter(|k| !k.starts_with("optim.")).collect();
+        assert_eq!(keys.len(), b.len(), "{method}");
+        same(&a, &b, &keys);
+        if layout == "mmpretrain" {
+            let mm = load(&exported);
+            assert!(
+                mm.contains_key("backbone.proj_weights"),
+                "{method}: {:?}",
+                mm.keys()
+            );
+            assert!(
+                mm.keys().all(|k| !k.contains("mae.")),
+                "{method}: MFF's wrapper leaks"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
