@@ -277,8 +277,7 @@ fn device_lowpass_ms(c: &Composed, device: &DeviceSpec, batch: usize) -> Result<
             times.push(t0.elapsed().as_secs_f64() * 1e3 / batch as f64);
         }
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(bench::median(&times))
 }
 
 fn host_name() -> String {

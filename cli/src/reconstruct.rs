@@ -59,12 +59,11 @@ fn config(a: &ReconstructArgs) -> Result<Composed> {
     let (_, meta) = checkpoint::read_safetensors(&a.checkpoint)?;
     match (&a.compose.method, meta.get("config")) {
         (None, Some(text)) => {
-            let tmp =
-                std::env::temp_dir().join(format!("pixmim-recon-{}.toml", std::process::id()));
-            std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-            let r = registry::compose_from_file(&tmp, &sets);
-            let _ = std::fs::remove_file(&tmp);
-            r
+            let table: toml::Table = text.parse().map_err(|e| Error::Checkpoint {
+                path: a.checkpoint.clone(),
+                msg: format!("its stored config is not valid TOML: {e}"),
+            })?;
+            registry::compose_from_table(table, &sets)
         }
         (None, None) => Err(Error::Usage(format!(
             "{} carries no pixmim config: pass --method (and --preset / --set for its shape)",

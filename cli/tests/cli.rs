@@ -1,28 +1,6 @@
 //! The CLI contract: spellings, exit codes, and messages that name the bad key or file.
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn pixmim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pixmim"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run pixmim")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pixmim-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+mod common;
+use common::{pixmim, text, tmp};
 
 #[test]
 fn list_shows_every_registered_method() {

@@ -2,24 +2,19 @@
 //! checkpoint write resume to weights bit-identical to an uninterrupted run; checkpoints of
 //! another method or shape are refused by name.
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{text, tmp};
 
 const STEPS: usize = 12;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pixmim-crash-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 /// 12 iterations of batch 8, accumulation 2, a checkpoint every 2, metrics every step.
 fn train_cmd(out: &Path, resume: bool) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pixmim"));
-    c.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut c = common::command();
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
     if resume {
         c.args(["train", "--resume", "--out", out.to_str().unwrap()]);
     } else {
@@ -36,14 +31,6 @@ fn train_cmd(out: &Path, resume: bool) -> Command {
             .args(["--out", out.to_str().unwrap()]);
     }
     c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn run_to_end(out: &Path, resume: bool) {

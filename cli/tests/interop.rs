@@ -2,41 +2,22 @@
 //! round-trip through the official, mm* and timm layouts; mismatches are refused by name.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use pixmim_core::checkpoint::{read_safetensors, HostTensor};
+use pixmim_core::checkpoint::HostTensor;
+use pixmim_tests::{load, rel_err};
 
-fn pixmim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pixmim"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run pixmim")
-}
+mod common;
+use common::{ok, pixmim, text};
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = pixmim(args);
-    assert!(o.status.success(), "{args:?}: {}", text(&o));
-    text(&o)
-}
-
+/// A fresh folder for one test.
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pixmim-interop-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
+    let d = common::tmp(name);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 fn vectors() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/mae")
+    pixmim_tests::vectors("mae")
 }
 
 /// The MAE of the official parity vectors (tests/vectors/mae/README.md).
@@ -62,25 +43,6 @@ const VECTOR_MODEL: &[&str] = &[
     "--set",
     "model.decoder_num_heads=4",
 ];
-
-fn load(p: &Path) -> HashMap<String, HostTensor> {
-    read_safetensors(p).unwrap_or_else(|e| panic!("{e}")).0
-}
-
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let num = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() as f64)
-        .fold(0.0, f64::max);
-    let den = b
-        .iter()
-        .map(|y| y.abs() as f64)
-        .fold(0.0, f64::max)
-        .max(1e-30);
-    num / den
-}
 
 #[test]
 fn reconstruct_with_the_official_noise_gives_the_official_loss_and_prediction() {

@@ -93,6 +93,25 @@ pub fn pipeline_images_per_second(
     Ok(done as f64 / t0.elapsed().as_secs_f64())
 }
 
+/// The middle value (upper middle for an even count); NaN when empty.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// A batch of standard-normal images (what a normalised image looks like to the model).
+pub fn normal_images(batch: usize, (h, w): (usize, usize), seed: u64) -> ImageBatch {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    let mut images = ImageBatch::zeros(batch, 3, h, w);
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    for v in images.data.iter_mut() {
+        *v = StandardNormal.sample(&mut r);
+    }
+    images
+}
+
 /// Milliseconds per image of `target` on a batch of `batch` standard-normal images,
 /// median of `reps` runs.
 pub fn target_ms_per_image(
@@ -101,22 +120,15 @@ pub fn target_ms_per_image(
     batch: usize,
     reps: usize,
 ) -> f64 {
-    use rand::SeedableRng;
-    use rand_distr::{Distribution, StandardNormal};
-    let mut images = ImageBatch::zeros(batch, 3, size.0, size.1);
-    let mut r = rand::rngs::StdRng::seed_from_u64(0);
-    for v in images.data.iter_mut() {
-        *v = StandardNormal.sample(&mut r);
-    }
-    let mut times: Vec<f64> = (0..reps.max(1))
+    let images = normal_images(batch, size, 0);
+    let times: Vec<f64> = (0..reps.max(1))
         .map(|_| {
             let t0 = Instant::now();
             std::hint::black_box(target.generate(&images));
             t0.elapsed().as_secs_f64() * 1e3 / batch as f64
         })
         .collect();
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    median(&times)
 }
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.

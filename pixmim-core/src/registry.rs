@@ -215,6 +215,21 @@ pub fn compose(req: &Request) -> Result<Composed> {
         Some(p) => Some(config::read_toml(p)?),
         None => None,
     };
+    compose_with(req, file)
+}
+
+/// A config already in memory (a checkpoint's metadata) composed as if read from a file.
+pub fn compose_from_table(file: Table, sets: &[String]) -> Result<Composed> {
+    compose_with(
+        &Request {
+            sets: sets.to_vec(),
+            ..Default::default()
+        },
+        Some(file),
+    )
+}
+
+fn compose_with(req: &Request, file: Option<Table>) -> Result<Composed> {
     let file_str = |k: &str| {
         file.as_ref()
             .and_then(|f| f.get(k))

@@ -201,11 +201,8 @@ pub fn make_batch(
     let mask = parts
         .masking
         .sample(batch_size, &mut rng(seed, Purpose::Mask, it as u64));
-    let target = if parts.target.on_device() {
-        None // computed next to the model by the engine
-    } else {
-        parts.target.generate(&images)
-    };
+    // A device-side target is computed next to the model by the engine.
+    let target = crate::engine::host_target(parts.target.as_ref(), &images);
     Ok(Batch {
         iteration: it,
         images,

@@ -82,6 +82,33 @@ where
     }
 }
 
+/// The training target for input `x`: the host target the data workers made, else the
+/// generator's device path, else (raw pixels) the input itself. One rule for training,
+/// `bench` and `reconstruct`.
+pub fn target_tensor(
+    generator: &dyn crate::traits::TargetGenerator,
+    host: Option<&crate::traits::ImageBatch>,
+    x: burn::prelude::Tensor<RunBackend, 4>,
+) -> burn::prelude::Tensor<RunBackend, 4> {
+    match host {
+        Some(t) => t.to_tensor::<RunBackend>(&x.device()),
+        None if generator.on_device() => generator.generate_on_device(x),
+        None => x,
+    }
+}
+
+/// A host target only when the generator runs on the host (as the data workers do).
+pub fn host_target(
+    generator: &dyn crate::traits::TargetGenerator,
+    images: &crate::traits::ImageBatch,
+) -> Option<crate::traits::ImageBatch> {
+    if generator.on_device() {
+        None
+    } else {
+        generator.generate(images)
+    }
+}
+
 /// A fresh run folder name: `runs/<method>-<unix time>`.
 pub fn default_out_dir(method: &str) -> PathBuf {
     let t = std::time::SystemTime::now()

@@ -97,11 +97,8 @@ where
     };
     let mask_t = mask.to_tensors::<B>(&device);
     let x = img.to_tensor::<B>(&device);
-    let target_img = match c.parts.target.generate(img) {
-        Some(t) if !c.parts.target.on_device() => t.to_tensor::<B>(&device),
-        _ if c.parts.target.on_device() => c.parts.target.generate_on_device(x.clone()),
-        _ => x.clone(),
-    };
+    let host_t = super::host_target(c.parts.target.as_ref(), img);
+    let target_img = super::target_tensor(c.parts.target.as_ref(), host_t.as_ref(), x.clone());
     let pred = model.forward(x, &mask_t);
     let loss = model.loss(pred.clone(), target_img.clone(), mask_t.mask.clone());
     let p = model.target_patch_size();

@@ -7,13 +7,13 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::DispatchDevice;
 use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
 
+use crate::bench::median;
 use crate::device::DeviceSpec;
 use crate::error::Result;
 use crate::optim::AdamW;
 use crate::registry::Composed;
-use crate::traits::{Autoencoder, ImageBatch};
+use crate::traits::Autoencoder;
 use crate::RunBackend;
 
 type B = RunBackend;
@@ -35,16 +35,6 @@ pub struct StepTiming {
     pub step_s: Vec<f64>,
     /// Seconds per step spent making the target on the host (part of `step_s`).
     pub target_s: Vec<f64>,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        f64::NAN
-    } else {
-        s[s.len() / 2]
-    }
 }
 
 impl StepTiming {
@@ -72,11 +62,8 @@ where
     let mut model = build(&device, c.seed);
     let mut optim = AdamW::<B>::new(&c.optim, &model);
     let (h, w) = c.geometry.image;
-    let mut images = ImageBatch::zeros(opts.batch, 3, h, w);
+    let images = crate::bench::normal_images(opts.batch, (h, w), c.seed);
     let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
-    for v in images.data.iter_mut() {
-        *v = StandardNormal.sample(&mut rng);
-    }
     let mut timing = StepTiming {
         batch: opts.batch,
         step_s: Vec::new(),
@@ -84,14 +71,10 @@ where
     };
     for i in 0..opts.warmup + opts.steps {
         let t0 = Instant::now();
-        let host_target = c.parts.target.generate(&images);
+        let host = super::host_target(c.parts.target.as_ref(), &images);
         let target_s = t0.elapsed().as_secs_f64();
         let x = images.to_tensor::<B>(&device);
-        let target = match &host_target {
-            Some(t) if !c.parts.target.on_device() => t.to_tensor::<B>(&device),
-            _ if c.parts.target.on_device() => c.parts.target.generate_on_device(x.clone()),
-            _ => x.clone(),
-        };
+        let target = super::target_tensor(c.parts.target.as_ref(), host.as_ref(), x.clone());
         let mask = c
             .parts
             .masking

@@ -187,11 +187,8 @@ where
             .ok_or_else(|| Error::Training("the data pipeline stopped unexpectedly".into()))??;
         debug_assert_eq!(b.iteration, it);
         let images = b.images.to_tensor::<B>(&device);
-        let target = match &b.target {
-            Some(t) => t.to_tensor::<B>(&device),
-            None if c.parts.target.on_device() => c.parts.target.generate_on_device(images.clone()),
-            None => images.clone(),
-        };
+        let target =
+            super::target_tensor(c.parts.target.as_ref(), b.target.as_ref(), images.clone());
         let mask = b.mask.to_tensors::<B>(&device);
         if it % accum == 0 {
             lr_now = sched.at(it);
