@@ -1,5 +1,7 @@
 //! `pixmim`: list, inspect and train masked-image-modeling methods.
+mod analyze;
 mod bench;
+mod eval;
 mod interop;
 mod linked;
 mod reconstruct;
@@ -44,6 +46,12 @@ enum Command {
     Reconstruct(reconstruct::ReconstructArgs),
     /// Measure the data pipeline, the low-pass target and training steps.
     Bench(bench::BenchArgs),
+    /// Evaluate a pretrained encoder: kNN, linear probe, fine-tuning.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// The paper's analyses: frequency PSNR of reconstructions, object coverage.
+    #[command(subcommand)]
+    Analyze(analyze::AnalyzeCommand),
 }
 
 #[derive(Args)]
@@ -106,7 +114,8 @@ struct TrainArgs {
     /// Run folder (default: a fresh `runs/<method>-<time>`).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// cpu (= ndarray), flex, ndarray, cuda, cuda:N
+    /// cpu (= ndarray), flex, ndarray, cuda, cuda:N; several, comma-separated
+    /// (`cuda:0,cuda:1`), train data-parallel with the batch split over them.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Train for this many iterations.
@@ -139,6 +148,32 @@ fn compose(c: &Compose, extra_sets: Vec<String>) -> Result<Composed> {
         config_file: c.config.clone(),
         sets,
     })
+}
+
+/// The run config of a checkpoint: its own (pixmim checkpoints carry it) unless --method
+/// says otherwise; `--set`s and `extra_sets` on top.
+fn checkpoint_config(
+    checkpoint: &std::path::Path,
+    c: &Compose,
+    extra_sets: Vec<String>,
+) -> Result<Composed> {
+    let mut sets = c.sets.clone();
+    sets.extend(extra_sets);
+    let (_, meta) = pixmim_core::checkpoint::read_safetensors(checkpoint)?;
+    match (&c.method, meta.get("config")) {
+        (None, Some(text)) => {
+            let table: toml::Table = text.parse().map_err(|e| Error::Checkpoint {
+                path: checkpoint.to_path_buf(),
+                msg: format!("its stored config is not valid TOML: {e}"),
+            })?;
+            registry::compose_from_table(table, &sets)
+        }
+        (None, None) => Err(Error::Usage(format!(
+            "{} carries no pixmim config: pass --method (and --preset / --set for its shape)",
+            checkpoint.display()
+        ))),
+        (Some(_), _) => compose(&Compose { sets, ..c.clone() }, vec![]),
+    }
 }
 
 fn list() {
@@ -257,8 +292,11 @@ fn quote(p: &std::path::Path) -> String {
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
-    let device = DeviceSpec::parse(&a.device)?;
-    device.device()?; // fail on a missing CUDA driver before any work
+    let mut devices = DeviceSpec::parse_list(&a.device)?;
+    for d in &devices {
+        d.device()?; // fail on a missing CUDA driver before any work
+    }
+    let device = devices.remove(0);
     let mut composed = if a.resume {
         let out = a
             .out
@@ -312,6 +350,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     let opts = TrainOptions {
         out: out.clone(),
         device,
+        replicas: devices,
         resume: a.resume,
         progress: true,
         stop_after: None,
@@ -369,6 +408,8 @@ fn main() -> ExitCode {
         Command::Reconstruct(a) => reconstruct::run(a),
         Command::Import(a) => interop::import(a),
         Command::Export(a) => interop::export(a),
+        Command::Eval(e) => eval::run(e),
+        Command::Analyze(a) => analyze::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use pixmim_core::augment::{resize_normalise, to_rgb_image, CropBox, Interpolation};
-use pixmim_core::checkpoint::{self, HostTensor};
+use pixmim_core::checkpoint::HostTensor;
 use pixmim_core::device::DeviceSpec;
-use pixmim_core::engine::{Job, JobOutput, ReconstructOptions, Reconstruction};
+use pixmim_core::engine::{Job, JobOutput, ReconstructOptions};
 use pixmim_core::patchify::{patchify_host, unpatchify_host};
 use pixmim_core::preview::{grey_out_masked, write_grid};
-use pixmim_core::registry::{self, Composed};
+use pixmim_core::registry::Composed;
 use pixmim_core::traits::ImageBatch;
 use pixmim_core::{Error, Result};
 
@@ -49,34 +49,12 @@ pub struct ReconstructArgs {
     device: String,
 }
 
-/// The run config: the checkpoint's own (pixmim checkpoints carry it) unless --method says
-/// otherwise; command-line --set and --mask-ratio on top.
 fn config(a: &ReconstructArgs) -> Result<Composed> {
-    let mut sets = a.compose.sets.clone();
+    let mut sets = Vec::new();
     if let Some(r) = a.mask_ratio {
         sets.push(format!("masking.ratio={r}"));
     }
-    let (_, meta) = checkpoint::read_safetensors(&a.checkpoint)?;
-    match (&a.compose.method, meta.get("config")) {
-        (None, Some(text)) => {
-            let table: toml::Table = text.parse().map_err(|e| Error::Checkpoint {
-                path: a.checkpoint.clone(),
-                msg: format!("its stored config is not valid TOML: {e}"),
-            })?;
-            registry::compose_from_table(table, &sets)
-        }
-        (None, None) => Err(Error::Usage(format!(
-            "{} carries no pixmim config: pass --method (and --preset / --set for its shape)",
-            a.checkpoint.display()
-        ))),
-        (Some(_), _) => crate::compose(
-            &Compose {
-                sets,
-                ..a.compose.clone()
-            },
-            vec![],
-        ),
-    }
+    crate::checkpoint_config(&a.checkpoint, &a.compose, sets)
 }
 
 fn load_image(a: &ReconstructArgs, (h, w): (usize, usize)) -> Result<ImageBatch> {
@@ -124,28 +102,6 @@ fn read_noise(path: &PathBuf) -> Result<Vec<f32>> {
     }
 }
 
-/// With norm_pix the model predicts each patch normalised by its own mean and std, which a
-/// masked patch does not reveal. As the official demo, map predictions back with the mean
-/// and std of the visible patches (averaged over them).
-fn unnormalise(rec: &Reconstruction) -> Vec<f32> {
-    let n = rec.patch * rec.patch * 3;
-    let (mut mean, mut std, mut k) = (0.0f64, 0.0f64, 0usize);
-    for (t, patch) in rec.target_pixels.chunks(n).enumerate() {
-        if rec.mask[t] == 0.0 {
-            let m = patch.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-            let var = patch.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (n - 1) as f64;
-            mean += m;
-            std += (var + 1e-6).sqrt();
-            k += 1;
-        }
-    }
-    let (mean, std) = (mean / k.max(1) as f64, std / k.max(1) as f64);
-    rec.pred
-        .iter()
-        .map(|&v| (v as f64 * std + mean) as f32)
-        .collect()
-}
-
 pub fn run(a: &ReconstructArgs) -> Result<()> {
     let device = DeviceSpec::parse(&a.device)?;
     device.device()?;
@@ -165,26 +121,9 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     };
     let (h, w) = c.geometry.image;
     let (p, grid) = (rec.patch, rec.grid);
-    let pred_pixels = if rec.norm_pix {
-        unnormalise(&rec)
-    } else {
-        rec.pred.clone()
-    };
-    let recon = unpatchify_host(&pred_pixels, p, grid);
-    // Visible patches pasted back: the input where mask = 0, the prediction elsewhere.
+    let recon = unpatchify_host(&rec.predicted_pixels(0), p, grid);
     let input_patches = patchify_host(&image.data, 3, h, w, p);
-    let pasted: Vec<f32> = pred_pixels
-        .chunks(p * p * 3)
-        .zip(input_patches.chunks(p * p * 3))
-        .enumerate()
-        .flat_map(|(t, (pr, inp))| {
-            if rec.mask[t] == 1.0 {
-                pr.to_vec()
-            } else {
-                inp.to_vec()
-            }
-        })
-        .collect();
+    let pasted = rec.pasted(0, &input_patches);
     let original = to_rgb_image(&image.data, h, w);
     let masked = grey_out_masked(original.clone(), &rec.mask, grid);
     write_grid(
@@ -210,7 +149,7 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
             ("method".to_string(), c.method.name().to_string()),
             ("norm_pix".to_string(), rec.norm_pix.to_string()),
         ]);
-        checkpoint::write_safetensors(dump, &tensors, meta)?;
+        pixmim_core::checkpoint::write_safetensors(dump, &tensors, meta)?;
     }
     let kept = rec.mask.iter().filter(|&&m| m == 0.0).count();
     eprintln!(

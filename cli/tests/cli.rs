@@ -269,6 +269,54 @@ fn cuda_without_a_driver_is_a_clear_error() {
 }
 
 #[test]
+fn a_device_list_trains_data_parallel_and_bad_lists_are_named() {
+    let out = tmp("dp");
+    let o = pixmim(&[
+        "train",
+        "--method",
+        "mae",
+        "--preset",
+        "tiny",
+        "--steps",
+        "2",
+        "--device",
+        "cpu,cpu",
+        "--set",
+        "train.batch_size=4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.join("checkpoints/step-00000002.safetensors").exists());
+    for (devices, named) in [("cuda:1,cuda:1", "twice"), ("cpu,tpu", "tpu")] {
+        let o = pixmim(&[
+            "train", "--method", "mae", "--preset", "tiny", "--steps", "1", "--device", devices,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(text(&o).contains(named), "{}", text(&o));
+    }
+    // Batch 5 cannot be split over two devices: refused naming the key.
+    let o = pixmim(&[
+        "train",
+        "--method",
+        "mae",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--device",
+        "cpu,cpu",
+        "--set",
+        "train.batch_size=5",
+        "--out",
+        tmp("dp5").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("train.batch_size"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
 fn train_writes_the_run_folder_and_resumes() {
     let out = tmp("train");
     let o = pixmim(&[

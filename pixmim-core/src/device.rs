@@ -36,6 +36,22 @@ impl DeviceSpec {
         }
     }
 
+    /// `--device` for training: one device, or a comma-separated list for data parallelism
+    /// (`cuda:0,cuda:1`). A CPU backend may repeat (`cpu,cpu` exercises the data-parallel
+    /// path on one machine, as the tests do); a GPU may not.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>> {
+        let v: Vec<Self> = s
+            .split(',')
+            .map(|d| Self::parse(d.trim()))
+            .collect::<Result<_>>()?;
+        for (i, d) in v.iter().enumerate() {
+            if matches!(d, Self::Cuda(_)) && v[..i].contains(d) {
+                return Err(Error::Usage(format!("--device `{s}` names {d:?} twice")));
+            }
+        }
+        Ok(v)
+    }
+
     pub fn is_cpu(&self) -> bool {
         !matches!(self, Self::Cuda(_))
     }
@@ -99,6 +115,16 @@ mod tests {
         assert!(e.to_string().contains("tpu"));
         assert_eq!(e.exit_code(), 2);
         assert!(DeviceSpec::parse("cuda:x").is_err());
+        assert_eq!(
+            DeviceSpec::parse_list("cuda:0, cuda:1").unwrap(),
+            vec![DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]
+        );
+        assert_eq!(DeviceSpec::parse_list("cpu,cpu").unwrap().len(), 2);
+        assert!(DeviceSpec::parse_list("cuda:1,cuda:1").is_err());
+        assert!(
+            DeviceSpec::parse("cpu,cpu").is_err(),
+            "one-device commands take one"
+        );
     }
 
     #[test]

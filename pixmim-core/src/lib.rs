@@ -8,6 +8,7 @@
 //! A [`Method`](registry::Method) bundles defaults for all four plus presets; a
 //! [`Plugin`](registry::Plugin) swaps some of them. Both register by name with `inventory`.
 
+pub mod analyze;
 pub mod augment;
 pub mod bench;
 pub mod checkpoint;
@@ -16,6 +17,7 @@ pub mod data;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod init;
 pub mod interop;
 pub mod loss;

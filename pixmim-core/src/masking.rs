@@ -71,6 +71,22 @@ impl MaskBatch {
         }
     }
 
+    /// Samples `start..start + n` as their own batch (a data-parallel shard).
+    pub fn rows(&self, start: usize, n: usize) -> MaskBatch {
+        let (l, r) = (
+            self.num_patches,
+            start * self.num_patches..(start + n) * self.num_patches,
+        );
+        MaskBatch {
+            batch: n,
+            num_patches: l,
+            len_keep: self.len_keep,
+            ids_shuffle: self.ids_shuffle[r.clone()].to_vec(),
+            ids_restore: self.ids_restore[r.clone()].to_vec(),
+            mask: self.mask[r].to_vec(),
+        }
+    }
+
     /// ids_keep (B, len_keep): the visible patches in ascending-noise order.
     pub fn ids_keep(&self) -> Vec<i64> {
         let mut v = Vec::with_capacity(self.batch * self.len_keep);

@@ -146,17 +146,40 @@ where
     }
 }
 
+/// Build a registered component by name outside a run config (one `[section]` holding
+/// `name` and `params`).
+fn build_named<T: ?Sized + 'static>(
+    section: &str,
+    name: &str,
+    params: &Table,
+    geometry: &Geometry,
+) -> Result<Box<T>>
+where
+    ComponentRegistration<T>: inventory::Collect,
+{
+    let mut t = Table::new();
+    let mut s = params.clone();
+    s.insert("name".into(), name.into());
+    t.insert(section.into(), s.into());
+    component::<T>(section, &t, geometry)
+}
+
 /// Build a registered target generator by name (for `pixmim target`).
 pub fn build_target(
     name: &str,
     params: &Table,
     geometry: &Geometry,
 ) -> Result<Box<dyn TargetGenerator>> {
-    let mut t = Table::new();
-    let mut section = params.clone();
-    section.insert("name".into(), name.into());
-    t.insert("target".into(), section.into());
-    component::<dyn TargetGenerator>("target", &t, geometry)
+    build_named("target", name, params, geometry)
+}
+
+/// Build a registered augmentation by name (analyses and evaluation transforms).
+pub fn build_augmentation(
+    name: &str,
+    params: &Table,
+    geometry: &Geometry,
+) -> Result<Box<dyn Augmentation>> {
+    build_named("augmentation", name, params, geometry)
 }
 
 /// Names and descriptions of registered components of one kind, for `pixmim list`.

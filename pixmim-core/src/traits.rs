@@ -30,6 +30,15 @@ impl ImageBatch {
         let n = self.channels * self.height * self.width;
         &self.data[b * n..(b + 1) * n]
     }
+    /// Images `start..start + n` as their own batch (a data-parallel shard).
+    pub fn rows(&self, start: usize, n: usize) -> ImageBatch {
+        let per = self.channels * self.height * self.width;
+        ImageBatch {
+            batch: n,
+            data: self.data[start * per..(start + n) * per].to_vec(),
+            ..*self
+        }
+    }
     pub fn image_mut(&mut self, b: usize) -> &mut [f32] {
         let n = self.channels * self.height * self.width;
         &mut self.data[b * n..(b + 1) * n]
@@ -53,6 +62,40 @@ pub trait Augmentation: Send + Sync {
     fn output_size(&self) -> (usize, usize);
     /// Write the normalised (3, H, W) view of `img` into `out`.
     fn apply(&self, img: &image::RgbImage, rng: &mut StdRng, out: &mut [f32]);
+    /// Where the view of a `width` x `height` image comes from, drawn with exactly the RNG
+    /// calls `apply` makes, so the same seed gives the same view. The object-coverage
+    /// analysis uses it (paper §3.2); `None` when an augmentation cannot say.
+    fn view_map(&self, _width: u32, _height: u32, _rng: &mut StdRng) -> Option<ViewMap> {
+        None
+    }
+}
+
+/// View pixel (x, y) is sampled at source position (`x0 + (x + 0.5) * sx`,
+/// `y0 + (y + 0.5) * sy`), then mirrored when `flip`: an axis-aligned resize of a crop,
+/// which covers RRC, SRC (reflect padding lies outside the source) and centre crops.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ViewMap {
+    pub x0: f64,
+    pub y0: f64,
+    pub sx: f64,
+    pub sy: f64,
+    pub flip: bool,
+    /// View (height, width).
+    pub size: (usize, usize),
+}
+
+impl ViewMap {
+    /// The view pixel whose sample area holds source pixel (x, y), if any.
+    pub fn view_pixel(&self, x: usize, y: usize) -> Option<(usize, usize)> {
+        let vx = ((x as f64 + 0.5 - self.x0) / self.sx).floor();
+        let vy = ((y as f64 + 0.5 - self.y0) / self.sy).floor();
+        let (h, w) = self.size;
+        if vx < 0.0 || vy < 0.0 || vx >= w as f64 || vy >= h as f64 {
+            return None;
+        }
+        let vx = vx as usize;
+        Some((if self.flip { w - 1 - vx } else { vx }, vy as usize))
+    }
 }
 
 /// Which patches are removed: per-sample ids_shuffle / ids_restore / mask (spec §0.4), drawn in
@@ -104,6 +147,16 @@ pub trait Autoencoder<B: Backend>: Module<B> {
     /// Normalise each target patch by its mean and unbiased variance (spec §0.6).
     fn norm_pix(&self) -> bool;
     fn forward(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3>;
+    /// The encoder alone, after its final norm: (B, N, D) tokens for the visible patches of
+    /// `mask` (every patch, for evaluation; see [`crate::eval::features`]).
+    fn encode(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3>;
+    /// Whether token 0 of [`encode`](Self::encode) is a cls token (ViT) or not (ConvMAE).
+    fn has_cls_token(&self) -> bool;
+    /// Set the stochastic-depth rate of the encoder's blocks, rising linearly with depth to
+    /// `rate` as timm does (fine-tuning, paper Table 9). Pretraining uses none (spec §0.5).
+    fn with_drop_path(self, rate: f64) -> Self
+    where
+        Self: Sized;
     /// Extra scalars to log (e.g. MFF's fusion weights).
     fn metrics(&self) -> Vec<(String, f64)> {
         Vec::new()

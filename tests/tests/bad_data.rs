@@ -176,6 +176,7 @@ fn training_with_skip_counts_bad_files_in_the_metrics() {
     let opts = TrainOptions {
         out: out.clone(),
         device: DeviceSpec::NdArray,
+        replicas: vec![],
         resume: false,
         progress: false,
         stop_after: None,

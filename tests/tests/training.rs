@@ -46,6 +46,18 @@ fn run_method(
     resume: bool,
     stop_after: Option<usize>,
 ) -> TrainSummary {
+    run_on(method, plugins, sets, out, resume, stop_after, vec![])
+}
+
+fn run_on(
+    method: &str,
+    plugins: &[&str],
+    sets: &[&str],
+    out: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+    replicas: Vec<DeviceSpec>,
+) -> TrainSummary {
     let mut s: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     s.push(format!("data.path={:?}", samples().display().to_string()));
     let c = compose(&Request {
@@ -59,6 +71,7 @@ fn run_method(
     let opts = TrainOptions {
         out: out.to_path_buf(),
         device: DeviceSpec::NdArray,
+        replicas,
         resume,
         progress: false,
         stop_after,
@@ -114,6 +127,86 @@ fn tiny_mae_loss_falls_on_the_sample_images() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// Data parallel over two devices (here the CPU twice, the code path a multi-GPU run takes):
+/// each step's batch is split, each shard's gradient computed on its device, and burn's
+/// `MultiGradientsParams` sums them; the run must match one device on the whole batch. The
+/// AdamW moments are compared too: Adam's update is invariant to the gradient's scale, the
+/// moments are not, so a wrong shard weighting shows there.
+#[test]
+fn data_parallel_on_two_devices_matches_one_device() {
+    let sets = [
+        "train.steps=4",
+        "train.batch_size=8",
+        "train.accum_iter=2",
+        "train.checkpoint_every=4",
+    ];
+    let (one, two) = (out_dir("dp1"), out_dir("dp2"));
+    let a = run_on("mae", &[], &sets, &one, false, None, vec![]);
+    let b = run_on(
+        "mae",
+        &[],
+        &sets,
+        &two,
+        false,
+        None,
+        vec![DeviceSpec::NdArray],
+    );
+    for (x, y) in a.losses.iter().zip(&b.losses) {
+        assert!(
+            (x - y).abs() < 1e-5 * x.abs(),
+            "losses {:?} vs {:?}",
+            a.losses,
+            b.losses
+        );
+    }
+    let (wa, wb) = (final_weights(&one), final_weights(&two));
+    assert_eq!(wa.len(), wb.len());
+    assert!(wa.keys().any(|k| k.starts_with("optim.exp_avg.")));
+    for (k, ta) in &wa {
+        // The key part of qkv.bias has an exactly zero gradient (softmax ignores a shift of
+        // all keys), so its gradient is float noise that Adam normalises into +-lr steps in
+        // any summation order; its moments are still compared (optim.*).
+        if k.ends_with("attn.qkv.bias") {
+            continue;
+        }
+        let tb = &wb[k];
+        let scale = ta.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = ta
+            .data
+            .iter()
+            .zip(&tb.data)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            diff <= 1e-4 * scale + 1e-9,
+            "{k}: max diff {diff} (scale {scale})"
+        );
+    }
+    // A batch that does not split evenly is refused before training.
+    let c = compose(&Request {
+        method: "mae".into(),
+        preset: Some("tiny".into()),
+        sets: vec![
+            "train.batch_size=5".into(),
+            format!("data.path={:?}", samples().display().to_string()),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    let opts = TrainOptions {
+        out: out_dir("dp3"),
+        device: DeviceSpec::NdArray,
+        replicas: vec![DeviceSpec::NdArray],
+        resume: false,
+        progress: false,
+        stop_after: None,
+    };
+    let e = c.method.run(Job::Train(&c, &opts)).err().expect("refused");
+    assert!(e.to_string().contains("train.batch_size"), "{e}");
+    for d in [one, two, opts.out] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 #[test]
 fn a_stopped_run_resumes_to_bit_identical_weights() {
     let sets = [
@@ -148,6 +241,7 @@ fn a_stopped_run_resumes_to_bit_identical_weights() {
     let opts = TrainOptions {
         out: split.clone(),
         device: DeviceSpec::NdArray,
+        replicas: vec![],
         resume: false,
         progress: false,
         stop_after: None,
@@ -265,6 +359,7 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_its_last_good_checkpoint() {
     let opts = TrainOptions {
         out: out.clone(),
         device: DeviceSpec::NdArray,
+        replicas: vec![],
         resume: false,
         progress: false,
         stop_after: None,

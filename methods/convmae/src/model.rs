@@ -308,6 +308,24 @@ impl<B: Backend> Autoencoder<B> for ConvMae<B> {
         let latent = self.forward_encoder(images, mask);
         self.forward_decoder(latent, mask.ids_restore.clone())
     }
+    fn encode(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+        self.forward_encoder(images, mask)
+    }
+    fn has_cls_token(&self) -> bool {
+        false
+    }
+    /// The official fine-tuning spreads the rates over all three stages; here the
+    /// convolutional stages do not drop, and the transformer stage takes the upper part of
+    /// that ramp (a simplification, README "Evaluation").
+    fn with_drop_path(mut self, rate: f64) -> Self {
+        let total = self.blocks1.len() + self.blocks2.len() + self.blocks3.len();
+        let rates = pixmim_core::nn::vit::drop_path_rates(rate, total);
+        let first = total - self.blocks3.len();
+        for (blk, r) in self.blocks3.iter_mut().zip(&rates[first..]) {
+            blk.drop_path = *r;
+        }
+        self
+    }
 }
 
 #[cfg(test)]

@@ -242,6 +242,16 @@ impl<B: Backend> Autoencoder<B> for Mae<B> {
         let latent = self.forward_encoder(images, mask);
         self.forward_decoder(latent, mask.ids_restore.clone())
     }
+    fn encode(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+        self.forward_encoder(images, mask)
+    }
+    fn has_cls_token(&self) -> bool {
+        true
+    }
+    fn with_drop_path(mut self, rate: f64) -> Self {
+        pixmim_core::nn::vit::set_drop_path(&mut self.blocks, rate);
+        self
+    }
 }
 
 #[cfg(test)]
@@ -265,6 +275,39 @@ mod tests {
                 .unwrap(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn layer_decay_follows_maes_param_groups() {
+        let m = tiny().init::<B>(&Default::default(), 0);
+        let infos = param_infos(&m);
+        let scales = pixmim_core::eval::finetune::layer_decay_scales(&infos, 0.5);
+        let scale = |name: &str| scales[&infos.iter().find(|p| p.name == name).unwrap().id];
+        // depth 4: layers 0 (embeddings) .. 4 (last block), 5 = top (norm, head).
+        for (name, layer) in [
+            ("cls_token", 0),
+            ("patch_embed.proj.weight", 0),
+            ("blocks.0.attn.qkv.weight", 1),
+            ("blocks.3.mlp.fc2.bias", 4),
+            ("norm.weight", 5),
+        ] {
+            assert_eq!(scale(name), 0.5f64.powi(5 - layer), "{name}");
+        }
+    }
+
+    #[test]
+    fn drop_path_drops_whole_samples_and_is_off_by_default() {
+        let m = tiny().init::<B>(&Default::default(), 0);
+        assert!(m.blocks.iter().all(|b| b.drop_path == 0.0));
+        let m = m.with_drop_path(0.3);
+        for (b, want) in m.blocks.iter().zip([0.0, 0.1, 0.2, 0.3]) {
+            assert!(
+                (b.drop_path - want).abs() < 1e-12,
+                "{} vs {want}",
+                b.drop_path
+            );
+        }
+        assert!(m.decoder_blocks.iter().all(|b| b.drop_path == 0.0));
     }
 
     #[test]

@@ -140,6 +140,16 @@ impl<B: Backend> Autoencoder<B> for Mff<B> {
         let latent = self.forward_encoder(images, mask);
         self.mae.forward_decoder(latent, mask.ids_restore.clone())
     }
+    fn encode(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+        self.forward_encoder(images, mask)
+    }
+    fn has_cls_token(&self) -> bool {
+        true
+    }
+    fn with_drop_path(mut self, rate: f64) -> Self {
+        pixmim_core::nn::vit::set_drop_path(&mut self.mae.blocks, rate);
+        self
+    }
     /// The fusion weights, as mmpretrain logs them (`weight_0..k`).
     fn metrics(&self) -> Vec<(String, f64)> {
         let w: Vec<f32> = self

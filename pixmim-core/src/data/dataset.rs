@@ -1,6 +1,10 @@
-//! A dataset is an image folder (recursive; class sub-folders give labels) or a text file
-//! listing image paths (relative paths are taken from the list's folder).
+//! A dataset is an image folder (recursive; class sub-folders give labels), a text file
+//! listing image paths (relative paths are taken from the list's folder), or an IDX images
+//! file (MNIST / Fashion-MNIST; labels from the labels file beside it).
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::idx::{is_idx_images, IdxImages};
 
 use crate::error::{Error, Result};
 
@@ -9,10 +13,13 @@ const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub root: PathBuf,
+    /// One path per item; for an IDX file, `file#index` (used in messages only).
     pub items: Vec<PathBuf>,
     /// Class index per item when the folder has class sub-folders.
     pub labels: Option<Vec<usize>>,
     pub classes: Vec<String>,
+    /// The images, when the dataset is an IDX file rather than image files.
+    pub idx: Option<Arc<IdxImages>>,
 }
 
 fn is_image(p: &Path) -> bool {
@@ -42,6 +49,9 @@ impl Dataset {
     pub fn open(path: &Path) -> Result<Self> {
         if !path.exists() {
             return Err(Error::data(path, "does not exist"));
+        }
+        if path.is_file() && is_idx_images(path) {
+            return Self::open_idx(path);
         }
         let (items, root) = if path.is_dir() {
             let mut v = Vec::new();
@@ -93,7 +103,48 @@ impl Dataset {
             items,
             labels,
             classes,
+            idx: None,
         })
+    }
+
+    fn open_idx(path: &Path) -> Result<Self> {
+        let idx = IdxImages::open(path)?;
+        let items = (0..idx.count)
+            .map(|i| PathBuf::from(format!("{}#{i}", path.display())))
+            .collect();
+        let (labels, classes) = match &idx.labels {
+            Some(l) => {
+                let n = l.iter().copied().max().unwrap_or(0) as usize + 1;
+                (
+                    Some(l.iter().map(|&v| v as usize).collect()),
+                    (0..n).map(|c| c.to_string()).collect(),
+                )
+            }
+            None => (None, Vec::new()),
+        };
+        Ok(Self {
+            root: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            items,
+            labels,
+            classes,
+            idx: Some(Arc::new(idx)),
+        })
+    }
+
+    /// Keep the first `n` items (a quick evaluation on part of a split).
+    pub fn truncate(&mut self, n: usize) {
+        self.items.truncate(n);
+        if let Some(l) = self.labels.as_mut() {
+            l.truncate(n);
+        }
+    }
+
+    /// Item `i` as RGB8: decoded from its file, or taken from the IDX array.
+    pub fn read(&self, i: usize) -> Result<image::RgbImage> {
+        match &self.idx {
+            Some(idx) => Ok(idx.image(i)),
+            None => decode(&self.items[i]),
+        }
     }
 
     pub fn len(&self) -> usize {

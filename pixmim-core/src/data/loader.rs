@@ -13,7 +13,7 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use super::bad_files::BadFiles;
-use super::dataset::{decode, Dataset};
+use super::dataset::Dataset;
 use super::seed::{rng, Purpose};
 use crate::config::OnError;
 use crate::error::{Error, Result};
@@ -78,7 +78,7 @@ impl Source {
             if self.on_error == OnError::Skip && self.bad.is_known(path) {
                 continue;
             }
-            match decode(path) {
+            match self.dataset.read(j) {
                 Ok(img) => return Ok(img),
                 Err(e) if self.on_error == OnError::Fail => {
                     return Err(match e {
@@ -164,7 +164,6 @@ pub fn make_batch(
     it: usize,
     cache: &mut Option<(usize, Vec<usize>)>,
 ) -> Result<Batch> {
-    let (h, w) = parts.augmentation.output_size();
     let first = it * batch_size;
     let idx: Vec<(usize, usize)> = (0..batch_size)
         .map(|j| {
@@ -174,18 +173,41 @@ pub fn make_batch(
             )
         })
         .collect();
-    let mut images = ImageBatch::zeros(batch_size, 3, h, w);
+    let images = views(source, parts.augmentation.as_ref(), seed, &idx)?;
+    let mask = parts
+        .masking
+        .sample(batch_size, &mut rng(seed, Purpose::Mask, it as u64));
+    // A device-side target is computed next to the model by the engine.
+    let target = crate::engine::host_target(parts.target.as_ref(), &images);
+    Ok(Batch {
+        iteration: it,
+        images,
+        target,
+        mask,
+    })
+}
+
+/// Decode and transform `items` = (RNG key, dataset index) in parallel into one batch. The
+/// key seeds each image's augmentation, so a view depends only on (seed, key).
+pub fn views(
+    source: &Source,
+    augmentation: &dyn Augmentation,
+    seed: u64,
+    items: &[(usize, usize)],
+) -> Result<ImageBatch> {
+    let (h, w) = augmentation.output_size();
+    let mut images = ImageBatch::zeros(items.len(), 3, h, w);
     let n = 3 * h * w;
     images
         .data
         .par_chunks_mut(n)
-        .zip(idx.par_iter())
+        .zip(items.par_iter())
         .try_for_each(|(out, &(k, i))| -> Result<()> {
             let img = source.load(i)?;
             let mut r = rng(seed, Purpose::Augment, k as u64);
             // An augmentation bug on an odd image must not kill a worker thread silently.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                parts.augmentation.apply(&img, &mut r, out)
+                augmentation.apply(&img, &mut r, out)
             }))
             .map_err(|_| {
                 Error::data(
@@ -198,15 +220,5 @@ pub fn make_batch(
                 )
             })
         })?;
-    let mask = parts
-        .masking
-        .sample(batch_size, &mut rng(seed, Purpose::Mask, it as u64));
-    // A device-side target is computed next to the model by the engine.
-    let target = crate::engine::host_target(parts.target.as_ref(), &images);
-    Ok(Batch {
-        iteration: it,
-        images,
-        target,
-        mask,
-    })
+    Ok(images)
 }

@@ -1,6 +1,7 @@
 //! Datasets and the batch pipeline.
 pub mod bad_files;
 pub mod dataset;
+pub mod idx;
 pub mod loader;
 pub mod seed;
 

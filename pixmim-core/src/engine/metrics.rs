@@ -51,3 +51,20 @@ impl MetricsLog {
         writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))
     }
 }
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise (logs, tests, CI).
+pub fn progress_bar(len: u64, prefix: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .expect("a valid template"),
+    );
+    pb.set_prefix(prefix.to_string());
+    pb
+}

@@ -12,6 +12,7 @@ use burn::DispatchDevice;
 use crate::checkpoint::count_params;
 use crate::device::DeviceSpec;
 use crate::error::Result;
+use crate::eval::{FeatureOptions, Features, FinetuneOptions, FinetuneSummary};
 use crate::interop::{ImportOptions, ImportReport};
 use crate::registry::Composed;
 use crate::traits::Autoencoder;
@@ -33,6 +34,10 @@ pub enum Job<'a> {
     Reconstruct(&'a Composed, &'a ReconstructOptions),
     /// Load a foreign state dict into the model and save it (`pixmim import`).
     Import(&'a Composed, &'a ImportOptions),
+    /// Frozen encoder features of a labelled dataset (`pixmim eval knn|linear`).
+    Features(&'a Composed, &'a FeatureOptions),
+    /// Encoder + classifier head trained end to end (`pixmim eval finetune`).
+    Finetune(&'a Composed, &'a FinetuneOptions),
 }
 
 impl Job<'_> {
@@ -42,7 +47,9 @@ impl Job<'_> {
             | Job::Train(c, _)
             | Job::BenchStep(c, _)
             | Job::Reconstruct(c, _)
-            | Job::Import(c, _) => c,
+            | Job::Import(c, _)
+            | Job::Features(c, _)
+            | Job::Finetune(c, _) => c,
         }
     }
 }
@@ -53,6 +60,8 @@ pub enum JobOutput {
     StepTiming(StepTiming),
     Reconstruction(Reconstruction),
     Imported(ImportReport),
+    Features(Features),
+    Finetuned(FinetuneSummary),
 }
 
 /// Run `job` with a model built by `build(device, seed)`. Method crates call this from
@@ -78,6 +87,12 @@ where
         }
         Job::BenchStep(c, opts) => {
             step_bench::time_steps(c, opts, build).map(JobOutput::StepTiming)
+        }
+        Job::Features(c, opts) => {
+            crate::eval::features::extract(c, opts, build).map(JobOutput::Features)
+        }
+        Job::Finetune(c, opts) => {
+            crate::eval::finetune::finetune(c, opts, build).map(JobOutput::Finetuned)
         }
     }
 }

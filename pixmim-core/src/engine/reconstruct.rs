@@ -1,4 +1,4 @@
-//! One image through a trained model with a given (or seeded) mask: the prediction, the
+//! Images through a trained model with a given (or seeded) mask: the prediction, the
 //! target and the loss, as the official forward pass computes them (`pixmim reconstruct`).
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,28 +21,93 @@ pub struct ReconstructOptions {
     /// Weights in the official key layout (a pixmim checkpoint, or an exported/imported file).
     pub checkpoint: PathBuf,
     pub device: DeviceSpec,
-    /// One normalised image (1, 3, H, W).
+    /// Normalised images (B, 3, H, W).
     pub image: ImageBatch,
-    /// Per-patch (or per-unit) noise deciding the mask; `None` draws it from `seed`.
+    /// Per-patch (or per-unit) noise (B x noise_len) deciding the masks; `None` draws them
+    /// from `seed`.
     pub noise: Option<Vec<f32>>,
     pub seed: u64,
 }
 
-/// Everything for one image, flattened row-major.
+/// Everything for the batch, flattened row-major.
 #[derive(Clone, Debug)]
 pub struct Reconstruction {
+    /// The batch's masked loss.
     pub loss: f32,
-    /// (L, p*p*3) in (row, col, channel) patch order.
+    pub batch: usize,
+    /// (B, L, p*p*3) in (row, col, channel) patch order.
     pub pred: Vec<f32>,
-    /// (L,), 1 = removed.
+    /// (B, L), 1 = removed.
     pub mask: Vec<f32>,
-    /// (L, p*p*3), after norm_pix when the model uses it.
+    /// (B, L, p*p*3), after norm_pix when the model uses it.
     pub target: Vec<f32>,
-    /// (L, p*p*3): the target before norm_pix (the input's patches, or the low-pass target).
+    /// (B, L, p*p*3): the target before norm_pix (the input's patches, or the low-pass target).
     pub target_pixels: Vec<f32>,
     pub patch: usize,
     pub grid: (usize, usize),
     pub norm_pix: bool,
+}
+
+impl Reconstruction {
+    fn patch_len(&self) -> usize {
+        self.patch * self.patch * 3
+    }
+    fn num_patches(&self) -> usize {
+        self.grid.0 * self.grid.1
+    }
+    /// Image `b`'s mask (L,), 1 = removed.
+    pub fn mask_of(&self, b: usize) -> &[f32] {
+        let l = self.num_patches();
+        &self.mask[b * l..(b + 1) * l]
+    }
+
+    /// Image `b`'s prediction as pixels (L, p*p*3) in the input's normalised space. With
+    /// norm_pix the model predicts each patch normalised by its own mean and std, which a
+    /// masked patch does not reveal; as the official demo, predictions are mapped back with
+    /// the mean and std of the visible patches (averaged over them).
+    pub fn predicted_pixels(&self, b: usize) -> Vec<f32> {
+        let (n, l) = (self.patch_len(), self.num_patches());
+        let pred = &self.pred[b * l * n..(b + 1) * l * n];
+        if !self.norm_pix {
+            return pred.to_vec();
+        }
+        let pixels = &self.target_pixels[b * l * n..(b + 1) * l * n];
+        let mask = self.mask_of(b);
+        let (mut mean, mut std, mut k) = (0.0f64, 0.0f64, 0usize);
+        for (t, patch) in pixels.chunks(n).enumerate() {
+            if mask[t] == 0.0 {
+                let m = patch.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+                let var =
+                    patch.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / (n - 1) as f64;
+                mean += m;
+                std += (var + 1e-6).sqrt();
+                k += 1;
+            }
+        }
+        let (mean, std) = (mean / k.max(1) as f64, std / k.max(1) as f64);
+        pred.iter()
+            .map(|&v| (v as f64 * std + mean) as f32)
+            .collect()
+    }
+
+    /// MAE's "reconstruction + visible": the input's own patches where visible, the
+    /// prediction where masked. `input_patches` is image `b` patchified (L, p*p*3).
+    pub fn pasted(&self, b: usize, input_patches: &[f32]) -> Vec<f32> {
+        let n = self.patch_len();
+        let mask = self.mask_of(b);
+        self.predicted_pixels(b)
+            .chunks(n)
+            .zip(input_patches.chunks(n))
+            .enumerate()
+            .flat_map(|(t, (pr, inp))| {
+                if mask[t] == 1.0 {
+                    pr.to_vec()
+                } else {
+                    inp.to_vec()
+                }
+            })
+            .collect()
+    }
 }
 
 /// Load `checkpoint` into the model; every model parameter must be in the file with its shape.
@@ -81,19 +146,19 @@ where
     let device = opts.device.train_device()?;
     let (h, w) = c.geometry.image;
     let img = &opts.image;
-    if (img.batch, img.channels, img.height, img.width) != (1, 3, h, w) {
+    if (img.channels, img.height, img.width) != (3, h, w) || img.batch == 0 {
         return Err(Error::Usage(format!(
-            "the image is {}x{}x{}x{}; this model takes 1x3x{h}x{w}",
+            "the images are {}x{}x{}x{}; this model takes Bx3x{h}x{w}",
             img.batch, img.channels, img.height, img.width
         )));
     }
     let model = load_weights(build(&device, c.seed), &opts.checkpoint)?;
     let mask = match &opts.noise {
-        Some(noise) => c.parts.masking.mask_from_noise(1, noise)?,
+        Some(noise) => c.parts.masking.mask_from_noise(img.batch, noise)?,
         None => c
             .parts
             .masking
-            .sample(1, &mut rng(opts.seed, Purpose::Mask, 0)),
+            .sample(img.batch, &mut rng(opts.seed, Purpose::Mask, 0)),
     };
     let mask_t = mask.to_tensors::<B>(&device);
     let x = img.to_tensor::<B>(&device);
@@ -110,6 +175,7 @@ where
     };
     Ok(Reconstruction {
         loss: host(loss)[0],
+        batch: img.batch,
         pred: host(pred),
         mask: host(mask_t.mask),
         target: host(target),

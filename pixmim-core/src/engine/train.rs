@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, ParamId};
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::{GradientsAccumulator, GradientsParams, MultiGradientsParams};
+use burn::prelude::DeviceOps;
 use burn::prelude::*;
+use burn::tensor::backend::DeviceOps as InnerDevice;
 use burn::DispatchDevice;
 use serde_json::{json, Map, Value};
 
@@ -31,6 +33,10 @@ type B = RunBackend;
 pub struct TrainOptions {
     pub out: PathBuf,
     pub device: DeviceSpec,
+    /// More devices for data parallelism (`--device cuda:0,cuda:1,...` puts cuda:1.. here).
+    /// Each step's batch is split evenly over `device` and these; the effective batch and so
+    /// the lr are the same as on one device (README "GPU").
+    pub replicas: Vec<DeviceSpec>,
     /// Continue from the newest checkpoint in `out/checkpoints`.
     pub resume: bool,
     /// Show a progress bar when stderr is a terminal.
@@ -117,6 +123,19 @@ where
     }
 
     let device = opts.device.train_device()?;
+    let mut devices = vec![device.clone()];
+    for r in &opts.replicas {
+        devices.push(r.train_device()?);
+    }
+    if !batch.is_multiple_of(devices.len()) {
+        return Err(Error::config(
+            "train.batch_size",
+            format!(
+                "{batch} does not split evenly over {} devices",
+                devices.len()
+            ),
+        ));
+    }
     let mut model = build(&device, derive(c.seed, Purpose::Init, 0));
     let mut optim = AdamW::<B>::new(&c.optim, &model);
     let mut start = 0;
@@ -161,13 +180,7 @@ where
     );
 
     let bar = if opts.progress && std::io::stderr().is_terminal() {
-        let pb = indicatif::ProgressBar::new(total as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-            )
-            .unwrap(),
-        );
+        let pb = super::metrics::progress_bar(total as u64, "train");
         pb.set_position(start as u64);
         Some(pb)
     } else {
@@ -175,6 +188,10 @@ where
     };
 
     let mut accumulator = GradientsAccumulator::<M>::new();
+    let mut replica_accumulators: Vec<GradientsAccumulator<M>> = devices
+        .iter()
+        .map(|_| GradientsAccumulator::new())
+        .collect();
     let mut lr_now = sched.at(start);
     let mut losses = Vec::new();
     let t0 = Instant::now();
@@ -186,31 +203,68 @@ where
             .next()
             .ok_or_else(|| Error::Training("the data pipeline stopped unexpectedly".into()))??;
         debug_assert_eq!(b.iteration, it);
-        let images = b.images.to_tensor::<B>(&device);
-        let target =
-            super::target_tensor(c.parts.target.as_ref(), b.target.as_ref(), images.clone());
-        let mask = b.mask.to_tensors::<B>(&device);
         if it % accum == 0 {
             lr_now = sched.at(it);
         }
-        let pred = model.forward(images, &mask);
-        let loss = model.loss(pred, target, mask.mask.clone());
-        let loss_value = loss.clone().into_scalar() as f64;
-        if !loss_value.is_finite() {
-            return Err(Error::Training(format!(
-                "loss is {loss_value} at step {it}: stopping; {}",
-                last_good_note(last_good.as_deref())
-            )));
-        }
-        let grads = if accum > 1 { loss / accum as f64 } else { loss }.backward();
-        let mut grads = Some(GradientsParams::from_grads(grads, &model));
-        if accum > 1 {
-            accumulator.accumulate(&model, grads.take().expect("fresh gradients"));
-        }
-        if (it + 1) % accum == 0 || it + 1 == total {
-            let grads = grads.unwrap_or_else(|| accumulator.grads());
-            model = optim.step(lr_now, model, grads);
-        }
+        let boundary = (it + 1) % accum == 0 || it + 1 == total;
+        let loss_value = if devices.len() == 1 {
+            let images = b.images.to_tensor::<B>(&device);
+            let target =
+                super::target_tensor(c.parts.target.as_ref(), b.target.as_ref(), images.clone());
+            let mask = b.mask.to_tensors::<B>(&device);
+            let pred = model.forward(images, &mask);
+            let loss = model.loss(pred, target, mask.mask.clone());
+            let loss_value = loss.clone().into_scalar() as f64;
+            check_finite(loss_value, it, last_good.as_deref())?;
+            let grads = if accum > 1 { loss / accum as f64 } else { loss }.backward();
+            let mut grads = Some(GradientsParams::from_grads(grads, &model));
+            if accum > 1 {
+                accumulator.accumulate(&model, grads.take().expect("fresh gradients"));
+            }
+            if boundary {
+                let grads = grads.unwrap_or_else(|| accumulator.grads());
+                model = optim.step(lr_now, model, grads);
+            }
+            loss_value
+        } else {
+            // Data parallel: shard d of the batch on device d, each shard's loss scaled by
+            // 1/devices so that the summed gradients are the full batch's (every sample masks
+            // the same number of patches, so the mean of shard means is the batch mean).
+            let n = devices.len();
+            let per = batch / n;
+            let mut shard_losses = Vec::with_capacity(n);
+            for (d, dev) in devices.iter().enumerate() {
+                let replica = model.clone().fork(dev);
+                let images = b.images.rows(d * per, per).to_tensor::<B>(dev);
+                let host_t = b.target.as_ref().map(|t| t.rows(d * per, per));
+                let target =
+                    super::target_tensor(c.parts.target.as_ref(), host_t.as_ref(), images.clone());
+                let mask = b.mask.rows(d * per, per).to_tensors::<B>(dev);
+                let pred = replica.forward(images, &mask);
+                let loss = replica.loss(pred, target, mask.mask.clone()) / n as f64;
+                shard_losses.push(loss.clone());
+                let grads = GradientsParams::from_grads((loss / accum as f64).backward(), &replica);
+                replica_accumulators[d].accumulate(&replica, grads);
+            }
+            // Read the losses after every device has its work queued.
+            let loss_value: f64 = shard_losses
+                .into_iter()
+                .map(|l| l.into_scalar() as f64)
+                .sum();
+            check_finite(loss_value, it, last_good.as_deref())?;
+            if boundary {
+                let mut multi = MultiGradientsParams::default();
+                for (acc, dev) in replica_accumulators.iter_mut().zip(&devices) {
+                    // The inner device's id: burn 0.21 encodes an autodiff DispatchDevice's
+                    // id twice, which `from_id` cannot decode.
+                    multi
+                        .grads
+                        .push((acc.grads(), InnerDevice::inner(dev).to_id()));
+                }
+                model = optim.step_multi(lr_now, model, multi);
+            }
+            loss_value
+        };
         losses.push(loss_value);
         imgs_since_log += batch;
 
@@ -270,6 +324,16 @@ where
         images_per_second: (losses.len() * batch) as f64 / secs,
         losses,
     })
+}
+
+fn check_finite(loss: f64, it: usize, last_good: Option<&Path>) -> Result<()> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    Err(Error::Training(format!(
+        "loss is {loss} at step {it}: stopping; {}",
+        last_good_note(last_good)
+    )))
 }
 
 fn last_good_note(last_good: Option<&Path>) -> String {

@@ -1,5 +1,6 @@
 //! The pre-norm ViT block (spec §0.1): qkv bias, explicit softmax attention, exact (erf)
-//! GELU, no layer-scale, no drop-path. Field names follow the timm/official checkpoint keys
+//! GELU, no layer-scale. Drop-path (stochastic depth) is off in pretraining (spec §0.5) and
+//! used only by fine-tuning (paper Table 9). Field names follow the timm/official checkpoint keys
 //! (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`).
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
@@ -35,6 +36,9 @@ pub struct Block<B: Backend> {
     pub attn: Attention<B>,
     pub norm2: LayerNorm<B>,
     pub mlp: Mlp<B>,
+    /// Stochastic-depth rate: each residual branch is dropped per sample with this
+    /// probability (and the kept ones scaled by 1/(1 - rate)). 0 everywhere but fine-tuning.
+    pub drop_path: f64,
 }
 
 impl BlockConfig {
@@ -63,6 +67,7 @@ impl BlockConfig {
                 fc1: init.linear(self.dim, hidden, device),
                 fc2: init.linear(hidden, self.dim, device),
             },
+            drop_path: 0.0,
         }
     }
 }
@@ -104,12 +109,48 @@ impl<B: Backend> Attention<B> {
 
 impl<B: Backend> Block<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(self.norm1.forward(x));
+        let x = x.clone() + self.stochastic_depth(self.attn.forward(self.norm1.forward(x)));
         let z = self
             .mlp
             .fc2
             .forward(gelu(self.mlp.fc1.forward(self.norm2.forward(x.clone()))));
-        x + z
+        x + self.stochastic_depth(z)
+    }
+
+    /// timm's `DropPath`: a per-sample Bernoulli keep mask, scaled by 1/keep.
+    fn stochastic_depth(&self, branch: Tensor<B, 3>) -> Tensor<B, 3> {
+        if self.drop_path <= 0.0 {
+            return branch;
+        }
+        let keep = 1.0 - self.drop_path;
+        let [b, _, _] = branch.dims();
+        let mask = Tensor::<B, 3>::random(
+            [b, 1, 1],
+            burn::tensor::Distribution::Bernoulli(keep),
+            &branch.device(),
+        );
+        branch * (mask / keep)
+    }
+}
+
+/// timm's stochastic-depth rule: block `i` of `n` drops with `rate * i / (n - 1)`.
+pub fn drop_path_rates(rate: f64, n: usize) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            if n > 1 {
+                rate * i as f64 / (n - 1) as f64
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// Set the stochastic-depth rates of a stack of blocks (linearly rising to `rate`).
+pub fn set_drop_path<B: Backend>(blocks: &mut [Block<B>], rate: f64) {
+    let rates = drop_path_rates(rate, blocks.len());
+    for (blk, r) in blocks.iter_mut().zip(rates) {
+        blk.drop_path = r;
     }
 }
 
@@ -118,16 +159,45 @@ mod tests {
     use super::*;
     type B = burn::backend::Flex;
 
-    /// One block against a direct f64 evaluation of spec §0.1 on a tiny input.
-    #[test]
-    fn block_matches_a_direct_evaluation() {
-        let dev = Default::default();
-        let cfg = BlockConfig {
+    fn tiny_block() -> BlockConfig {
+        BlockConfig {
             dim: 4,
             num_heads: 2,
             mlp_ratio: 2.0,
             ln_eps: 1e-6,
-        };
+        }
+    }
+
+    #[test]
+    fn drop_path_zeroes_or_rescales_each_sample_branch() {
+        let dev = Default::default();
+        let cfg = tiny_block();
+        let mut blk: Block<B> = cfg.init(&mut HostInit::new(3), &dev);
+        blk.drop_path = 0.5;
+        let branch = Tensor::<B, 3>::ones([2000, 2, 4], &dev);
+        let out: Vec<f32> = blk.stochastic_depth(branch).into_data().to_vec().unwrap();
+        let mut kept = 0;
+        for s in out.chunks(8) {
+            // All of a sample's values share one decision: 0 or 1 / keep = 2.
+            assert!(
+                s.iter().all(|&v| v == s[0]) && (s[0] == 0.0 || s[0] == 2.0),
+                "{s:?}"
+            );
+            kept += usize::from(s[0] == 2.0);
+        }
+        assert!(
+            (900..1100).contains(&kept),
+            "{kept} of 2000 kept at p = 0.5"
+        );
+        assert_eq!(drop_path_rates(0.1, 3), vec![0.0, 0.05, 0.1]);
+        assert_eq!(drop_path_rates(0.1, 1), vec![0.0]);
+    }
+
+    /// One block against a direct f64 evaluation of spec §0.1 on a tiny input.
+    #[test]
+    fn block_matches_a_direct_evaluation() {
+        let dev = Default::default();
+        let cfg = tiny_block();
         let blk: Block<B> = cfg.init(&mut HostInit::new(3), &dev);
         let xv: Vec<f32> = (0..12).map(|i| ((i * 7 % 5) as f32 - 2.0) * 0.3).collect();
         let x = Tensor::<B, 3>::from_data(TensorData::new(xv.clone(), [1, 3, 4]), &dev);

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, MultiGradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
@@ -29,6 +29,8 @@ pub struct AdamW<B: AutodiffBackend> {
     pub no_decay: HashSet<ParamId>,
     /// Canonical name of each parameter (for checkpoints).
     pub names: HashMap<ParamId, String>,
+    /// Per-parameter learning-rate factor (layer-wise decay in fine-tuning); absent = 1.
+    pub lr_scale: HashMap<ParamId, f64>,
     pub state: HashMap<ParamId, Moments<B::InnerBackend>>,
 }
 
@@ -66,6 +68,7 @@ impl<B: AutodiffBackend> AdamW<B> {
             weight_decay: cfg.weight_decay,
             no_decay,
             names,
+            lr_scale: HashMap::new(),
             state: HashMap::new(),
         }
     }
@@ -76,16 +79,49 @@ impl<B: AutodiffBackend> AdamW<B> {
         let mut mapper = StepMapper {
             opt: self,
             lr,
-            grads,
+            grads: Grads::Single(grads),
         };
         model.map(&mut mapper)
+    }
+
+    /// One step from the gradients of several devices (data parallel). burn's
+    /// `MultiGradientsParams` sums each parameter's gradients on one device chosen by the
+    /// parameter's id, so the update (and its moments) for different parameters are spread
+    /// over the devices; the caller forks the model to every device for the next step.
+    pub fn step_multi<M: AutodiffModule<B>>(
+        &mut self,
+        lr: f64,
+        model: M,
+        grads: MultiGradientsParams,
+    ) -> M {
+        let mut mapper = StepMapper {
+            opt: self,
+            lr,
+            grads: Grads::Multi(grads),
+        };
+        model.map(&mut mapper)
+    }
+}
+
+enum Grads {
+    Single(GradientsParams),
+    Multi(MultiGradientsParams),
+}
+
+impl Grads {
+    /// The gradient of `id` (summed over devices), on the device that should update it.
+    fn remove<B: Backend, const D: usize>(&mut self, id: ParamId) -> Option<Tensor<B, D>> {
+        match self {
+            Grads::Single(g) => g.remove::<B, D>(id),
+            Grads::Multi(g) => g.remove::<B, D>(id).map(|(t, _)| t),
+        }
     }
 }
 
 struct StepMapper<'a, B: AutodiffBackend> {
     opt: &'a mut AdamW<B>,
     lr: f64,
-    grads: GradientsParams,
+    grads: Grads,
 }
 
 impl<B: AutodiffBackend> ModuleMapper<B> for StepMapper<'_, B> {
@@ -103,15 +139,25 @@ impl<B: AutodiffBackend> ModuleMapper<B> for StepMapper<'_, B> {
         } else {
             self.opt.weight_decay
         };
-        let lr = self.lr;
-        let p = tensor.inner();
-        let device = p.device();
+        // A param group's lr scales its decoupled decay too, as in torch.
+        let lr = self.lr * self.opt.lr_scale.get(&id).copied().unwrap_or(1.0);
+        // The update runs where the gradient is (one device per parameter when data
+        // parallel); the parameter and its moments follow it there.
+        let device = grad.device();
+        let mut p = tensor.inner();
+        if p.device() != device {
+            p = p.to_device(&device);
+        }
         let g = grad.reshape([n]);
-        let prev = self.opt.state.remove(&id).unwrap_or_else(|| Moments {
+        let mut prev = self.opt.state.remove(&id).unwrap_or_else(|| Moments {
             exp_avg: Tensor::zeros([n], &device),
             exp_avg_sq: Tensor::zeros([n], &device),
             step: 0,
         });
+        if prev.exp_avg.device() != device {
+            prev.exp_avg = prev.exp_avg.to_device(&device);
+            prev.exp_avg_sq = prev.exp_avg_sq.to_device(&device);
+        }
         let step = prev.step + 1;
         // torch order: decoupled decay, moments, bias-corrected update.
         let p = if wd != 0.0 { p * (1.0 - lr * wd) } else { p };

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use pixmim_core::augment::{write_normalised, Interpolation};
 use pixmim_core::registry::{AugmentationRegistration, Geometry};
-use pixmim_core::traits::Augmentation;
+use pixmim_core::traits::{Augmentation, ViewMap};
 use pixmim_core::{Error, Result};
 
 #[derive(Clone, Debug, Deserialize)]
@@ -145,6 +145,22 @@ impl Augmentation for SimpleResizedCrop {
         };
         let d = self.draw(nw, nh, rng);
         self.crop(&resized, nw, nh, d, out);
+    }
+    /// The crop in source pixels; the reflect padding maps outside the source, so a
+    /// coverage count sees padding as no object (it only repeats pixels already counted).
+    fn view_map(&self, width: u32, height: u32, rng: &mut StdRng) -> Option<ViewMap> {
+        let (nw, nh) = self.resized_dims(width, height);
+        let d = self.draw(nw, nh, rng);
+        let (kx, ky) = (width as f64 / nw as f64, height as f64 / nh as f64);
+        let p = self.params.padding as f64;
+        Some(ViewMap {
+            x0: (d.left as f64 - p) * kx,
+            y0: (d.top as f64 - p) * ky,
+            sx: kx,
+            sy: ky,
+            flip: d.flip,
+            size: (self.size, self.size),
+        })
     }
 }
 

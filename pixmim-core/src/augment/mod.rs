@@ -1,5 +1,6 @@
-//! RandomResizedCrop + horizontal flip + ImageNet normalisation: MAE's train transform
-//! (spec §1.1), with torchvision's box sampling. Resampling uses `fast_image_resize`
+//! Augmentations. This module: RandomResizedCrop + horizontal flip + ImageNet
+//! normalisation, MAE's train transform (spec §1.1), with torchvision's box sampling.
+//! [`center_crop`]: the evaluation transform. SRC lives in the PixMIM plugin. Resampling uses `fast_image_resize`
 //! (CatmullRom = PIL's bicubic, antialiased); it is not bit-exact to Pillow (spec §7.1).
 use fast_image_resize::{
     images::{Image, ImageRef},
@@ -11,8 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::registry::{AugmentationRegistration, Geometry};
-use crate::traits::Augmentation;
+use crate::traits::{Augmentation, ViewMap};
 use crate::{IMAGENET_MEAN, IMAGENET_STD};
+
+pub mod center_crop;
+pub use center_crop::CenterCrop;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -151,18 +155,32 @@ pub fn resize_normalise(
     flip: bool,
     out: &mut [f32],
 ) {
+    let region = [
+        crop.left as f64,
+        crop.top as f64,
+        crop.width as f64,
+        crop.height as f64,
+    ];
+    resize_region_normalise(img, region, size, interpolation, flip, out)
+}
+
+/// [`resize_normalise`] of a sub-pixel region `[left, top, width, height]`.
+pub fn resize_region_normalise(
+    img: &image::RgbImage,
+    region: [f64; 4],
+    size: (usize, usize),
+    interpolation: Interpolation,
+    flip: bool,
+    out: &mut [f32],
+) {
     let (h, w) = size;
     // A borrowed view: no copy of the decoded image before resizing.
     let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
         .expect("RGB buffer matches its size");
     let mut dst = Image::new(w as u32, h as u32, PixelType::U8x3);
+    let [left, top, width, height] = region;
     let opts = ResizeOptions::new()
-        .crop(
-            crop.left as f64,
-            crop.top as f64,
-            crop.width as f64,
-            crop.height as f64,
-        )
+        .crop(left, top, width, height)
         .resize_alg(interpolation.alg());
     Resizer::new()
         .resize(&src, &mut dst, &opts)
@@ -223,6 +241,19 @@ impl Augmentation for RandomResizedCrop {
         let crop = self.sample_box(img.width(), img.height(), rng);
         let flip = rng.gen::<f64>() < self.params.hflip;
         resize_normalise(img, crop, self.size, self.params.interpolation, flip, out);
+    }
+    fn view_map(&self, width: u32, height: u32, rng: &mut StdRng) -> Option<ViewMap> {
+        let crop = self.sample_box(width, height, rng);
+        let flip = rng.gen::<f64>() < self.params.hflip;
+        let (h, w) = self.size;
+        Some(ViewMap {
+            x0: crop.left as f64,
+            y0: crop.top as f64,
+            sx: crop.width as f64 / w as f64,
+            sy: crop.height as f64 / h as f64,
+            flip,
+            size: self.size,
+        })
     }
 }
 

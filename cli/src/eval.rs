@@ -1,0 +1,374 @@
+//! `pixmim eval knn | linear | finetune`: does the pretrained encoder separate classes?
+//! Labelled data is a folder of class sub-folders or an IDX images file (MNIST format).
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+use pixmim_core::data::loader::Source;
+use pixmim_core::data::Dataset;
+use pixmim_core::device::DeviceSpec;
+use pixmim_core::engine::{Job, JobOutput};
+use pixmim_core::eval::features::cache_path;
+use pixmim_core::eval::{
+    knn_classify, linear_probe, FeatureOptions, Features, FinetuneOptions, LinearProbeConfig, Pool,
+    ProbeOptimizer,
+};
+use pixmim_core::registry::{self, Composed};
+use pixmim_core::traits::Augmentation;
+use pixmim_core::{Error, Result};
+
+use crate::Compose;
+
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Weighted kNN on frozen features (cosine, T = 0.07). Last line: `top1=..%  top5=..%`.
+    Knn(KnnArgs),
+    /// MAE's linear probe (BatchNorm + linear head, LARS) on frozen features. Last line:
+    /// `top1=..%` (the best epoch).
+    Linear(LinearArgs),
+    /// End-to-end fine-tuning with layer-wise lr decay. Last line: `top1=..%` (best epoch).
+    Finetune(FinetuneArgs),
+}
+
+/// What every evaluation needs: weights, labelled train and validation data, the transform.
+#[derive(Args, Clone)]
+pub struct EvalData {
+    /// Pretrained weights: a pixmim checkpoint (its config is used) or an imported file.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[command(flatten)]
+    compose: Compose,
+    /// Training images: class sub-folders, or `*-images-idx3-ubyte[.gz]` with its labels.
+    #[arg(long)]
+    data: PathBuf,
+    /// Validation images, same forms.
+    #[arg(long)]
+    val_data: PathBuf,
+    /// cpu (= ndarray), flex, cuda, cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Eval transform: short side resized to size / crop_pct, then centre-cropped (MAE:
+    /// 0.875). 1.0 keeps the whole image (small images such as Fashion-MNIST).
+    #[arg(long, default_value_t = 0.875)]
+    crop_pct: f64,
+    /// Images per forward pass when computing features.
+    #[arg(long, default_value_t = 64)]
+    eval_batch: usize,
+    /// Use only the first N training images (quick runs on CPU).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Use only the first N validation images.
+    #[arg(long)]
+    val_limit: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct FeatureArgs {
+    #[command(flatten)]
+    data: EvalData,
+    /// Features: the cls token (MAE's probe) or the mean of the patch tokens. Models
+    /// without a cls token (ConvMAE) always use the mean.
+    #[arg(long, default_value = "cls")]
+    pool: Pool,
+    /// Recompute features even when a cache (CHECKPOINT_DIR/features/) holds them.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Args)]
+pub struct KnnArgs {
+    #[command(flatten)]
+    features: FeatureArgs,
+    #[arg(long, default_value_t = 20)]
+    k: usize,
+    #[arg(long, default_value_t = 0.07)]
+    temperature: f64,
+}
+
+#[derive(Args)]
+pub struct LinearArgs {
+    #[command(flatten)]
+    features: FeatureArgs,
+    #[arg(long, default_value_t = 90)]
+    epochs: usize,
+    #[arg(long, default_value_t = 10)]
+    warmup_epochs: usize,
+    /// Probe batch; lr = blr x batch / 256.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    #[arg(long, default_value_t = 0.1)]
+    blr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// lars (MAE's probe) or sgd (momentum 0.9).
+    #[arg(long, default_value = "lars")]
+    optimizer: String,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write per-epoch results to OUT/metrics.jsonl.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct FinetuneArgs {
+    #[command(flatten)]
+    data: EvalData,
+    #[arg(long, default_value_t = 100)]
+    epochs: usize,
+    #[arg(long, default_value_t = 5.0)]
+    warmup_epochs: f64,
+    /// lr = blr x batch / 256.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 5e-4)]
+    blr: f64,
+    #[arg(long, default_value_t = 1e-6)]
+    min_lr: f64,
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0.75)]
+    layer_decay: f64,
+    #[arg(long, default_value_t = 0.1)]
+    drop_path: f64,
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f64,
+    /// Smallest RandomResizedCrop scale of the training views.
+    #[arg(long, default_value_t = 0.08)]
+    min_scale: f64,
+    /// Pooling before fc_norm + head (MAE fine-tunes with the mean).
+    #[arg(long, default_value = "mean")]
+    pool: Pool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Run folder: metrics.jsonl and finetuned.safetensors.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(cmd: &EvalCommand) -> Result<()> {
+    match cmd {
+        EvalCommand::Knn(a) => knn(a),
+        EvalCommand::Linear(a) => linear(a),
+        EvalCommand::Finetune(a) => finetune(a),
+    }
+}
+
+fn labelled(path: &Path, limit: Option<usize>) -> Result<Arc<Source>> {
+    let mut ds = Dataset::open(path)?;
+    if let Some(n) = limit {
+        if n == 0 {
+            return Err(Error::Usage(
+                "--train-limit / --val-limit must be at least 1".into(),
+            ));
+        }
+        ds.truncate(n);
+    }
+    if ds.labels.is_none() {
+        return Err(Error::data(
+            path,
+            "has no labels: use class sub-folders, or an IDX images file with its labels file beside it",
+        ));
+    }
+    Ok(Arc::new(Source::strict(ds)))
+}
+
+fn eval_transform(c: &Composed, crop_pct: f64) -> Result<Arc<dyn Augmentation>> {
+    let mut p = toml::Table::new();
+    p.insert("crop_pct".into(), crop_pct.into());
+    Ok(Arc::from(registry::build_augmentation(
+        "center_crop",
+        &p,
+        &c.geometry,
+    )?))
+}
+
+/// Features of one split: from the cache when it has them, else computed and cached.
+fn features_of(
+    c: &Composed,
+    a: &FeatureArgs,
+    data: &Path,
+    limit: Option<usize>,
+) -> Result<Features> {
+    let d = &a.data;
+    let transform = eval_transform(c, d.crop_pct)?;
+    let cache = cache_path(&d.checkpoint, data, transform.as_ref(), a.pool, limit);
+    if !a.no_cache && cache.exists() {
+        if let Ok(f) = Features::load(&cache) {
+            eprintln!(
+                "features of {}: cached ({})",
+                data.display(),
+                cache.display()
+            );
+            return Ok(f);
+        }
+    }
+    let t0 = std::time::Instant::now();
+    let opts = FeatureOptions {
+        checkpoint: d.checkpoint.clone(),
+        device: DeviceSpec::parse(&d.device)?,
+        source: labelled(data, limit)?,
+        transform,
+        batch_size: d.eval_batch,
+        pool: a.pool,
+    };
+    let f = match c.method.run(Job::Features(c, &opts))? {
+        JobOutput::Features(f) => f,
+        _ => unreachable!("Features returns Features"),
+    };
+    eprintln!(
+        "features of {}: {} x {} in {:.1}s",
+        data.display(),
+        f.len(),
+        f.dim,
+        t0.elapsed().as_secs_f64()
+    );
+    // A cache that cannot be written only costs time next run.
+    if let Err(e) = f.save(&cache) {
+        eprintln!("note: feature cache not written: {e}");
+    }
+    Ok(f)
+}
+
+fn train_and_val(a: &FeatureArgs) -> Result<(Features, Features)> {
+    let d = &a.data;
+    DeviceSpec::parse(&d.device)?.device()?;
+    let c = crate::checkpoint_config(&d.checkpoint, &d.compose, vec![])?;
+    Ok((
+        features_of(&c, a, &d.data, d.train_limit)?,
+        features_of(&c, a, &d.val_data, d.val_limit)?,
+    ))
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
+
+fn knn(a: &KnnArgs) -> Result<()> {
+    let (train, val) = train_and_val(&a.features)?;
+    let r = knn_classify(&train, &val, a.k, a.temperature)?;
+    eprintln!(
+        "kNN: k={} T={} over {} training images, {} validation images",
+        r.k,
+        a.temperature,
+        train.len(),
+        val.len()
+    );
+    println!("top1={}  top5={}", pct(r.top1), pct(r.top5));
+    Ok(())
+}
+
+fn linear(a: &LinearArgs) -> Result<()> {
+    let optimizer = match a.optimizer.as_str() {
+        "lars" => ProbeOptimizer::Lars,
+        "sgd" => ProbeOptimizer::Sgd,
+        o => {
+            return Err(Error::Usage(format!(
+                "--optimizer must be lars or sgd, got `{o}`"
+            )))
+        }
+    };
+    let cfg = LinearProbeConfig {
+        epochs: a.epochs,
+        warmup_epochs: a.warmup_epochs,
+        batch_size: a.batch,
+        blr: a.blr,
+        weight_decay: a.weight_decay,
+        optimizer,
+        seed: a.seed,
+        ..Default::default()
+    };
+    cfg.validate()?;
+    let (train, val) = train_and_val(&a.features)?;
+    let mut log = match &a.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            Some(pixmim_core::engine::metrics::MetricsLog::open(
+                &dir.join("metrics.jsonl"),
+                0,
+            )?)
+        }
+        None => None,
+    };
+    let mut log_err = None;
+    let results = linear_probe(&train, &val, &cfg, |r| {
+        eprintln!(
+            "epoch {}  loss {:.4}  lr {:.3e}  top1={}  top5={}",
+            r.epoch,
+            r.train_loss,
+            r.lr,
+            pct(r.top1),
+            pct(r.top5)
+        );
+        if let Some(l) = log.as_mut() {
+            let mut m = serde_json::Map::new();
+            m.insert("step".into(), r.epoch.into());
+            if let Ok(serde_json::Value::Object(o)) = serde_json::to_value(r) {
+                m.extend(o);
+            }
+            if let Err(e) = l.log(m) {
+                log_err.get_or_insert(e);
+            }
+        }
+    })?;
+    if let Some(e) = log_err {
+        return Err(e);
+    }
+    let best = results
+        .iter()
+        .max_by(|x, y| x.top1.total_cmp(&y.top1))
+        .expect("at least one epoch");
+    eprintln!("best epoch {} of {}", best.epoch, results.len());
+    println!("top1={}", pct(best.top1));
+    Ok(())
+}
+
+fn finetune(a: &FinetuneArgs) -> Result<()> {
+    let d = &a.data;
+    let device = DeviceSpec::parse(&d.device)?;
+    device.device()?;
+    let c = crate::checkpoint_config(&d.checkpoint, &d.compose, vec![])?;
+    let mut rrc = toml::Table::new();
+    rrc.insert(
+        "scale".into(),
+        toml::Value::Array(vec![a.min_scale.into(), 1.0.into()]),
+    );
+    let opts = FinetuneOptions {
+        checkpoint: d.checkpoint.clone(),
+        device,
+        out: a.out.clone(),
+        train: labelled(&d.data, d.train_limit)?,
+        val: labelled(&d.val_data, d.val_limit)?,
+        train_transform: Arc::from(registry::build_augmentation("rrc", &rrc, &c.geometry)?),
+        val_transform: eval_transform(&c, d.crop_pct)?,
+        epochs: a.epochs,
+        warmup_epochs: a.warmup_epochs,
+        batch_size: a.batch,
+        blr: a.blr,
+        min_lr: a.min_lr,
+        weight_decay: a.weight_decay,
+        layer_decay: a.layer_decay,
+        drop_path: a.drop_path,
+        label_smoothing: a.label_smoothing,
+        pool: a.pool,
+        seed: a.seed,
+    };
+    opts.validate()?;
+    let s = match c.method.run(Job::Finetune(&c, &opts))? {
+        JobOutput::Finetuned(s) => s,
+        _ => unreachable!("Finetune returns Finetuned"),
+    };
+    let best = s
+        .epochs
+        .iter()
+        .max_by(|x, y| x.top1.total_cmp(&y.top1))
+        .expect("at least one epoch");
+    eprintln!(
+        "best epoch {} of {}; weights: {}",
+        best.epoch,
+        s.epochs.len(),
+        s.weights.display()
+    );
+    println!("top1={}", pct(best.top1));
+    Ok(())
+}

@@ -1,0 +1,406 @@
+//! `pixmim eval` and `pixmim analyze` on small generated data: output contracts (the last
+//! lines checks parse), caching, files written, and that the numbers mean what they say.
+mod common;
+use std::path::{Path, PathBuf};
+
+use common::{ok, pixmim, text, tmp};
+use pixmim_core::data::idx::IdxImages;
+
+/// Two classes a random encoder already separates: dark and bright noisy 28x28 images.
+fn write_idx(dir: &Path, split: &str, n: usize, seed: u32) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut pics = Vec::new();
+    let mut labels = Vec::new();
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    for i in 0..n {
+        let class = (i % 2) as u8;
+        pics.push(image::GrayImage::from_fn(28, 28, |_, _| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let noise = (s % 40) as u8;
+            image::Luma([if class == 0 { 20 + noise } else { 190 + noise }])
+        }));
+        labels.push(class);
+    }
+    let p = dir.join(format!("{split}-images-idx3-ubyte"));
+    IdxImages::write(&p, &pics, &labels).unwrap();
+    p
+}
+
+/// A one-step tiny checkpoint (weights barely trained: the evaluations must still run).
+fn checkpoint(dir: &Path, data: &Path, plugin: Option<&str>) -> PathBuf {
+    let out = dir.to_str().unwrap();
+    let mut args = vec![
+        "train",
+        "--method",
+        "mae",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out,
+        "--set",
+        "train.batch_size=4",
+    ];
+    if let Some(p) = plugin {
+        args.extend(["--plugin", p]);
+    }
+    ok(&args);
+    dir.join("checkpoints/step-00000001.safetensors")
+}
+
+fn last_line(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `top1=NN.NN%` -> NN.NN
+fn percent(s: &str, key: &str) -> f64 {
+    let v = s
+        .split(&format!("{key}="))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{key} in {s}"));
+    v.split('%').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn knn_and_linear_probe_on_idx_files_with_a_feature_cache() {
+    let root = tmp("eval-knn");
+    let train = write_idx(&root.join("data"), "train", 40, 1);
+    let val = write_idx(&root.join("data"), "t10k", 20, 2);
+    let ck = checkpoint(&root.join("run"), &train, None);
+    let ck_s = ck.to_str().unwrap();
+    let common = [
+        "--checkpoint",
+        ck_s,
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--crop-pct",
+        "1.0",
+    ];
+
+    let mut args = vec!["eval", "knn"];
+    args.extend(common);
+    args.extend(["--k", "5"]);
+    let o = pixmim(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let line = last_line(&o);
+    let shape = line.len() > 20
+        && line.starts_with("top1=")
+        && line.contains("%  top5=")
+        && line.ends_with('%');
+    assert!(shape, "last line: {line}");
+    assert!(
+        percent(&line, "top1") >= 90.0,
+        "dark vs bright must separate: {line}"
+    );
+    assert_eq!(percent(&line, "top5"), 100.0, "two classes: {line}");
+    // Computed once: the second run reads both splits from the cache and agrees.
+    let o2 = pixmim(&args);
+    assert_eq!(text(&o2).matches(": cached").count(), 2, "{}", text(&o2));
+    assert_eq!(last_line(&o2), line);
+
+    let metrics = root.join("probe");
+    let mut args = vec!["eval", "linear"];
+    args.extend(common);
+    let m = metrics.to_str().unwrap();
+    args.extend([
+        "--epochs",
+        "6",
+        "--warmup-epochs",
+        "1",
+        "--batch",
+        "8",
+        "--optimizer",
+        "sgd",
+        "--out",
+        m,
+    ]);
+    let o = pixmim(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let line = last_line(&o);
+    assert!(
+        line.starts_with("top1=") && line.ends_with('%') && !line.contains("top5"),
+        "{line}"
+    );
+    assert!(percent(&line, "top1") >= 90.0, "{line}");
+    let log = std::fs::read_to_string(metrics.join("metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 6, "{log}");
+    // The printed value is the best epoch's.
+    let best = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["top1"]
+                .as_f64()
+                .unwrap()
+        })
+        .fold(0.0, f64::max);
+    assert!(
+        (percent(&line, "top1") - 100.0 * best).abs() < 0.006,
+        "{line} vs {best}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn eval_refuses_unlabelled_data_and_bad_flags_naming_them() {
+    let root = tmp("eval-bad");
+    let train = write_idx(&root.join("data"), "train", 8, 3);
+    let ck = checkpoint(&root.join("run"), &train, None);
+    // An IDX file without its labels file.
+    let unlabelled = root.join("u");
+    std::fs::create_dir_all(&unlabelled).unwrap();
+    let lone = unlabelled.join("x-images-idx3-ubyte");
+    std::fs::copy(&train, &lone).unwrap();
+    let o = pixmim(&[
+        "eval",
+        "knn",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--data",
+        lone.to_str().unwrap(),
+        "--val-data",
+        train.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("x-images-idx3-ubyte") && text(&o).contains("no labels"),
+        "{}",
+        text(&o)
+    );
+    let o = pixmim(&[
+        "eval",
+        "linear",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        train.to_str().unwrap(),
+        "--optimizer",
+        "adam",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--optimizer"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn finetune_trains_the_encoder_and_a_head_and_leaves_the_decoder() {
+    let root = tmp("eval-ft");
+    let train = write_idx(&root.join("data"), "train", 16, 4);
+    let val = write_idx(&root.join("data"), "t10k", 8, 5);
+    let ck = checkpoint(&root.join("run"), &train, None);
+    let out = root.join("ft");
+    let o = pixmim(&[
+        "eval",
+        "finetune",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--crop-pct",
+        "1.0",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "1",
+        "--batch",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let line = last_line(&o);
+    assert!(line.starts_with("top1=") && line.ends_with('%'), "{line}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    let (before, _) = pixmim_core::checkpoint::read_safetensors(&ck).unwrap();
+    let (after, meta) =
+        pixmim_core::checkpoint::read_safetensors(&out.join("finetuned.safetensors")).unwrap();
+    assert_eq!(meta.get("classes").map(String::as_str), Some("2"));
+    assert_eq!(after["head.weight"].shape, vec![2, 192]);
+    assert_eq!(after["fc_norm.weight"].shape, vec![192]);
+    let key = "blocks.0.attn.qkv.weight";
+    assert_ne!(
+        before[key].data, after[key].data,
+        "the encoder is fine-tuned"
+    );
+    let key = "decoder_pred.weight";
+    assert_eq!(
+        before[key].data, after[key].data,
+        "the decoder takes no part"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn coverage_prints_one_parseable_line_per_transform_from_masks_or_alpha() {
+    let root = tmp("coverage");
+    let (imgs, masks, rgba) = (root.join("imgs"), root.join("masks"), root.join("rgba"));
+    for d in [&imgs, &masks, &rgba] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // Three 64x64 images whose object is the whole frame.
+    for i in 0..3 {
+        image::RgbImage::from_pixel(64, 64, image::Rgb([i * 40, 90, 10]))
+            .save(imgs.join(format!("im{i}.jpg")))
+            .unwrap();
+        image::GrayImage::from_pixel(64, 64, image::Luma([255]))
+            .save(masks.join(format!("im{i}.png")))
+            .unwrap();
+        image::RgbaImage::from_pixel(64, 64, image::Rgba([i * 40, 90, 10, 255]))
+            .save(rgba.join(format!("im{i}.png")))
+            .unwrap();
+    }
+    let csv = root.join("cov.csv");
+    let run = |data: &Path, masks: Option<&Path>| {
+        let mut args = vec![
+            "analyze",
+            "coverage",
+            "--data",
+            data.to_str().unwrap(),
+            "--transform",
+            "rrc,src,cc",
+            "--img-size",
+            "32",
+            "--patch-size",
+            "8",
+            "--samples",
+            "20",
+            "--out",
+            csv.to_str().unwrap(),
+        ];
+        if let Some(m) = masks {
+            args.extend(["--masks", m.to_str().unwrap()]);
+        }
+        let o = pixmim(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let out = run(&imgs, Some(&masks));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for (line, t) in lines.iter().zip(["rrc", "src", "cc"]) {
+        // Exactly `TRANSFORM  J(F)=NN.N%  J(MoF)=NN.N%`.
+        let rest = line
+            .strip_prefix(&format!("{t}  J(F)="))
+            .unwrap_or_else(|| panic!("{line}"));
+        let (jf, rest) = rest.split_once("%  J(MoF)=").unwrap();
+        let jmf = rest.strip_suffix('%').unwrap();
+        for v in [jf, jmf] {
+            let (int, frac) = v.split_once('.').unwrap();
+            assert!(int.parse::<u32>().is_ok() && frac.len() == 1, "{line}");
+        }
+        let (jf, jmf): (f64, f64) = (jf.parse().unwrap(), jmf.parse().unwrap());
+        // Masking keeps 4 of 16 patches: J(MoF) is about a quarter of J(F).
+        assert!((jmf - jf / 4.0).abs() < 2.5, "{line}");
+    }
+    // A whole-frame object. SRC: 64 -> 32 px, then a 32 crop of the 4-px reflect-padded
+    // image at offsets -4..4, so on average (32 - 20/9)^2 / 32^2 = 86.6% is image, the rest
+    // padding. RRC: about its mean crop area. The centre crop: exactly the 56x56 source
+    // pixels it samples from 64x64 (int(32/0.875) = 36, crop 32 at offset 2).
+    let jf = |l: &str| -> f64 {
+        l.split("J(F)=")
+            .nth(1)
+            .unwrap()
+            .split('%')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!((jf(lines[1]) - 86.6).abs() < 4.0, "{}", lines[1]);
+    assert!((40.0..70.0).contains(&jf(lines[0])), "{}", lines[0]);
+    assert!(lines[2].starts_with("cc  J(F)=76.6%"), "{}", lines[2]);
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(rows.lines().count(), 1 + 9, "{rows}");
+    // The alpha channel gives the same answer as mask files.
+    assert_eq!(run(&rgba, None), out);
+    // Images without alpha and no --masks: refused, naming the image.
+    let o = pixmim(&["analyze", "coverage", "--data", imgs.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("im0.jpg") && text(&o).contains("alpha"),
+        "{}",
+        text(&o)
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn frequency_compares_checkpoints_in_a_csv_and_a_plot() {
+    let root = tmp("frequency");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples");
+    let mae = checkpoint(&root.join("mae"), &samples, None);
+    let pix = checkpoint(&root.join("pixmim"), &samples, Some("pixmim"));
+    let out = root.join("freq");
+    let o = pixmim(&[
+        "analyze",
+        "frequency",
+        "--checkpoint",
+        mae.to_str().unwrap(),
+        "--checkpoint",
+        pix.to_str().unwrap(),
+        "--data",
+        samples.to_str().unwrap(),
+        "--images",
+        "4",
+        "--bands",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let csv = std::fs::read_to_string(out.join("frequency.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "band,f_low,f_high,mae,pixmim", "{csv}");
+    assert_eq!(lines.len(), 6, "{csv}");
+    for l in &lines[1..] {
+        let v: Vec<f64> = l.split(',').map(|x| x.parse().unwrap()).collect();
+        assert!(
+            v[3] > 0.0 && v[3] < 100.0 && v[4] > 0.0 && v[4] < 100.0,
+            "{l}"
+        );
+    }
+    let last: Vec<f64> = lines[5].split(',').map(|x| x.parse().unwrap()).collect();
+    assert!(
+        (last[2] - 0.5f64.sqrt()).abs() < 1e-4,
+        "bands reach the corner frequency"
+    );
+    let png = image::open(out.join("frequency.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (800, 500));
+    // One --label per checkpoint, or none.
+    let o = pixmim(&[
+        "analyze",
+        "frequency",
+        "--checkpoint",
+        mae.to_str().unwrap(),
+        "--label",
+        "a",
+        "--label",
+        "b",
+        "--data",
+        samples.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&root);
+}

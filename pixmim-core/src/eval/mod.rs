@@ -1,0 +1,12 @@
+//! How a user tells whether pretraining worked (paper §4): frozen features
+//! ([`features`]), weighted kNN ([`knn`]), MAE's linear probe ([`linear_probe`]) and
+//! end-to-end fine-tuning ([`finetune`]).
+pub mod features;
+pub mod finetune;
+pub mod knn;
+pub mod linear_probe;
+
+pub use features::{FeatureOptions, Features, Pool};
+pub use finetune::{FinetuneOptions, FinetuneSummary};
+pub use knn::{knn_classify, KnnResult};
+pub use linear_probe::{linear_probe, LinearProbeConfig, ProbeOptimizer};
