@@ -230,6 +230,11 @@ pub struct TrainConfig {
     /// Print and log metrics every this many iterations.
     #[serde(default = "one")]
     pub log_every: usize,
+    /// `f32` (default) or `bf16`: the transformer blocks' matrix products in bf16, the rest in
+    /// f32, as torch.autocast does (see [`crate::nn::precision`]). bf16 needs `--device cuda`
+    /// or `flex`.
+    #[serde(default)]
+    pub precision: crate::nn::Precision,
 }
 
 fn one() -> usize {

@@ -4,6 +4,8 @@
 //! thread; we look for the driver library first and turn its absence into an error.
 use burn::DispatchDevice;
 
+use crate::nn::Precision;
+
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +65,17 @@ impl DeviceSpec {
             Self::NdArray => Ok(DispatchDevice::NdArray(Default::default())),
             Self::Cuda(i) => cuda_device(*i),
         }
+    }
+
+    /// Refuse a precision this backend can't compute in: ndarray keeps every tensor in f32.
+    pub fn check_precision(&self, precision: Precision) -> Result<()> {
+        if precision == Precision::Bf16 && *self == Self::NdArray {
+            return Err(Error::config(
+                "train.precision",
+                "bf16 needs --device cuda or flex; the ndarray backend (`cpu`) computes in f32 only",
+            ));
+        }
+        Ok(())
     }
 
     /// The autodiff device used for training.

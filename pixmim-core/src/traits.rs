@@ -126,11 +126,13 @@ pub trait TargetGenerator: Send + Sync {
     fn resolved_params(&self) -> toml::Table {
         toml::Table::new()
     }
-    /// Compute the target on the training device instead of in the data workers.
-    fn on_device(&self) -> bool {
-        false
+    /// Compute the target on the training device (`Some(true)`) or in the data workers
+    /// (`Some(false)`); `None` lets the run decide ([`crate::engine::target_on_device`]).
+    fn on_device(&self) -> Option<bool> {
+        None
     }
-    /// The device path, used when [`on_device`](Self::on_device) is true.
+    /// The device path (the identity for raw pixels), used when the target is not made on
+    /// the host.
     fn generate_on_device(
         &self,
         images: Tensor<crate::RunBackend, 4>,
@@ -155,6 +157,11 @@ pub trait Autoencoder<B: Backend>: Module<B> {
     /// Set the stochastic-depth rate of the encoder's blocks, rising linearly with depth to
     /// `rate` as timm does (fine-tuning, paper Table 9). Pretraining uses none (spec §0.5).
     fn with_drop_path(self, rate: f64) -> Self
+    where
+        Self: Sized;
+    /// Run the transformer blocks' matrix products (encoder and decoder) in `precision`
+    /// ([`crate::nn::precision`]); everything else stays f32.
+    fn with_precision(self, precision: crate::nn::Precision) -> Self
     where
         Self: Sized;
     /// Extra scalars to log (e.g. MFF's fusion weights).

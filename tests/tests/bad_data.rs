@@ -79,7 +79,16 @@ fn batches(source: &Source, c: &Composed, iterations: usize) -> Vec<pixmim_core:
     let mut cache = None;
     (0..iterations)
         .map(|it| {
-            make_batch(source, &c.parts, 0, source.dataset.len(), it, &mut cache).map(|b| {
+            make_batch(
+                source,
+                &c.parts,
+                0,
+                source.dataset.len(),
+                it,
+                false,
+                &mut cache,
+            )
+            .map(|b| {
                 assert!(b.images.data.iter().all(|v| v.is_finite()));
             })
         })

@@ -57,6 +57,7 @@ const KEYS: &[&str] = &[
     "train.checkpoint_every",
     "train.keep_checkpoints",
     "train.log_every",
+    "train.precision",
     "data.path",
     "data.on_error",
 ];
@@ -85,6 +86,7 @@ fn value() -> impl Strategy<Value = String> {
             "\"random\"",
             "\"lowpass\"",
             "\"src\"",
+            "\"bf16\"",
             "\"nope\"",
             "[]",
             "[1]",

@@ -288,7 +288,13 @@ fn tiny_mae_with_the_pixmim_plugin_trains_and_its_loss_falls() {
 fn host_and_device_low_pass_paths_train_identically_for_a_step() {
     let a = out_dir("lp-host");
     let b = out_dir("lp-device");
-    let sa = run_with(&["pixmim"], &["train.steps=2"], &a, false, None);
+    let sa = run_with(
+        &["pixmim"],
+        &["train.steps=2", "target.on_device=false"],
+        &a,
+        false,
+        None,
+    );
     let sb = run_with(
         &["pixmim"],
         &["train.steps=2", "target.on_device=true"],

@@ -326,6 +326,12 @@ impl<B: Backend> Autoencoder<B> for ConvMae<B> {
         }
         self
     }
+    /// The transformer stage and the decoder; the convolutional stages stay f32.
+    fn with_precision(mut self, precision: pixmim_core::nn::Precision) -> Self {
+        pixmim_core::nn::vit::set_precision(&mut self.blocks3, precision);
+        pixmim_core::nn::vit::set_precision(&mut self.decoder_blocks, precision);
+        self
+    }
 }
 
 #[cfg(test)]

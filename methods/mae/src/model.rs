@@ -252,6 +252,11 @@ impl<B: Backend> Autoencoder<B> for Mae<B> {
         pixmim_core::nn::vit::set_drop_path(&mut self.blocks, rate);
         self
     }
+    fn with_precision(mut self, precision: pixmim_core::nn::Precision) -> Self {
+        pixmim_core::nn::vit::set_precision(&mut self.blocks, precision);
+        pixmim_core::nn::vit::set_precision(&mut self.decoder_blocks, precision);
+        self
+    }
 }
 
 #[cfg(test)]

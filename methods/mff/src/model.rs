@@ -150,6 +150,10 @@ impl<B: Backend> Autoencoder<B> for Mff<B> {
         pixmim_core::nn::vit::set_drop_path(&mut self.mae.blocks, rate);
         self
     }
+    fn with_precision(mut self, precision: pixmim_core::nn::Precision) -> Self {
+        self.mae = self.mae.with_precision(precision);
+        self
+    }
     /// The fusion weights, as mmpretrain logs them (`weight_0..k`).
     fn metrics(&self) -> Vec<(String, f64)> {
         let w: Vec<f32> = self

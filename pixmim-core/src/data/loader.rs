@@ -114,15 +114,16 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Produce iterations `start..end` of `batch_size` images.
+    /// Produce `iterations` of `batch_size` images; the workers make the target too unless
+    /// it is made on the device ([`crate::engine::target_on_device`]).
     pub fn spawn(
         source: Arc<Source>,
         parts: Arc<Parts>,
         seed: u64,
         batch_size: usize,
-        start: usize,
-        end: usize,
+        iterations: std::ops::Range<usize>,
         num_workers: usize,
+        target_on_device: bool,
     ) -> Self {
         let (tx, rx) = sync_channel(2);
         let producer = std::thread::Builder::new()
@@ -134,9 +135,18 @@ impl Loader {
                     .build()
                     .expect("worker pool");
                 let mut cache = None;
-                for it in start..end {
-                    let batch = pool
-                        .install(|| make_batch(&source, &parts, seed, batch_size, it, &mut cache));
+                for it in iterations {
+                    let batch = pool.install(|| {
+                        make_batch(
+                            &source,
+                            &parts,
+                            seed,
+                            batch_size,
+                            it,
+                            target_on_device,
+                            &mut cache,
+                        )
+                    });
                     let failed = batch.is_err();
                     if tx.send(batch).is_err() || failed {
                         return; // the trainer hung up, or we reported an error
@@ -155,13 +165,15 @@ impl Loader {
     }
 }
 
-/// Build iteration `it` (pure function of its arguments).
+/// Build iteration `it` (pure function of its arguments); the host target only when it is
+/// not made on the device.
 pub fn make_batch(
     source: &Source,
     parts: &Parts,
     seed: u64,
     batch_size: usize,
     it: usize,
+    target_on_device: bool,
     cache: &mut Option<(usize, Vec<usize>)>,
 ) -> Result<Batch> {
     let first = it * batch_size;
@@ -177,8 +189,7 @@ pub fn make_batch(
     let mask = parts
         .masking
         .sample(batch_size, &mut rng(seed, Purpose::Mask, it as u64));
-    // A device-side target is computed next to the model by the engine.
-    let target = crate::engine::host_target(parts.target.as_ref(), &images);
+    let target = crate::engine::host_target(parts.target.as_ref(), &images, target_on_device);
     Ok(Batch {
         iteration: it,
         images,

@@ -98,7 +98,7 @@ where
 }
 
 /// The training target for input `x`: the host target the data workers made, else the
-/// generator's device path, else (raw pixels) the input itself. One rule for training,
+/// generator's device path (for raw pixels, the input itself). One rule for training,
 /// `bench` and `reconstruct`.
 pub fn target_tensor(
     generator: &dyn crate::traits::TargetGenerator,
@@ -107,17 +107,28 @@ pub fn target_tensor(
 ) -> burn::prelude::Tensor<RunBackend, 4> {
     match host {
         Some(t) => t.to_tensor::<RunBackend>(&x.device()),
-        None if generator.on_device() => generator.generate_on_device(x),
-        None => x,
+        None => generator.generate_on_device(x),
     }
 }
 
-/// A host target only when the generator runs on the host (as the data workers do).
+/// Where this run makes the target: where the generator's config says, else on the device
+/// when it is a GPU (the device path costs 0.03 ms/image on an H200 and saves uploading a
+/// second batch of images; bench/results/2026-11-27-h200.md) and on the host (the data
+/// workers, in parallel with the step) on a CPU.
+pub fn target_on_device(
+    generator: &dyn crate::traits::TargetGenerator,
+    device: &crate::device::DeviceSpec,
+) -> bool {
+    generator.on_device().unwrap_or(!device.is_cpu())
+}
+
+/// A host target only when the target is not made on the device.
 pub fn host_target(
     generator: &dyn crate::traits::TargetGenerator,
     images: &crate::traits::ImageBatch,
+    on_device: bool,
 ) -> Option<crate::traits::ImageBatch> {
-    if generator.on_device() {
+    if on_device {
         None
     } else {
         generator.generate(images)

@@ -162,7 +162,8 @@ where
     };
     let mask_t = mask.to_tensors::<B>(&device);
     let x = img.to_tensor::<B>(&device);
-    let host_t = super::host_target(c.parts.target.as_ref(), img);
+    let on_device = super::target_on_device(c.parts.target.as_ref(), &opts.device);
+    let host_t = super::host_target(c.parts.target.as_ref(), img, on_device);
     let target_img = super::target_tensor(c.parts.target.as_ref(), host_t.as_ref(), x.clone());
     let pred = model.forward(x, &mask_t);
     let loss = model.loss(pred.clone(), target_img.clone(), mask_t.mask.clone());

@@ -59,11 +59,13 @@ where
     F: Fn(&DispatchDevice, u64) -> M,
 {
     let device = opts.device.train_device()?;
-    let mut model = build(&device, c.seed);
+    opts.device.check_precision(c.train.precision)?;
+    let mut model = build(&device, c.seed).with_precision(c.train.precision);
     let mut optim = AdamW::<B>::new(&c.optim, &model);
     let (h, w) = c.geometry.image;
     let images = crate::bench::normal_images(opts.batch, (h, w), c.seed);
     let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
+    let on_device = super::target_on_device(c.parts.target.as_ref(), &opts.device);
     let mut timing = StepTiming {
         batch: opts.batch,
         step_s: Vec::new(),
@@ -71,7 +73,7 @@ where
     };
     for i in 0..opts.warmup + opts.steps {
         let t0 = Instant::now();
-        let host = super::host_target(c.parts.target.as_ref(), &images);
+        let host = super::host_target(c.parts.target.as_ref(), &images, on_device);
         let target_s = t0.elapsed().as_secs_f64();
         let x = images.to_tensor::<B>(&device);
         let target = super::target_tensor(c.parts.target.as_ref(), host.as_ref(), x.clone());

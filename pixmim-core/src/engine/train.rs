@@ -136,7 +136,11 @@ where
             ),
         ));
     }
-    let mut model = build(&device, derive(c.seed, Purpose::Init, 0));
+    for d in std::iter::once(&opts.device).chain(&opts.replicas) {
+        d.check_precision(c.train.precision)?;
+    }
+    let mut model =
+        build(&device, derive(c.seed, Purpose::Init, 0)).with_precision(c.train.precision);
     let mut optim = AdamW::<B>::new(&c.optim, &model);
     let mut start = 0;
     if let Some((_, path)) = existing.last().filter(|_| opts.resume) {
@@ -174,9 +178,9 @@ where
         Arc::clone(&c.parts),
         c.seed,
         batch,
-        start,
-        total,
+        start..total,
         workers,
+        super::target_on_device(c.parts.target.as_ref(), &opts.device),
     );
 
     let bar = if opts.progress && std::io::stderr().is_terminal() {

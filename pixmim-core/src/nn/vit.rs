@@ -1,11 +1,13 @@
 //! The pre-norm ViT block (spec §0.1): qkv bias, explicit softmax attention, exact (erf)
 //! GELU, no layer-scale. Drop-path (stochastic depth) is off in pretraining (spec §0.5) and
 //! used only by fine-tuning (paper Table 9). Field names follow the timm/official checkpoint keys
-//! (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`).
+//! (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`). The matrix products run
+//! in the block's [`Precision`] (f32 unless training asks for bf16).
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
+use super::Precision;
 use crate::init::HostInit;
 
 #[derive(Clone, Copy, Debug)]
@@ -22,6 +24,8 @@ pub struct Attention<B: Backend> {
     pub qkv: Linear<B>,
     pub proj: Linear<B>,
     pub num_heads: usize,
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 #[derive(Module, Debug)]
@@ -39,6 +43,8 @@ pub struct Block<B: Backend> {
     /// Stochastic-depth rate: each residual branch is dropped per sample with this
     /// probability (and the kept ones scaled by 1/(1 - rate)). 0 everywhere but fine-tuning.
     pub drop_path: f64,
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl BlockConfig {
@@ -61,6 +67,7 @@ impl BlockConfig {
                 qkv: init.linear(self.dim, 3 * self.dim, device),
                 proj: init.linear(self.dim, self.dim, device),
                 num_heads: self.num_heads,
+                precision: Precision::F32,
             },
             norm2: ln(),
             mlp: Mlp {
@@ -68,6 +75,7 @@ impl BlockConfig {
                 fc2: init.linear(hidden, self.dim, device),
             },
             drop_path: 0.0,
+            precision: Precision::F32,
         }
     }
 }
@@ -86,9 +94,9 @@ impl<B: Backend> Attention<B> {
         let h = self.num_heads;
         let dh = d / h;
         // (B, N, 3D) -> (B, N, 3, h, dh) -> (3, B, h, N, dh): [q | k | v], heads contiguous.
-        let qkv = self
-            .qkv
-            .forward(x)
+        let p = self.precision;
+        let qkv = p
+            .linear(&self.qkv, x)
             .reshape([b, n, 3, h, dh])
             .permute([2, 0, 3, 1, 4]);
         let mut parts = qkv
@@ -101,19 +109,18 @@ impl<B: Backend> Attention<B> {
             parts.next().unwrap(),
         );
         let scale = (dh as f64).powf(-0.5);
-        let attn = softmax(q.matmul(k.swap_dims(2, 3)) * scale, 3);
-        let o = attn.matmul(v).swap_dims(1, 2).reshape([b, n, d]);
-        self.proj.forward(o)
+        let attn = softmax(p.matmul(q, k.swap_dims(2, 3)) * scale, 3);
+        let o = p.matmul(attn, v).swap_dims(1, 2).reshape([b, n, d]);
+        p.linear(&self.proj, o)
     }
 }
 
 impl<B: Backend> Block<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = x.clone() + self.stochastic_depth(self.attn.forward(self.norm1.forward(x)));
-        let z = self
-            .mlp
-            .fc2
-            .forward(gelu(self.mlp.fc1.forward(self.norm2.forward(x.clone()))));
+        let p = self.precision;
+        let h = gelu(p.linear(&self.mlp.fc1, self.norm2.forward(x.clone())));
+        let z = p.linear(&self.mlp.fc2, h);
         x + self.stochastic_depth(z)
     }
 
@@ -144,6 +151,14 @@ pub fn drop_path_rates(rate: f64, n: usize) -> Vec<f64> {
             }
         })
         .collect()
+}
+
+/// Set the precision of a stack of blocks' matrix products.
+pub fn set_precision<B: Backend>(blocks: &mut [Block<B>], precision: Precision) {
+    for blk in blocks {
+        blk.precision = precision;
+        blk.attn.precision = precision;
+    }
 }
 
 /// Set the stochastic-depth rates of a stack of blocks (linearly rising to `rate`).

@@ -214,11 +214,11 @@ impl LowPassFilter {
 }
 
 /// `[target] name = "lowpass"`, `radius` (optional: 40 at 224, scaled with the image),
-/// `on_device` (compute it next to the model as DFT matrix products instead of with rustfft in
-/// the data workers; off by default, see README "PixMIM").
+/// `on_device` (true: next to the model as DFT matrix products; false: with rustfft in the data
+/// workers; unset: on the device when it is a GPU, see README "PixMIM").
 pub struct LowPassTarget {
     pub filter: LowPassFilter,
-    pub on_device: bool,
+    pub on_device: Option<bool>,
     device_path: Mutex<Option<(DispatchDevice, LowPassOnDevice<RunBackend>)>>,
 }
 
@@ -228,7 +228,7 @@ struct LowPassParams {
     #[serde(default)]
     radius: Option<f64>,
     #[serde(default)]
-    on_device: bool,
+    on_device: Option<bool>,
 }
 
 impl LowPassTarget {
@@ -242,7 +242,7 @@ impl LowPassTarget {
         }
         Ok(Self {
             filter: LowPassFilter::new(height, width, radius),
-            on_device: false,
+            on_device: None,
             device_path: Mutex::new(None),
         })
     }
@@ -263,10 +263,12 @@ impl TargetGenerator for LowPassTarget {
     fn resolved_params(&self) -> toml::Table {
         let mut t = toml::Table::new();
         t.insert("radius".into(), self.filter.radius.into());
-        t.insert("on_device".into(), self.on_device.into());
+        if let Some(d) = self.on_device {
+            t.insert("on_device".into(), d.into());
+        }
         t
     }
-    fn on_device(&self) -> bool {
+    fn on_device(&self) -> Option<bool> {
         self.on_device
     }
     fn generate_on_device(&self, images: Tensor<RunBackend, 4>) -> Tensor<RunBackend, 4> {
@@ -319,6 +321,31 @@ mod tests {
                 (s >> 8) as f32 / (1u32 << 24) as f32
             })
             .collect()
+    }
+
+    /// `on_device` unset: the device path on a GPU, the data workers on a CPU; set, as set.
+    #[test]
+    fn target_placement_follows_the_config_else_the_device() {
+        use pixmim_core::device::DeviceSpec;
+        use pixmim_core::engine::target_on_device;
+        let g = Geometry {
+            image: (32, 32),
+            mask_grid: (8, 8),
+        };
+        let gpu = DeviceSpec::Cuda(0);
+        let cpu = DeviceSpec::NdArray;
+        let auto = build(&toml::Table::new(), &g).unwrap();
+        assert!(target_on_device(auto.as_ref(), &gpu));
+        assert!(!target_on_device(auto.as_ref(), &cpu));
+        assert!(!auto.resolved_params().contains_key("on_device"));
+        for set in [true, false] {
+            let mut t = toml::Table::new();
+            t.insert("on_device".into(), set.into());
+            let lp = build(&t, &g).unwrap();
+            assert_eq!(target_on_device(lp.as_ref(), &gpu), set);
+            assert_eq!(target_on_device(lp.as_ref(), &cpu), set);
+            assert_eq!(lp.resolved_params()["on_device"].as_bool(), Some(set));
+        }
     }
 
     #[test]
