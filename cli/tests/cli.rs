@@ -1,6 +1,6 @@
 //! The CLI contract: spellings, exit codes, and messages that name the bad key or file.
 mod common;
-use common::{pixmim, text, tmp};
+use common::{pixmim, text, tmp, train_tiny};
 
 #[test]
 fn list_shows_every_registered_method() {
@@ -271,21 +271,11 @@ fn cuda_without_a_driver_is_a_clear_error() {
 #[test]
 fn a_device_list_trains_data_parallel_and_bad_lists_are_named() {
     let out = tmp("dp");
-    let o = pixmim(&[
-        "train",
-        "--method",
-        "mae",
-        "--preset",
-        "tiny",
-        "--steps",
-        "2",
-        "--device",
-        "cpu,cpu",
-        "--set",
-        "train.batch_size=4",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = train_tiny(
+        &out,
+        2,
+        &["--device", "cpu,cpu", "--set", "train.batch_size=4"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(out.join("checkpoints/step-00000002.safetensors").exists());
     for (devices, named) in [("cuda:1,cuda:1", "twice"), ("cpu,tpu", "tpu")] {
@@ -296,21 +286,11 @@ fn a_device_list_trains_data_parallel_and_bad_lists_are_named() {
         assert!(text(&o).contains(named), "{}", text(&o));
     }
     // Batch 5 cannot be split over two devices: refused naming the key.
-    let o = pixmim(&[
-        "train",
-        "--method",
-        "mae",
-        "--preset",
-        "tiny",
-        "--steps",
-        "1",
-        "--device",
-        "cpu,cpu",
-        "--set",
-        "train.batch_size=5",
-        "--out",
-        tmp("dp5").to_str().unwrap(),
-    ]);
+    let o = train_tiny(
+        &tmp("dp5"),
+        1,
+        &["--device", "cpu,cpu", "--set", "train.batch_size=5"],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("train.batch_size"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&out);
@@ -488,4 +468,29 @@ fn bench_json_has_the_promised_keys() {
     }
     assert!(v["pixmim_overhead_pct"].as_f64().unwrap().is_finite());
     assert!(v["steps"]["mae/tiny"]["step_s_pixmim"].as_f64().unwrap() > 0.0);
+}
+
+/// `train.precision = "bf16"` trains on flex (its config is kept in the run folder) and is
+/// refused on ndarray, which computes in f32 only, naming the key.
+#[test]
+fn bf16_trains_on_flex_and_is_refused_on_ndarray() {
+    let out = tmp("bf16");
+    let run = |device: &str, out: &std::path::Path| {
+        let sets = [
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "train.precision=bf16",
+        ];
+        train_tiny(out, 2, &[&["--device", device][..], &sets].concat())
+    };
+    let o = run("flex", &out);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.join("checkpoints/step-00000002.safetensors").exists());
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("precision = \"bf16\""), "{config}");
+    let o = run("cpu", &tmp("bf16-ndarray"));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("train.precision"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&out);
 }

@@ -3,7 +3,7 @@
 mod common;
 use std::path::{Path, PathBuf};
 
-use common::{ok, pixmim, text, tmp};
+use common::{pixmim, text, tmp, train_tiny};
 use pixmim_core::data::idx::IdxImages;
 
 /// Two classes a random encoder already separates: dark and bright noisy 28x28 images.
@@ -30,26 +30,17 @@ fn write_idx(dir: &Path, split: &str, n: usize, seed: u32) -> PathBuf {
 
 /// A one-step tiny checkpoint (weights barely trained: the evaluations must still run).
 fn checkpoint(dir: &Path, data: &Path, plugin: Option<&str>) -> PathBuf {
-    let out = dir.to_str().unwrap();
     let mut args = vec![
-        "train",
-        "--method",
-        "mae",
-        "--preset",
-        "tiny",
-        "--steps",
-        "1",
         "--data",
         data.to_str().unwrap(),
-        "--out",
-        out,
         "--set",
         "train.batch_size=4",
     ];
     if let Some(p) = plugin {
         args.extend(["--plugin", p]);
     }
-    ok(&args);
+    let o = train_tiny(dir, 1, &args);
+    assert!(o.status.success(), "{}", text(&o));
     dir.join("checkpoints/step-00000001.safetensors")
 }
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the CLI test binaries: run the built `pixmim`, read its output.
 #![allow(dead_code)] // each test binary uses a different subset
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// `pixmim ARGS` from the cli crate's folder.
@@ -28,6 +28,25 @@ pub fn ok(args: &[&str]) -> String {
     let o = pixmim(args);
     assert!(o.status.success(), "{args:?}: {}", text(&o));
     text(&o)
+}
+
+/// `pixmim train --method mae --preset tiny --steps STEPS --out OUT EXTRA...`: the short
+/// training run many tests start from.
+pub fn train_tiny(out: &Path, steps: usize, extra: &[&str]) -> Output {
+    let steps = steps.to_string();
+    let mut args = vec![
+        "train",
+        "--method",
+        "mae",
+        "--preset",
+        "tiny",
+        "--steps",
+        &steps,
+        "--out",
+        out.to_str().expect("utf-8 temp path"),
+    ];
+    args.extend_from_slice(extra);
+    pixmim(&args)
 }
 
 /// A fresh (removed) temporary path, unique to this process.
