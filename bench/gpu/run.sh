@@ -1,28 +1,95 @@
 #!/usr/bin/env bash
-# The GPU part of issue 7 as one script, for the device machine (PyTorch and CUDA, no Rust):
-# build the release binary here (`cargo build --release -p pixmim-cli`, cuda on by default),
-# carry target/release/pixmim, then run `bash bench/gpu/run.sh` there. Results go to $OUT
-# (or bench/results/) with the card and date; copy them into bench/results/.
+# The GPU part of issue 7 as one script for the device machine (CUDA + PyTorch, no Rust, no network).
+#
+# Here:   cargo build --release -p pixmim-cli            # the CUDA backend is on by default
+#         mkdir -p gpu-bin && strip -o gpu-bin/pixmim target/release/pixmim && xz -f gpu-bin/pixmim
+# There:  bash bench/gpu/run.sh                          # with gpu-bin/ carried along
+#
+# Every stage has its own time limit and writes as it goes, so a run cut short still reports
+# what it measured. Results go to $OUT (default bench/results/gpu-<date>); copy them into
+# bench/results/. Knobs: BATCH (default 128), STAGES (default "env smoke torch bench train").
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT="${OUT:-bench/results}"
-mkdir -p "$OUT"
-BIN="${PIXMIM_BIN:-target/release/pixmim}"
-CARD=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)
 DATE=$(date -u +%F)
-LOG="$OUT/$DATE-gpu.log"
-echo "card: $CARD, date: $DATE" | tee "$LOG"
+OUT="${OUT:-bench/results/gpu-$DATE}"
+mkdir -p "$OUT"
+BATCH="${BATCH:-128}"
+STAGES="${STAGES:-env smoke torch bench train}"
+LOG="$OUT/gpu.log"
+exec > >(tee -a "$LOG") 2>&1
+export PYTHONUNBUFFERED=1
+
+BIN="${PIXMIM_BIN:-target/release/pixmim}"
+if [ -f gpu-bin/pixmim.xz ]; then
+  xz -dc gpu-bin/pixmim.xz >/tmp/pixmim && chmod +x /tmp/pixmim && BIN=/tmp/pixmim
+fi
+# burn-cuda compiles its kernels with NVRTC at run time and needs the CUDA headers.
 export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"
+export LD_LIBRARY_PATH="$CUDA_PATH/lib64:${LD_LIBRARY_PATH:-}"
 
-# 1. Does burn-cuda 0.21 initialise and run a step on this card? (the first thing to learn)
-timeout 300 "$BIN" train --method mae --preset tiny --steps 3 --device cuda --out "$OUT/cuda-smoke" \
-  2>&1 | tail -5 | tee -a "$LOG"
+stage() { echo; echo "== $(date -u +%T) $*"; }
+has() { [[ " $STAGES " == *" $1 "* ]]; }
 
-# 2. pixmim: the bench table on the GPU, tiny and base, with and without PixMIM (f32).
-timeout 420 "$BIN" bench --device cuda --methods mae --presets tiny,base --batch "${BATCH:-128}" \
-  --steps 10 --warmup 3 --json 2>>"$LOG" | tee "$OUT/$DATE-gpu-pixmim.json"
+# GPU memory and load, sampled every 250 ms for the whole run; stage times above map onto it.
+nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv,noheader -lms 250 \
+  >"$OUT/gpu-memory.csv" 2>/dev/null &
+SMI=$!
+trap 'kill $SMI 2>/dev/null' EXIT
 
-# 3. PyTorch MAE-B on the same card: AMP fp16 as the official recipe, and fp32.
-python3 bench/gpu/torch_mae_step.py --batch "${BATCH:-128}" --steps 30 | tee "$OUT/$DATE-gpu-torch-amp.json"
-python3 bench/gpu/torch_mae_step.py --batch "${BATCH:-128}" --steps 30 --no-amp | tee "$OUT/$DATE-gpu-torch-fp32.json"
-nvidia-smi | tee -a "$LOG"
+if has env; then
+  stage "environment"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  "$CUDA_PATH/bin/nvcc" --version 2>&1 | tail -2
+  ls "$CUDA_PATH/include/cuda.h" "$CUDA_PATH"/lib64/libnvrtc* 2>&1 | head -5
+  ldconfig -p | grep -E "libcuda\.so|libnvrtc" | head -5
+  python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
+  "$BIN" --version
+fi
+
+if has smoke; then
+  # 1. Does burn-cuda 0.21 initialise and train on this card? Same seed on the CPU beside it:
+  #    the losses should agree to float tolerance (different reduction orders).
+  stage "smoke: tiny MAE, 5 steps, cuda then cpu"
+  rm -rf /tmp/smoke-cuda /tmp/smoke-cpu /tmp/train-base
+  RUST_BACKTRACE=1 timeout 120 "$BIN" train --method mae --preset tiny --steps 5 --device cuda \
+    --out /tmp/smoke-cuda
+  echo "exit $?"
+  timeout 60 "$BIN" train --method mae --preset tiny --steps 5 --device cpu --out /tmp/smoke-cpu
+  timeout 90 "$BIN" train --method mae --preset tiny --steps 5 --device cuda \
+    --set train.precision=bf16 --out /tmp/smoke-bf16
+  for r in cuda cpu bf16; do
+    sed "s/^/$r /" /tmp/smoke-$r/metrics.jsonl 2>/dev/null
+  done >"$OUT/smoke-metrics.txt"
+fi
+
+if has torch; then
+  # 2. PyTorch MAE-B on the same card: AMP fp16 as the official recipe, and fp32.
+  stage "pytorch MAE-B, AMP fp16 and fp32, batch $BATCH"
+  {
+    timeout 90 python3 bench/gpu/torch_mae_step.py --batch "$BATCH" --steps 20
+    timeout 90 python3 bench/gpu/torch_mae_step.py --batch "$BATCH" --steps 20 --no-amp
+  } | tee "$OUT/torch.jsonl"
+fi
+
+if has bench; then
+  # 3. pixmim bench on the GPU: MAE-B steps with and without PixMIM (f32), the low-pass paths,
+  #    and the data pipeline on this machine's cores.
+  stage "pixmim bench, MAE-B batch $BATCH, ${PRECISIONS:-f32,bf16}"
+  RUST_BACKTRACE=1 timeout "${BENCH_SECS:-240}" "$BIN" bench --device cuda --methods mae \
+    --presets base --precision "${PRECISIONS:-f32,bf16}" --batch "$BATCH" --steps 8 --warmup 3 \
+    --pipeline-secs 1 --machine "$(nvidia-smi --query-gpu=name --format=csv,noheader | tr -cd 'A-Za-z0-9')" --json \
+    >"$OUT/pixmim-bench.json"
+  echo "exit $?"
+fi
+
+if has train; then
+  # 4. Real pretraining steps (data loading, schedule, checkpoint) of MAE-B + PixMIM.
+  stage "pixmim train MAE-B + PixMIM, batch $BATCH, ${TRAIN_PRECISION:-bf16}"
+  timeout "${TRAIN_SECS:-120}" "$BIN" train --method mae --plugin pixmim --preset base \
+    --device cuda --steps "${TRAIN_STEPS:-200}" --set "train.batch_size=$BATCH" \
+    --set "train.precision=${TRAIN_PRECISION:-bf16}" --set train.log_every=25 --out /tmp/train-base
+  echo "exit $?"
+  cp /tmp/train-base/metrics.jsonl "$OUT/train-base-metrics.jsonl" 2>/dev/null
+fi
+stage "done"
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader

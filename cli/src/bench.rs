@@ -7,6 +7,7 @@ use clap::Args;
 use pixmim_core::bench;
 use pixmim_core::device::DeviceSpec;
 use pixmim_core::engine::{Job, JobOutput, StepBenchOptions, StepTiming};
+use pixmim_core::nn::Precision;
 use pixmim_core::registry::{self, Composed, Request};
 use pixmim_core::{Error, Result};
 use serde_json::{json, Map, Value};
@@ -26,6 +27,13 @@ pub struct BenchArgs {
     /// Presets whose steps are timed (default: tiny on CPU, tiny and base on GPU).
     #[arg(long, value_delimiter = ',')]
     presets: Vec<String>,
+    /// Precisions of the training steps: f32, bf16 (bf16 needs cuda or flex).
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    precision: Vec<String>,
+    /// Override a config key of every timed configuration, e.g.
+    /// `--set target.on_device=true` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
     /// Images per training step.
     #[arg(long, default_value_t = 64)]
     batch: usize,
@@ -82,6 +90,17 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
             "--batch and --steps must be at least 1".into(),
         ));
     }
+    let precisions: Vec<Precision> = a
+        .precision
+        .iter()
+        .map(|p| {
+            Precision::parse(p)
+                .map_err(|_| Error::Usage(format!("--precision `{p}`: expected f32 or bf16")))
+        })
+        .collect::<Result<_>>()?;
+    for &p in &precisions {
+        device.check_precision(p)?;
+    }
     let presets: Vec<String> = if !a.presets.is_empty() {
         a.presets.clone()
     } else if device.is_cpu() {
@@ -94,10 +113,10 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
         .unwrap_or(1);
     let mut out = Map::new();
     let mut rows: Vec<Row> = Vec::new();
+    // Each row goes to stderr as soon as it is measured (also with --json, whose object is
+    // printed on stdout at the end), so a run cut short still shows what it measured.
     let mut row = |what: String, value: String| {
-        if !a.json {
-            eprintln!("{what:58} {value}");
-        }
+        eprintln!("{what:58} {value}");
         rows.push(Row { what, value });
     };
 
@@ -168,57 +187,76 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
     let mut steps = Map::new();
     for preset in &presets {
         for method in &a.methods {
-            let mut per = Map::new();
-            for plugins in [&[][..], &["pixmim"][..]] {
-                let c = composed(method, preset, plugins, vec![])?;
-                let t = time_steps(&c, &opts)?;
-                let name = format!(
-                    "{method}{} {preset}",
-                    if plugins.is_empty() { "" } else { "+pixmim" }
-                );
-                let mut v = format!(
-                    "{:.3} s/step  {:.1} img/s",
-                    t.median_step_s(),
-                    t.images_per_second()
-                );
-                if !device.is_cpu() && method == "mae" && preset == "base" {
-                    let tflops = MAE_BASE_GFLOP_PER_IMAGE * t.images_per_second() / 1e3;
-                    write!(v, "  {tflops:.1} TFLOP/s").ok();
-                    per.insert(format!("tflops{}", suffix(plugins)), json!(tflops));
+            for &precision in &precisions {
+                let mut per = Map::new();
+                for plugins in [&[][..], &["pixmim"][..]] {
+                    let mut sets = a.sets.clone();
+                    sets.push(format!("train.precision={precision}"));
+                    let c = composed(method, preset, plugins, sets)?;
+                    let t = time_steps(&c, &opts)?;
+                    let name = format!(
+                        "{method}{} {preset} {precision}",
+                        if plugins.is_empty() { "" } else { "+pixmim" }
+                    );
+                    let mut v = format!(
+                        "{:.3} s/step  {:.1} img/s",
+                        t.median_step_s(),
+                        t.images_per_second()
+                    );
+                    if !device.is_cpu() && method == "mae" && preset == "base" {
+                        let tflops = MAE_BASE_GFLOP_PER_IMAGE * t.images_per_second() / 1e3;
+                        write!(v, "  {tflops:.1} TFLOP/s").ok();
+                        per.insert(format!("tflops{}", suffix(plugins)), json!(tflops));
+                    }
+                    row(format!("step {name} (batch {})", a.batch), v);
+                    per.insert(
+                        format!("step_s{}", suffix(plugins)),
+                        json!(t.median_step_s()),
+                    );
+                    per.insert(
+                        format!("img_s{}", suffix(plugins)),
+                        json!(t.images_per_second()),
+                    );
+                    per.insert(
+                        format!("target_s{}", suffix(plugins)),
+                        json!(t.median_target_s()),
+                    );
                 }
-                row(format!("step {name} (batch {})", a.batch), v);
-                per.insert(
-                    format!("step_s{}", suffix(plugins)),
-                    json!(t.median_step_s()),
+                // The plugin leaves the model and its arithmetic untouched (same seed, same
+                // weights); in the step it adds only the low-pass target. On a CPU the target is
+                // made on the host and step-to-step noise on a shared CPU is several percent, so
+                // the overhead is that measured target time over the plain step; on a GPU the
+                // target is made on the device, inside the step, whose time is steady: there the
+                // overhead is the difference of the two medians (reported beside it on a CPU).
+                let f = |k: &str| per[k].as_f64().unwrap_or(f64::NAN);
+                let base = f("step_s");
+                let raw = 100.0 * (f("step_s_pixmim") - base) / base;
+                let (pct, how) = if device.is_cpu() {
+                    let pct = 100.0 * (f("target_s_pixmim") - f("target_s")) / base;
+                    (
+                        pct,
+                        format!("host target time; raw step difference {raw:+.1}%"),
+                    )
+                } else {
+                    (raw, "step difference, target on the device".to_string())
+                };
+                row(
+                    format!("pixmim overhead {method} {preset} {precision}"),
+                    format!("{pct:+.2}% ({how})"),
                 );
-                per.insert(
-                    format!("img_s{}", suffix(plugins)),
-                    json!(t.images_per_second()),
-                );
-                per.insert(
-                    format!("target_s{}", suffix(plugins)),
-                    json!(t.median_target_s()),
-                );
+                per.insert("pixmim_overhead_pct".into(), json!(pct));
+                per.insert("pixmim_step_difference_pct".into(), json!(raw));
+                if method == "mae" && preset == "tiny" && precision == precisions[0] {
+                    out.insert("tiny_mae_step_s".into(), json!(base));
+                    out.insert("pixmim_overhead_pct".into(), json!(pct));
+                }
+                // f32 keeps the plain key (`mae/base`), other precisions add theirs.
+                let key = match precision {
+                    Precision::F32 => format!("{method}/{preset}"),
+                    p => format!("{method}/{preset}/{p}"),
+                };
+                steps.insert(key, Value::Object(per));
             }
-            // The plugin leaves the model and its arithmetic untouched (same seed, same
-            // weights); in the step it adds only the low-pass target. Step-to-step noise on a
-            // shared CPU is several percent, so the overhead is that measured target time over
-            // the plain step; the raw difference of the two medians is reported beside it.
-            let f = |k: &str| per[k].as_f64().unwrap_or(f64::NAN);
-            let base = f("step_s");
-            let pct = 100.0 * (f("target_s_pixmim") - f("target_s")) / base;
-            let raw = 100.0 * (f("step_s_pixmim") - base) / base;
-            row(
-                format!("pixmim overhead {method} {preset}"),
-                format!("{pct:+.2}% (target time; raw step difference {raw:+.1}%)"),
-            );
-            per.insert("pixmim_overhead_pct".into(), json!(pct));
-            per.insert("pixmim_step_difference_pct".into(), json!(raw));
-            if method == "mae" && preset == "tiny" {
-                out.insert("tiny_mae_step_s".into(), json!(base));
-                out.insert("pixmim_overhead_pct".into(), json!(pct));
-            }
-            steps.insert(format!("{method}/{preset}"), Value::Object(per));
         }
     }
     out.insert("steps".into(), Value::Object(steps));
