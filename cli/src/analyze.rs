@@ -8,6 +8,7 @@ use pixmim_core::analyze::coverage::{coverage, view_masking, Foreground};
 use pixmim_core::analyze::frequency::{band_edges, band_mse, psnr, to_unit_pixels};
 use pixmim_core::analyze::plot::{line_plot, Series};
 use pixmim_core::data::loader::{views, Source};
+use pixmim_core::data::seed::{derive, Purpose};
 use pixmim_core::data::Dataset;
 use pixmim_core::device::DeviceSpec;
 use pixmim_core::engine::{Job, JobOutput, ReconstructOptions};
@@ -111,8 +112,9 @@ fn band_psnr(a: &FrequencyArgs, checkpoint: &Path, source: &Arc<Source>) -> Resu
             device: DeviceSpec::parse(&a.device)?,
             image: batch.clone(),
             noise: None,
-            // Masks keyed by the chunk, so each image's mask is the same for every checkpoint.
-            seed: a.seed ^ start as u64,
+            // Masks keyed by seed and chunk, so each image's mask is the same for every
+            // checkpoint and no two (seed, chunk) pairs share one.
+            seed: derive(a.seed, Purpose::Mask, start as u64),
         };
         let rec = match c.method.run(Job::Reconstruct(&c, &opts))? {
             JobOutput::Reconstruction(r) => r,

@@ -297,8 +297,10 @@ where
             head = opt_head.step(lr_now, head, gh);
             bar.inc(1);
         }
-        // Evaluation: no stochastic depth, eval transform.
-        let eval_model = model.clone().with_drop_path(0.0);
+        // Evaluation: no stochastic depth, eval transform, and no autodiff graph
+        // (`no_grad` stops the parameters from being tracked).
+        let eval_model = model.clone().with_drop_path(0.0).no_grad();
+        let eval_head = head.clone().no_grad();
         let m = opts.val.dataset.len();
         let mut logits_all = Vec::with_capacity(m * classes);
         for start in (0..m).step_by(bs) {
@@ -306,7 +308,8 @@ where
             let imgs = views(&opts.val, opts.val_transform.as_ref(), 0, &items)?;
             let mask = all_visible_tensors(c, items.len(), &device);
             let tokens = eval_model.encode(imgs.to_tensor::<B>(&device), &mask);
-            let logits = head.forward(pool_tokens(tokens, eval_model.has_cls_token(), opts.pool));
+            let logits =
+                eval_head.forward(pool_tokens(tokens, eval_model.has_cls_token(), opts.pool));
             logits_all.extend(
                 logits
                     .into_data()
