@@ -15,6 +15,26 @@ use pixmim_core::engine::{default_out_dir, Job, JobOutput, TrainOptions};
 use pixmim_core::registry::{self, Composed, Request};
 use pixmim_core::{Error, Result};
 
+/// Tensors of a training step are freed and reallocated every op; glibc malloc unmapped those
+/// pages and the kernel zeroed them again on the next op. mimalloc, told never to give freed
+/// memory back ([`keep_freed_memory`]), reuses them: the process keeps its peak, as PyTorch's
+/// caching allocator does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in the bundled mimalloc's `mi_option_e` (v3 `mimalloc.h`); the
+/// crate names no constant for it. A test checks the index by its default (1000 ms in the bundled `options.c`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Never purge freed memory back to the OS (a CPU training step: about -20% wall time on the
+/// tiny MAE, bench/results/2026-11-27-cpu2-dev.md), unless `MIMALLOC_PURGE_DELAY` says otherwise.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "pixmim",
@@ -387,6 +407,7 @@ fn train(a: &TrainArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -416,6 +437,21 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_index_names_mimallocs_purge_delay() {
+        // Its default is 1000 ms (v3 options.c); the neighbouring options default to 0 or 1.
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            // SAFETY: reads an option; the test sets none.
+            let v = unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+            assert_eq!(v, 1000, "option {MI_OPTION_PURGE_DELAY} is not purge_delay");
         }
     }
 }
