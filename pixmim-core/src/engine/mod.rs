@@ -135,6 +135,26 @@ pub fn host_target(
     }
 }
 
+/// The model a training run (or the step bench) starts from: built on `device` from `seed`,
+/// its matrix products in `train.precision`, which every device of the run (`specs`) must be
+/// able to compute in (else a config error naming the key). One rule for `train` and `bench`.
+pub fn model_for_training<M, F>(
+    c: &Composed,
+    specs: &[&DeviceSpec],
+    device: &DispatchDevice,
+    seed: u64,
+    build: &F,
+) -> Result<M>
+where
+    M: Autoencoder<RunBackend>,
+    F: Fn(&DispatchDevice, u64) -> M,
+{
+    for d in specs {
+        d.check_precision(c.train.precision)?;
+    }
+    Ok(build(device, seed).with_precision(c.train.precision))
+}
+
 /// A fresh run folder name: `runs/<method>-<unix time>`.
 pub fn default_out_dir(method: &str) -> PathBuf {
     let t = std::time::SystemTime::now()

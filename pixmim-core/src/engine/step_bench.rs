@@ -59,8 +59,7 @@ where
     F: Fn(&DispatchDevice, u64) -> M,
 {
     let device = opts.device.train_device()?;
-    opts.device.check_precision(c.train.precision)?;
-    let mut model = build(&device, c.seed).with_precision(c.train.precision);
+    let mut model = super::model_for_training(c, &[&opts.device], &device, c.seed, &build)?;
     let mut optim = AdamW::<B>::new(&c.optim, &model);
     let (h, w) = c.geometry.image;
     let images = crate::bench::normal_images(opts.batch, (h, w), c.seed);

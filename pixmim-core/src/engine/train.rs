@@ -136,11 +136,11 @@ where
             ),
         ));
     }
-    for d in std::iter::once(&opts.device).chain(&opts.replicas) {
-        d.check_precision(c.train.precision)?;
-    }
-    let mut model =
-        build(&device, derive(c.seed, Purpose::Init, 0)).with_precision(c.train.precision);
+    let specs: Vec<&DeviceSpec> = std::iter::once(&opts.device)
+        .chain(&opts.replicas)
+        .collect();
+    let seed = derive(c.seed, Purpose::Init, 0);
+    let mut model = super::model_for_training(c, &specs, &device, seed, &build)?;
     let mut optim = AdamW::<B>::new(&c.optim, &model);
     let mut start = 0;
     if let Some((_, path)) = existing.last().filter(|_| opts.resume) {
