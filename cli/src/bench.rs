@@ -43,9 +43,24 @@ pub struct BenchArgs {
     /// Untimed steps first.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// Seconds per pipeline measurement.
-    #[arg(long, default_value_t = 3.0)]
+    /// Seconds per pipeline measurement window.
+    #[arg(long, default_value_t = 1.0)]
     pipeline_secs: f64,
+    /// Pipeline windows per measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Also time PIL's pipeline (bench/cpu/pil_pipeline.py, needs python3 with Pillow and
+    /// numpy) on the same JPEGs, in the window after each of pixmim's one-core windows.
+    #[arg(long)]
+    compare_pil: bool,
+    /// Which measurements to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "pipeline,lowpass,steps"
+    )]
+    only: Vec<Part>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -77,17 +92,44 @@ fn time_steps(c: &Composed, opts: &StepBenchOptions) -> Result<StepTiming> {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Decode + crop + flip + normalise throughput.
+    Pipeline,
+    /// The PixMIM low-pass target, host and device paths.
+    Lowpass,
+    /// Training steps with and without PixMIM.
+    Steps,
+}
+
 struct Row {
     what: String,
     value: String,
 }
 
+/// What `pixmim bench` measured: table rows (also printed to stderr as they come, so a run cut
+/// short still shows what it measured) and the JSON object.
+struct Report {
+    rows: Vec<Row>,
+    out: Map<String, Value>,
+}
+
+impl Report {
+    fn row(&mut self, what: String, value: String) {
+        eprintln!("{what:58} {value}");
+        self.rows.push(Row { what, value });
+    }
+    fn set(&mut self, key: impl Into<String>, value: Value) {
+        self.out.insert(key.into(), value);
+    }
+}
+
 pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
     let device = DeviceSpec::parse(&a.device)?;
     device.device()?;
-    if a.batch == 0 || a.steps == 0 {
+    if a.batch == 0 || a.steps == 0 || a.rounds == 0 {
         return Err(Error::Usage(
-            "--batch and --steps must be at least 1".into(),
+            "--batch, --steps and --rounds must be at least 1".into(),
         ));
     }
     let precisions: Vec<Precision> = a
@@ -101,62 +143,168 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
     for &p in &precisions {
         device.check_precision(p)?;
     }
-    let presets: Vec<String> = if !a.presets.is_empty() {
-        a.presets.clone()
-    } else if device.is_cpu() {
-        vec!["tiny".into()]
-    } else {
-        vec!["tiny".into(), "base".into()]
-    };
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let mut out = Map::new();
-    let mut rows: Vec<Row> = Vec::new();
-    // Each row goes to stderr as soon as it is measured (also with --json, whose object is
-    // printed on stdout at the end), so a run cut short still shows what it measured.
-    let mut row = |what: String, value: String| {
-        eprintln!("{what:58} {value}");
-        rows.push(Row { what, value });
+    let mut report = Report {
+        rows: Vec::new(),
+        out: Map::new(),
     };
-
-    // Data pipeline: decode + crop + flip + normalise at 224, RRC (MAE) and SRC (PixMIM).
     let scratch = std::env::temp_dir().join(format!("pixmim-bench-{}", std::process::id()));
-    let files = match &a.data {
-        Some(d) => pixmim_core::data::Dataset::open(d)?.items,
-        None => {
-            let samples = samples.ok_or_else(|| {
-                Error::Usage("no --data given and data/samples was not found".into())
-            })?;
-            bench::imagenet_like_jpegs(&samples, &scratch.join("jpegs"), 48)?
+    let result = (|| -> Result<()> {
+        if a.only.contains(&Part::Pipeline) {
+            let files = match &a.data {
+                Some(d) => pixmim_core::data::Dataset::open(d)?.items,
+                None => {
+                    let samples = samples.ok_or_else(|| {
+                        Error::Usage("no --data given and data/samples was not found".into())
+                    })?;
+                    bench::imagenet_like_jpegs(&samples, &scratch.join("jpegs"), 48)?
+                }
+            };
+            pipeline(a, &files, cores, &scratch, &mut report)?;
         }
-    };
+        if a.only.contains(&Part::Lowpass) {
+            lowpass(a, &device, &mut report)?;
+        }
+        if a.only.contains(&Part::Steps) {
+            steps(a, &device, &precisions, &mut report)?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result?;
+
+    if let Some(b) = bench::peak_rss_bytes() {
+        let mib = b as f64 / (1 << 20) as f64;
+        report.set("peak_rss_mib", json!(mib));
+        report.row("peak host memory".into(), format!("{mib:.0} MiB"));
+    }
+    let machine = a.machine.clone().unwrap_or_else(host_name);
+    let date = time::OffsetDateTime::now_utc().date().to_string();
+    report.set("machine", json!(machine));
+    report.set("cpu", json!(cpu_model()));
+    report.set("cores", json!(cores));
+    report.set("device", json!(a.device));
+    report.set("batch", json!(a.batch));
+    report.set("date", json!(date));
+
+    let obj = Value::Object(report.out);
+    if a.json {
+        println!("{obj}");
+    }
+    if a.save {
+        let path = PathBuf::from("bench/results").join(format!("{date}-{machine}.md"));
+        save(&path, &obj, &report.rows, a)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Data pipeline: decode + crop + flip + normalise at 224, RRC (MAE) and SRC (PixMIM), on one
+/// core and on all; each the median of `--rounds` windows, since a shared CPU's speed drifts.
+/// With `--compare-pil`, PIL's pipeline on the same files runs in the window after each of
+/// pixmim's one-core windows, so the two are compared under the same conditions.
+fn pipeline(
+    a: &BenchArgs,
+    files: &[PathBuf],
+    cores: usize,
+    scratch: &Path,
+    report: &mut Report,
+) -> Result<()> {
     let mae224 = composed("mae", "base", &[], vec![])?;
     let pix224 = composed("mae", "base", &["pixmim"], vec![])?;
+    let pil = if a.compare_pil {
+        Some(PilPipeline::prepare(files, scratch)?)
+    } else {
+        None
+    };
     for (key, c) in [("rrc", &mae224), ("src", &pix224)] {
         for (label, threads) in [("1core", 1), ("allcores", cores)] {
-            let rate = bench::pipeline_images_per_second(
-                &files,
-                c.parts.augmentation.as_ref(),
-                threads,
-                a.pipeline_secs,
-            )?;
-            out.insert(format!("pipeline_{key}_img_s_{label}"), json!(rate));
-            row(
-                format!(
-                    "pipeline {key} 224 ({threads} thread{})",
-                    if threads > 1 { "s" } else { "" }
-                ),
+            let mut ours = Vec::new();
+            let mut theirs = Vec::new();
+            for _ in 0..a.rounds {
+                ours.push(bench::pipeline_images_per_second(
+                    files,
+                    c.parts.augmentation.as_ref(),
+                    threads,
+                    a.pipeline_secs,
+                )?);
+                if let (Some(pil), 1) = (&pil, threads) {
+                    theirs.push(pil.images_per_second(key, a.pipeline_secs)?);
+                }
+            }
+            let rate = bench::median(&ours);
+            report.set(format!("pipeline_{key}_img_s_{label}"), json!(rate));
+            let plural = if threads > 1 { "s" } else { "" };
+            report.row(
+                format!("pipeline {key} 224 ({threads} thread{plural})"),
                 format!("{rate:.0} img/s"),
             );
+            if !theirs.is_empty() {
+                let pil_rate = bench::median(&theirs);
+                report.set(format!("pil_{key}_img_s_1core"), json!(pil_rate));
+                report.set(format!("pipeline_{key}_vs_pil"), json!(rate / pil_rate));
+                report.row(
+                    format!("PIL {key} 224 (1 thread, same files, interleaved)"),
+                    format!("{pil_rate:.0} img/s  (pixmim {:.2}x)", rate / pil_rate),
+                );
+            }
         }
     }
+    Ok(())
+}
 
-    // Low-pass target at 224: the host path on a batch of 64, and the device path.
-    let lowpass = &pix224.parts.target;
-    let ms = bench::target_ms_per_image(lowpass.as_ref(), (224, 224), 64, 5);
-    out.insert("lowpass_ms_per_image_224".into(), json!(ms));
-    row(
+/// `bench/cpu/pil_pipeline.py`, the PIL + torchvision pipeline written out, run by python3.
+struct PilPipeline {
+    script: PathBuf,
+    dir: PathBuf,
+}
+
+impl PilPipeline {
+    const SCRIPT: &'static str = include_str!("../../bench/cpu/pil_pipeline.py");
+
+    /// Write the script beside the JPEGs (it reads every .jpg of one folder).
+    fn prepare(files: &[PathBuf], scratch: &Path) -> Result<Self> {
+        let dir = scratch.join("pil");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        for (i, f) in files.iter().enumerate() {
+            let link = dir.join(format!("{i:05}.jpg"));
+            std::fs::copy(f, &link).map_err(|e| Error::io(f, e))?;
+        }
+        let script = scratch.join("pil_pipeline.py");
+        std::fs::write(&script, Self::SCRIPT).map_err(|e| Error::io(&script, e))?;
+        Ok(Self { script, dir })
+    }
+
+    fn images_per_second(&self, transform: &str, secs: f64) -> Result<f64> {
+        let out = std::process::Command::new("python3")
+            .arg(&self.script)
+            .arg(&self.dir)
+            .args(["--transforms", transform, "--rounds", "1"])
+            .args(["--secs", &secs.to_string()])
+            .output()
+            .map_err(|e| Error::Usage(format!("--compare-pil needs python3: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::Usage(format!(
+                "--compare-pil: the PIL pipeline failed (it needs python3 with Pillow and numpy): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| Error::Usage(format!("--compare-pil: unreadable output: {e}")))?;
+        v[format!("pil_{transform}_img_s_1core")]
+            .as_f64()
+            .ok_or_else(|| Error::Usage(format!("--compare-pil: no {transform} rate in {v}")))
+    }
+}
+
+/// Low-pass target at 224: the host path on a batch of 64, and the device path.
+fn lowpass(a: &BenchArgs, device: &DeviceSpec, report: &mut Report) -> Result<()> {
+    let pix224 = composed("mae", "base", &["pixmim"], vec![])?;
+    let ms = bench::target_ms_per_image(pix224.parts.target.as_ref(), (224, 224), 64, 5);
+    report.set("lowpass_ms_per_image_224", json!(ms));
+    report.row(
         "lowpass 224, host (batch 64, all cores)".into(),
         format!("{ms:.2} ms/img"),
     );
@@ -167,126 +315,123 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
         vec!["target.on_device=true".into()],
     )?;
     let dev_batch = if device.is_cpu() { 8 } else { 64 };
-    let ms = device_lowpass_ms(&on_device, &device, dev_batch)?;
-    out.insert("lowpass_device_ms_per_image_224".into(), json!(ms));
-    row(
+    let ms = device_lowpass_ms(&on_device, device, dev_batch)?;
+    report.set("lowpass_device_ms_per_image_224", json!(ms));
+    report.row(
         format!(
             "lowpass 224, device path on {} (batch {dev_batch})",
             a.device
         ),
         format!("{ms:.2} ms/img"),
     );
+    Ok(())
+}
 
-    // Training steps.
+/// Training steps of every (preset, method, precision), each with and without PixMIM.
+fn steps(
+    a: &BenchArgs,
+    device: &DeviceSpec,
+    precisions: &[Precision],
+    report: &mut Report,
+) -> Result<()> {
+    let presets: Vec<String> = if !a.presets.is_empty() {
+        a.presets.clone()
+    } else if device.is_cpu() {
+        vec!["tiny".into()]
+    } else {
+        vec!["tiny".into(), "base".into()]
+    };
     let opts = StepBenchOptions {
-        device,
+        device: *device,
         batch: a.batch,
         warmup: a.warmup,
         steps: a.steps,
     };
-    let mut steps = Map::new();
+    let mut all = Map::new();
     for preset in &presets {
         for method in &a.methods {
-            for &precision in &precisions {
-                let mut per = Map::new();
-                for plugins in [&[][..], &["pixmim"][..]] {
-                    let mut sets = a.sets.clone();
-                    sets.push(format!("train.precision={precision}"));
-                    let c = composed(method, preset, plugins, sets)?;
-                    let t = time_steps(&c, &opts)?;
-                    let name = format!(
-                        "{method}{} {preset} {precision}",
-                        if plugins.is_empty() { "" } else { "+pixmim" }
-                    );
-                    let mut v = format!(
-                        "{:.3} s/step  {:.1} img/s",
-                        t.median_step_s(),
-                        t.images_per_second()
-                    );
-                    if !device.is_cpu() && method == "mae" && preset == "base" {
-                        let tflops = MAE_BASE_GFLOP_PER_IMAGE * t.images_per_second() / 1e3;
-                        write!(v, "  {tflops:.1} TFLOP/s").ok();
-                        per.insert(format!("tflops{}", suffix(plugins)), json!(tflops));
-                    }
-                    row(format!("step {name} (batch {})", a.batch), v);
-                    per.insert(
-                        format!("step_s{}", suffix(plugins)),
-                        json!(t.median_step_s()),
-                    );
-                    per.insert(
-                        format!("img_s{}", suffix(plugins)),
-                        json!(t.images_per_second()),
-                    );
-                    per.insert(
-                        format!("target_s{}", suffix(plugins)),
-                        json!(t.median_target_s()),
-                    );
-                }
-                // The plugin leaves the model and its arithmetic untouched (same seed, same
-                // weights); in the step it adds only the low-pass target. On a CPU the target is
-                // made on the host and step-to-step noise on a shared CPU is several percent, so
-                // the overhead is that measured target time over the plain step; on a GPU the
-                // target is made on the device, inside the step, whose time is steady: there the
-                // overhead is the difference of the two medians (reported beside it on a CPU).
-                let f = |k: &str| per[k].as_f64().unwrap_or(f64::NAN);
-                let base = f("step_s");
-                let raw = 100.0 * (f("step_s_pixmim") - base) / base;
-                let (pct, how) = if device.is_cpu() {
-                    let pct = 100.0 * (f("target_s_pixmim") - f("target_s")) / base;
-                    (
-                        pct,
-                        format!("host target time; raw step difference {raw:+.1}%"),
-                    )
-                } else {
-                    (raw, "step difference, target on the device".to_string())
-                };
-                row(
-                    format!("pixmim overhead {method} {preset} {precision}"),
-                    format!("{pct:+.2}% ({how})"),
-                );
-                per.insert("pixmim_overhead_pct".into(), json!(pct));
-                per.insert("pixmim_step_difference_pct".into(), json!(raw));
+            for &precision in precisions {
+                let per = step_pair(a, &opts, method, preset, precision, report)?;
                 if method == "mae" && preset == "tiny" && precision == precisions[0] {
-                    out.insert("tiny_mae_step_s".into(), json!(base));
-                    out.insert("pixmim_overhead_pct".into(), json!(pct));
+                    report.set("tiny_mae_step_s", per["step_s"].clone());
+                    report.set("pixmim_overhead_pct", per["pixmim_overhead_pct"].clone());
                 }
                 // f32 keeps the plain key (`mae/base`), other precisions add theirs.
                 let key = match precision {
                     Precision::F32 => format!("{method}/{preset}"),
                     p => format!("{method}/{preset}/{p}"),
                 };
-                steps.insert(key, Value::Object(per));
+                all.insert(key, Value::Object(per));
             }
         }
     }
-    out.insert("steps".into(), Value::Object(steps));
-    if let Some(b) = bench::peak_rss_bytes() {
-        out.insert("peak_rss_mib".into(), json!(b as f64 / (1 << 20) as f64));
-        row(
-            "peak host memory".into(),
-            format!("{:.0} MiB", b as f64 / (1 << 20) as f64),
-        );
-    }
-    let machine = a.machine.clone().unwrap_or_else(host_name);
-    let date = time::OffsetDateTime::now_utc().date().to_string();
-    out.insert("machine".into(), json!(machine));
-    out.insert("cpu".into(), json!(cpu_model()));
-    out.insert("cores".into(), json!(cores));
-    out.insert("device".into(), json!(a.device));
-    out.insert("batch".into(), json!(a.batch));
-    out.insert("date".into(), json!(date));
-    let _ = std::fs::remove_dir_all(&scratch);
-
-    let obj = Value::Object(out);
-    if a.json {
-        println!("{obj}");
-    }
-    if a.save {
-        let path = PathBuf::from("bench/results").join(format!("{date}-{machine}.md"));
-        save(&path, &obj, &rows, a)?;
-        eprintln!("wrote {}", path.display());
-    }
+    report.set("steps", Value::Object(all));
     Ok(())
+}
+
+/// One method's step with and without `--plugin pixmim`, and the plugin's overhead.
+fn step_pair(
+    a: &BenchArgs,
+    opts: &StepBenchOptions,
+    method: &str,
+    preset: &str,
+    precision: Precision,
+    report: &mut Report,
+) -> Result<Map<String, Value>> {
+    let mut per = Map::new();
+    for plugins in [&[][..], &["pixmim"][..]] {
+        let mut sets = a.sets.clone();
+        sets.push(format!("train.precision={precision}"));
+        let c = composed(method, preset, plugins, sets)?;
+        let t = time_steps(&c, opts)?;
+        let sfx = suffix(plugins);
+        let mut v = format!(
+            "{:.3} s/step  {:.1} img/s",
+            t.median_step_s(),
+            t.images_per_second()
+        );
+        if !opts.device.is_cpu() && method == "mae" && preset == "base" {
+            let tflops = MAE_BASE_GFLOP_PER_IMAGE * t.images_per_second() / 1e3;
+            write!(v, "  {tflops:.1} TFLOP/s").ok();
+            per.insert(format!("tflops{sfx}"), json!(tflops));
+        }
+        let plus = if plugins.is_empty() { "" } else { "+pixmim" };
+        report.row(
+            format!(
+                "step {method}{plus} {preset} {precision} (batch {})",
+                a.batch
+            ),
+            v,
+        );
+        per.insert(format!("step_s{sfx}"), json!(t.median_step_s()));
+        per.insert(format!("img_s{sfx}"), json!(t.images_per_second()));
+        per.insert(format!("target_s{sfx}"), json!(t.median_target_s()));
+    }
+    // The plugin leaves the model and its arithmetic untouched (same seed, same weights); in
+    // the step it adds only the low-pass target. On a CPU the target is made on the host and
+    // step-to-step noise on a shared CPU is several percent, so the overhead is that measured
+    // target time over the plain step; on a GPU the target is made on the device, inside the
+    // step, whose time is steady: there the overhead is the difference of the two medians
+    // (reported beside it on a CPU).
+    let f = |k: &str| per[k].as_f64().unwrap_or(f64::NAN);
+    let base = f("step_s");
+    let raw = 100.0 * (f("step_s_pixmim") - base) / base;
+    let (pct, how) = if opts.device.is_cpu() {
+        let pct = 100.0 * (f("target_s_pixmim") - f("target_s")) / base;
+        (
+            pct,
+            format!("host target time; raw step difference {raw:+.1}%"),
+        )
+    } else {
+        (raw, "step difference, target on the device".to_string())
+    };
+    report.row(
+        format!("pixmim overhead {method} {preset} {precision}"),
+        format!("{pct:+.2}% ({how})"),
+    );
+    per.insert("pixmim_overhead_pct".into(), json!(pct));
+    per.insert("pixmim_step_difference_pct".into(), json!(raw));
+    Ok(per)
 }
 
 fn suffix(plugins: &[&str]) -> &'static str {
