@@ -8,6 +8,7 @@ use burn::prelude::*;
 
 use pixmim_core::init::HostInit;
 use pixmim_core::nn::vit::gelu;
+use pixmim_core::nn::LinearRows;
 
 /// LayerNorm eps in ConvMAE's conv parts: plain nn.LayerNorm (spec §0.7).
 pub const CONV_LN_EPS: f64 = 1e-5;
@@ -86,16 +87,15 @@ impl<B: Backend> CBlock<B> {
 
     /// x (B, H, W, C); visible (B, H, W, 1) with 1 = visible.
     pub fn forward(&self, x: Tensor<B, 4>, visible: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = self.conv1.forward(self.norm1.forward(x.clone())) * visible;
+        let y = self.conv1.forward_rows(self.norm1.forward(x.clone())) * visible;
         let y = self
             .attn
             .forward(y.permute([0, 3, 1, 2]))
             .permute([0, 2, 3, 1]);
-        let x = x + self.conv2.forward(y);
-        let z = self
-            .mlp
-            .fc2
-            .forward(gelu(self.mlp.fc1.forward(self.norm2.forward(x.clone()))));
+        let x = x + self.conv2.forward_rows(y);
+        let z = self.mlp.fc2.forward_rows(gelu(
+            self.mlp.fc1.forward_rows(self.norm2.forward(x.clone())),
+        ));
         x + z
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use pixmim_core::init::HostInit;
 use pixmim_core::masking::{gather_tokens, unshuffle_with_mask_tokens, MaskTensors};
-use pixmim_core::nn::{sincos_2d, Block, BlockConfig, PatchEmbed, PosEmbedOrientation};
+use pixmim_core::nn::{sincos_2d, Block, BlockConfig, LinearRows, PatchEmbed, PosEmbedOrientation};
 use pixmim_core::registry::Geometry;
 use pixmim_core::traits::Autoencoder;
 use pixmim_core::{Error, Result};
@@ -212,7 +212,7 @@ impl<B: Backend> Mae<B> {
         latent: Tensor<B, 3>,
         ids_restore: Tensor<B, 2, Int>,
     ) -> Tensor<B, 3> {
-        let x = self.decoder_embed.forward(latent);
+        let x = self.decoder_embed.forward_rows(latent);
         let [b, n, dd] = x.dims();
         let [_, l] = ids_restore.dims();
         let patches = unshuffle_with_mask_tokens(
@@ -225,7 +225,7 @@ impl<B: Backend> Mae<B> {
         for blk in &self.decoder_blocks {
             x = blk.forward(x);
         }
-        let x = self.decoder_pred.forward(self.decoder_norm.forward(x));
+        let x = self.decoder_pred.forward_rows(self.decoder_norm.forward(x));
         let [_, _, o] = x.dims();
         x.slice([0..b, 1..l + 1, 0..o])
     }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use pixmim_core::init::HostInit;
 use pixmim_core::masking::MaskTensors;
+use pixmim_core::nn::LinearRows;
 use pixmim_core::traits::Autoencoder;
 use pixmim_core::{Error, Result};
 use pixmim_mae::{Mae, MaeConfig};
@@ -112,7 +113,7 @@ impl<B: Backend> Mff<B> {
             x = blk.forward(x);
             if slot < k && self.out_indices[slot] == i {
                 let f = if slot + 1 < k {
-                    self.proj_layers[slot].forward(x.clone())
+                    self.proj_layers[slot].forward_rows(x.clone())
                 } else {
                     x.clone()
                 };

@@ -1,9 +1,11 @@
 //! Building blocks shared by every method: written once, here.
+pub mod linear;
 pub mod patch_embed;
 pub mod pos_embed;
 pub mod precision;
 pub mod vit;
 
+pub use linear::LinearRows;
 pub use patch_embed::PatchEmbed;
 pub use pos_embed::{sincos_2d, PosEmbedOrientation};
 pub use precision::Precision;

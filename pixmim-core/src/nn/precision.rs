@@ -11,6 +11,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
+use super::linear::{linear_rows, on_rows};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,25 +58,42 @@ impl Precision {
         }
     }
 
-    /// `linear.forward(x)`, its product in this precision; the bias is added in f32.
+    /// `linear.forward(x)`, its product in this precision over all rows at once (see
+    /// [`LinearRows`](super::LinearRows)); the bias is added in f32.
     pub fn linear<B: Backend, const D: usize>(
         self,
         linear: &Linear<B>,
         x: Tensor<B, D>,
     ) -> Tensor<B, D> {
+        self.affine(
+            x,
+            linear.weight.val(),
+            linear.bias.as_ref().map(|b| b.val()),
+        )
+    }
+
+    /// `x @ weight + bias` over the rows of `x` (weight `(D_in, D_out)`), the product in this
+    /// precision and the bias added in f32.
+    pub fn affine<B: Backend, const D: usize>(
+        self,
+        x: Tensor<B, D>,
+        weight: Tensor<B, 2>,
+        bias: Option<Tensor<B, 1>>,
+    ) -> Tensor<B, D> {
         match self {
-            Self::F32 => linear.forward(x),
+            Self::F32 => linear_rows(x, weight, bias),
             Self::Bf16 => {
-                let y = burn::tensor::module::linear(
-                    x.cast(FloatDType::BF16),
-                    linear.weight.val().cast(FloatDType::BF16),
-                    None,
-                )
-                .cast(FloatDType::F32);
-                match &linear.bias {
-                    Some(b) => y + b.val().unsqueeze(),
-                    None => y,
-                }
+                let [_, d_out] = weight.dims();
+                on_rows(x, d_out, |rows| {
+                    let y = rows
+                        .cast(FloatDType::BF16)
+                        .matmul(weight.cast(FloatDType::BF16))
+                        .cast(FloatDType::F32);
+                    match bias {
+                        Some(b) => y + b.unsqueeze(),
+                        None => y,
+                    }
+                })
             }
         }
     }

@@ -93,21 +93,26 @@ impl<B: Backend> Attention<B> {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
         let dh = d / h;
-        // (B, N, 3D) -> (B, N, 3, h, dh) -> (3, B, h, N, dh): [q | k | v], heads contiguous.
         let p = self.precision;
-        let qkv = p
-            .linear(&self.qkv, x)
-            .reshape([b, n, 3, h, dh])
-            .permute([2, 0, 3, 1, 4]);
-        let mut parts = qkv
-            .chunk(3, 0)
-            .into_iter()
-            .map(|t| t.reshape([b, h, n, dh]));
-        let (q, k, v) = (
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-        );
+        // q, k and v are the three column blocks of the one `qkv` weight (the checkpoint keeps
+        // the official fused layout). Three products instead of one fused one give three
+        // contiguous (B, N, D) outputs, so the heads are split by a view, (B, N, h, dh) ->
+        // (B, h, N, dh), that the attention products read in place. Slicing one fused output
+        // instead costs a strided copy of each part forward and three full-size zero-filled
+        // gradients backward (the largest non-GEMM cost of a CPU step).
+        let weight = self.qkv.weight.val();
+        let bias = self.qkv.bias.as_ref().map(|b| b.val());
+        let heads = |part: usize| {
+            let cols = part * d..(part + 1) * d;
+            p.affine(
+                x.clone(),
+                weight.clone().slice([0..d, cols.clone()]),
+                bias.clone().map(|b| b.slice([cols])),
+            )
+            .reshape([b, n, h, dh])
+            .swap_dims(1, 2)
+        };
+        let (q, k, v) = (heads(0), heads(1), heads(2));
         let scale = (dh as f64).powf(-0.5);
         let attn = softmax(p.matmul(q, k.swap_dims(2, 3)) * scale, 3);
         let o = p.matmul(attn, v).swap_dims(1, 2).reshape([b, n, d]);
