@@ -269,8 +269,8 @@ impl PilPipeline {
         let dir = scratch.join("pil");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         for (i, f) in files.iter().enumerate() {
-            let link = dir.join(format!("{i:05}.jpg"));
-            std::fs::copy(f, &link).map_err(|e| Error::io(f, e))?;
+            let copy = dir.join(format!("{i:05}.jpg"));
+            std::fs::copy(f, &copy).map_err(|e| Error::io(f, e))?;
         }
         let script = scratch.join("pil_pipeline.py");
         std::fs::write(&script, Self::SCRIPT).map_err(|e| Error::io(&script, e))?;
@@ -492,6 +492,12 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
+/// The command as typed, quoted where a shell would need it, so that a saved result says
+/// exactly how it was made.
+fn command_line() -> String {
+    shell_words::join(std::iter::once("pixmim".to_string()).chain(std::env::args().skip(1)))
+}
+
 fn save(path: &Path, obj: &Value, rows: &[Row], a: &BenchArgs) -> Result<()> {
     let mut md = String::new();
     writeln!(
@@ -503,13 +509,11 @@ fn save(path: &Path, obj: &Value, rows: &[Row], a: &BenchArgs) -> Result<()> {
     .ok();
     writeln!(
         md,
-        "CPU: {} ({} cores). Device: {}. Command: `pixmim bench --device {} --batch {} --steps {}`.\n",
+        "CPU: {} ({} cores). Device: {}. Command: `{}`.\n",
         obj["cpu"].as_str().unwrap_or(""),
         obj["cores"],
         a.device,
-        a.device,
-        a.batch,
-        a.steps
+        command_line()
     )
     .ok();
     writeln!(md, "| measurement | value |\n| --- | --- |").ok();

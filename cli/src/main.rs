@@ -26,7 +26,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// crate names no constant for it. A test checks the index by its default (1000 ms in the bundled `options.c`).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Never purge freed memory back to the OS (a CPU training step: about -20% wall time on the
+/// Never purge freed memory back to the OS (a CPU training step: -25% wall time on the
 /// tiny MAE, bench/results/2026-11-27-cpu2-dev.md), unless `MIMALLOC_PURGE_DELAY` says otherwise.
 fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {

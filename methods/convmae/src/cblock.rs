@@ -92,7 +92,9 @@ impl<B: Backend> CBlock<B> {
             .attn
             .forward(y.permute([0, 3, 1, 2]))
             .permute([0, 2, 3, 1]);
-        let x = x + self.conv2.forward_rows(y);
+        // `y` is a permuted view: burn's batched product reads it in place, where flattening
+        // it into rows would first copy it.
+        let x = x + self.conv2.forward(y);
         let z = self.mlp.fc2.forward_rows(gelu(
             self.mlp.fc1.forward_rows(self.norm2.forward(x.clone())),
         ));
