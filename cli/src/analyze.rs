@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use pixmim_core::analyze::coverage::{coverage, view_masking, Foreground};
 use pixmim_core::analyze::frequency::{band_edges, band_mse, psnr, to_unit_pixels};
 use pixmim_core::analyze::plot::{line_plot, Series};
+use pixmim_core::augment::CenterCrop;
 use pixmim_core::data::loader::{views, Source};
 use pixmim_core::data::seed::{derive, Purpose};
 use pixmim_core::data::Dataset;
@@ -98,15 +99,13 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
 /// Mean band PSNR of one checkpoint over `images`.
 fn band_psnr(a: &FrequencyArgs, checkpoint: &Path, source: &Arc<Source>) -> Result<Vec<f64>> {
     let c = crate::checkpoint_config(checkpoint, &a.compose, vec![])?;
-    let mut p = toml::Table::new();
-    p.insert("crop_pct".into(), a.crop_pct.into());
-    let transform = registry::build_augmentation("center_crop", &p, &c.geometry)?;
+    let transform = CenterCrop::eval(c.geometry.image, a.crop_pct)?;
     let (h, w) = c.geometry.image;
     let n = source.dataset.len().min(a.images);
     let mut sums = vec![0f64; a.bands];
     for start in (0..n).step_by(32) {
         let items: Vec<(usize, usize)> = (start..(start + 32).min(n)).map(|i| (i, i)).collect();
-        let batch = views(source, transform.as_ref(), 0, &items)?;
+        let batch = views(source, &transform, 0, &items)?;
         let opts = ReconstructOptions {
             checkpoint: checkpoint.to_path_buf(),
             device: DeviceSpec::parse(&a.device)?,

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
+use pixmim_core::augment::CenterCrop;
 use pixmim_core::data::loader::Source;
 use pixmim_core::data::Dataset;
 use pixmim_core::device::DeviceSpec;
@@ -174,13 +175,7 @@ fn labelled(path: &Path, limit: Option<usize>) -> Result<Arc<Source>> {
 }
 
 fn eval_transform(c: &Composed, crop_pct: f64) -> Result<Arc<dyn Augmentation>> {
-    let mut p = toml::Table::new();
-    p.insert("crop_pct".into(), crop_pct.into());
-    Ok(Arc::from(registry::build_augmentation(
-        "center_crop",
-        &p,
-        &c.geometry,
-    )?))
+    Ok(Arc::new(CenterCrop::eval(c.geometry.image, crop_pct)?))
 }
 
 /// Features of one split: from the cache when it has them, else computed and cached.

@@ -42,6 +42,18 @@ impl CenterCrop {
         Ok(Self { size, params })
     }
 
+    /// MAE's evaluation transform at `crop_pct` (bicubic), what kNN, the linear probe,
+    /// fine-tuning and the frequency analysis all see.
+    pub fn eval(size: (usize, usize), crop_pct: f64) -> Result<Self> {
+        Self::new(
+            size,
+            CenterCropParams {
+                crop_pct,
+                interpolation: bicubic(),
+            },
+        )
+    }
+
     /// The source region `[left, top, width, height]` the view shows.
     pub fn region(&self, width: u32, height: u32) -> [f64; 4] {
         let (th, tw) = self.size;
