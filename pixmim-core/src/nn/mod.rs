@@ -9,4 +9,4 @@ pub use linear::LinearRows;
 pub use patch_embed::PatchEmbed;
 pub use pos_embed::{sincos_2d, PosEmbedOrientation};
 pub use precision::Precision;
-pub use vit::{Block, BlockConfig};
+pub use vit::{Block, BlockConfig, HeadLayout};

@@ -88,34 +88,83 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     x.clone() * ((x / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5
 }
 
+/// How the attention lays out its heads for the two products. Both compute the same numbers;
+/// the choice is a backend's copy costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadLayout {
+    /// All heads in one product over (B, h, N, dh) views of q, k and v. One kernel per
+    /// operation: the layout for GPUs and ndarray. Splitting and merging the heads permutes
+    /// the data once each way.
+    Batched,
+    /// Each head's products on its (B, N, dh) column block, read in place, and the outputs
+    /// concatenated. burn-flex 0.21 copies a permuted 4-D view element by element (its
+    /// `FlexTensor::to_contiguous` only tiles layouts that collapse to 2-D), and the batched
+    /// layout pays that copy four times per block (merge forward; q, k, v backward): 9% of a
+    /// tiny MAE step. Per head, every copy is a plain row copy (README, "CPU backends").
+    PerHead,
+}
+
+impl HeadLayout {
+    /// `PerHead` on burn-flex (alone or under autodiff/dispatch), `Batched` elsewhere.
+    pub fn for_device<B: Backend>(device: &B::Device) -> Self {
+        if B::name(device).contains("flex") {
+            Self::PerHead
+        } else {
+            Self::Batched
+        }
+    }
+}
+
 impl<B: Backend> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let layout = HeadLayout::for_device::<B>(&x.device());
+        self.forward_in(x, layout)
+    }
+
+    pub fn forward_in(&self, x: Tensor<B, 3>, layout: HeadLayout) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
         let dh = d / h;
         let p = self.precision;
         // q, k and v are the three column blocks of the one `qkv` weight (the checkpoint keeps
         // the official fused layout). Three products instead of one fused one give three
-        // contiguous (B, N, D) outputs, so the heads are split by a view, (B, N, h, dh) ->
-        // (B, h, N, dh), that the attention products read in place. Slicing one fused output
-        // instead costs a strided copy of each part forward and three full-size zero-filled
-        // gradients backward (the largest non-GEMM cost of a CPU step).
+        // contiguous (B, N, D) outputs, whose heads both layouts read as views. Slicing one
+        // fused output instead costs a strided copy of each part forward and three full-size
+        // zero-filled gradients backward.
         let weight = self.qkv.weight.val();
         let bias = self.qkv.bias.as_ref().map(|b| b.val());
-        let heads = |part: usize| {
-            let cols = part * d..(part + 1) * d;
+        let part = |i: usize| {
+            let cols = i * d..(i + 1) * d;
             p.affine(
                 x.clone(),
                 weight.clone().slice([0..d, cols.clone()]),
                 bias.clone().map(|b| b.slice([cols])),
             )
-            .reshape([b, n, h, dh])
-            .swap_dims(1, 2)
         };
-        let (q, k, v) = (heads(0), heads(1), heads(2));
+        let (q, k, v) = (part(0), part(1), part(2));
         let scale = (dh as f64).powf(-0.5);
-        let attn = softmax(p.matmul(q, k.swap_dims(2, 3)) * scale, 3);
-        let o = p.matmul(attn, v).swap_dims(1, 2).reshape([b, n, d]);
+        let o = match layout {
+            HeadLayout::Batched => {
+                let heads = |t: Tensor<B, 3>| t.reshape([b, n, h, dh]).swap_dims(1, 2);
+                let (q, k, v) = (heads(q), heads(k), heads(v));
+                let attn = softmax(p.matmul(q, k.swap_dims(2, 3)) * scale, 3);
+                p.matmul(attn, v).swap_dims(1, 2).reshape([b, n, d])
+            }
+            HeadLayout::PerHead => {
+                let heads = q
+                    .chunk(h, 2)
+                    .into_iter()
+                    .zip(k.chunk(h, 2))
+                    .zip(v.chunk(h, 2));
+                let o = heads
+                    .map(|((q, k), v)| {
+                        let attn = softmax(p.matmul(q, k.swap_dims(1, 2)) * scale, 2);
+                        p.matmul(attn, v)
+                    })
+                    .collect();
+                Tensor::cat(o, 2)
+            }
+        };
         p.linear(&self.proj, o)
     }
 }
@@ -299,6 +348,71 @@ mod tests {
                     out[t * 4 + c]
                 );
             }
+        }
+    }
+
+    /// The two head layouts are one computation: same output, same gradients for the input
+    /// and both weights, on the backend that picks `PerHead`.
+    #[test]
+    fn head_layouts_agree_in_output_and_gradients() {
+        type AB = burn::backend::Autodiff<B>;
+        let dev = Default::default();
+        assert_eq!(HeadLayout::for_device::<AB>(&dev), HeadLayout::PerHead);
+        assert_eq!(
+            HeadLayout::for_device::<burn::backend::NdArray>(&Default::default()),
+            HeadLayout::Batched
+        );
+        let cfg = BlockConfig {
+            dim: 12,
+            num_heads: 3,
+            mlp_ratio: 2.0,
+            ln_eps: 1e-6,
+        };
+        let blk: Block<AB> = cfg.init(&mut HostInit::new(5), &dev);
+        let xv: Vec<f32> = (0..2 * 5 * 12)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.1)
+            .collect();
+        let run = |layout| {
+            let x = Tensor::<AB, 3>::from_data(TensorData::new(xv.clone(), [2, 5, 12]), &dev)
+                .require_grad();
+            let y = blk.attn.forward_in(x.clone(), layout);
+            // A weighted sum, so every output position has its own gradient.
+            let w = Tensor::<AB, 3>::from_data(
+                TensorData::new((0..120).map(|i| (i % 7) as f32 - 3.0).collect(), [2, 5, 12]),
+                &dev,
+            );
+            let g = (y.clone() * w).sum().backward();
+            let vec = |t: Tensor<burn::backend::Flex, 3>| t.into_data().to_vec::<f32>().unwrap();
+            let vec2 = |t: Tensor<burn::backend::Flex, 2>| t.into_data().to_vec::<f32>().unwrap();
+            (
+                vec(y.inner()),
+                vec(x.grad(&g).unwrap()),
+                vec2(blk.attn.qkv.weight.grad(&g).unwrap()),
+                vec2(blk.attn.proj.weight.grad(&g).unwrap()),
+            )
+        };
+        let (a, b) = (run(HeadLayout::Batched), run(HeadLayout::PerHead));
+        for (name, u, v) in [
+            ("output", &a.0, &b.0),
+            ("x grad", &a.1, &b.1),
+            ("qkv weight grad", &a.2, &b.2),
+            ("proj weight grad", &a.3, &b.3),
+        ] {
+            assert_eq!(u.len(), v.len());
+            let worst = u
+                .iter()
+                .zip(v)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max);
+            let scale = u.iter().map(|p| p.abs()).fold(0f32, f32::max);
+            assert!(
+                scale > 0.1,
+                "{name}: all near zero, the test would prove nothing"
+            );
+            assert!(
+                worst <= 1e-5 * scale,
+                "{name}: layouts differ by {worst} (scale {scale})"
+            );
         }
     }
 
