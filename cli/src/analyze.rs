@@ -12,7 +12,7 @@ use pixmim_core::data::loader::{views, Source};
 use pixmim_core::data::seed::{derive, Purpose};
 use pixmim_core::data::Dataset;
 use pixmim_core::device::DeviceSpec;
-use pixmim_core::engine::{Job, JobOutput, ReconstructOptions};
+use pixmim_core::engine::{Job, ReconstructInput, ReconstructOptions, Reconstruction};
 use pixmim_core::patchify::{patchify_host, unpatchify_host};
 use pixmim_core::registry::{self, Geometry};
 use pixmim_core::{Error, Result};
@@ -103,28 +103,24 @@ fn band_psnr(a: &FrequencyArgs, checkpoint: &Path, source: &Arc<Source>) -> Resu
     let (h, w) = c.geometry.image;
     let n = source.dataset.len().min(a.images);
     let mut sums = vec![0f64; a.bands];
-    for start in (0..n).step_by(32) {
+    let inputs = (0..n).step_by(32).map(|start| {
         let items: Vec<(usize, usize)> = (start..(start + 32).min(n)).map(|i| (i, i)).collect();
-        let batch = views(source, &transform, 0, &items)?;
-        let opts = ReconstructOptions {
-            checkpoint: checkpoint.to_path_buf(),
-            device: DeviceSpec::parse(&a.device)?,
-            image: batch.clone(),
+        Ok(ReconstructInput {
+            image: views(source, &transform, 0, &items)?,
             noise: None,
             // Masks keyed by seed and chunk, so each image's mask is the same for every
             // checkpoint and no two (seed, chunk) pairs share one.
             seed: derive(a.seed, Purpose::Mask, start as u64),
-        };
-        let rec = match c.method.run(Job::Reconstruct(&c, &opts))? {
-            JobOutput::Reconstruction(r) => r,
-            _ => unreachable!("Reconstruct returns a Reconstruction"),
-        };
-        for b in 0..items.len() {
-            let input = batch.image(b);
-            let pasted = rec.pasted(b, &patchify_host(input, 3, h, w, rec.patch));
+        })
+    });
+    let each = |input: ReconstructInput, rec: Reconstruction| {
+        let batch = &input.image;
+        for b in 0..batch.batch {
+            let image = batch.image(b);
+            let pasted = rec.pasted(b, &patchify_host(image, 3, h, w, rec.patch));
             let recon = unpatchify_host(&pasted, rec.patch, rec.grid);
             let mse = band_mse(
-                &to_unit_pixels(input, h, w),
+                &to_unit_pixels(image, h, w),
                 &to_unit_pixels(&recon, h, w),
                 h,
                 w,
@@ -134,7 +130,18 @@ fn band_psnr(a: &FrequencyArgs, checkpoint: &Path, source: &Arc<Source>) -> Resu
                 *s += psnr(m);
             }
         }
-    }
+        Ok(())
+    };
+    // One model load per checkpoint; the chunks are decoded as their turn comes.
+    c.method.run(Job::Reconstruct(
+        &c,
+        ReconstructOptions {
+            checkpoint: checkpoint.to_path_buf(),
+            device: DeviceSpec::parse(&a.device)?,
+            inputs: Box::new(inputs),
+            each: Box::new(each),
+        },
+    ))?;
     Ok(sums.iter().map(|s| s / n as f64).collect())
 }
 

@@ -7,7 +7,7 @@ use clap::Args;
 use pixmim_core::augment::{resize_normalise, to_rgb_image, CropBox, Interpolation};
 use pixmim_core::checkpoint::HostTensor;
 use pixmim_core::device::DeviceSpec;
-use pixmim_core::engine::{Job, JobOutput, ReconstructOptions};
+use pixmim_core::engine::{Job, ReconstructInput, ReconstructOptions};
 use pixmim_core::patchify::{patchify_host, unpatchify_host};
 use pixmim_core::preview::{grey_out_masked, write_grid};
 use pixmim_core::registry::Composed;
@@ -108,17 +108,25 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
     let c = config(a)?;
     let image = load_image(a, c.geometry.image)?;
     let noise = a.noise.as_ref().map(read_noise).transpose()?;
-    let opts = ReconstructOptions {
-        checkpoint: a.checkpoint.clone(),
-        device,
+    let input = ReconstructInput {
         image: image.clone(),
         noise,
         seed: a.seed,
     };
-    let rec = match c.method.run(Job::Reconstruct(&c, &opts))? {
-        JobOutput::Reconstruction(r) => r,
-        _ => unreachable!("Reconstruct returns a Reconstruction"),
-    };
+    let mut rec = None;
+    c.method.run(Job::Reconstruct(
+        &c,
+        ReconstructOptions {
+            checkpoint: a.checkpoint.clone(),
+            device,
+            inputs: Box::new(std::iter::once(Ok(input))),
+            each: Box::new(|_, r| {
+                rec = Some(r);
+                Ok(())
+            }),
+        },
+    ))?;
+    let rec = rec.expect("one batch in, one reconstruction out");
     let (h, w) = c.geometry.image;
     let (p, grid) = (rec.patch, rec.grid);
     let recon = unpatchify_host(&rec.predicted_pixels(0), p, grid);

@@ -394,3 +394,97 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_its_last_good_checkpoint() {
     }
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `Job::Reconstruct` loads the checkpoint once and runs every batch through it in order:
+/// each batch's result equals the same batch on its own, the model is not changed between
+/// batches, and a failing input stops the job with that input's error.
+#[test]
+fn reconstruct_runs_each_batch_through_one_loaded_model() {
+    use pixmim_core::engine::{ReconstructInput, ReconstructOptions, Reconstruction};
+    use pixmim_core::traits::ImageBatch;
+    let out = out_dir("reconstruct");
+    run(&["train.steps=2", "train.batch_size=4"], &out, false, None);
+    let checkpoint = pixmim_core::engine::train::list_checkpoints(&out)
+        .unwrap()
+        .pop()
+        .unwrap()
+        .1;
+    let c = compose(&Request {
+        method: "mae".into(),
+        preset: Some("tiny".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let (h, w) = c.geometry.image;
+    let batch = |n: usize, k: usize| ImageBatch {
+        batch: n,
+        channels: 3,
+        height: h,
+        width: w,
+        data: (0..n * 3 * h * w)
+            .map(|i| ((i * 31 + k * 7) % 97) as f32 / 48.0 - 1.0)
+            .collect(),
+    };
+    let input = |n, k, seed| ReconstructInput {
+        image: batch(n, k),
+        noise: None,
+        seed,
+    };
+    let job = |inputs: Vec<pixmim_core::Result<ReconstructInput>>| {
+        let mut seen: Vec<(u64, Reconstruction)> = Vec::new();
+        let r = c.method.run(Job::Reconstruct(
+            &c,
+            ReconstructOptions {
+                checkpoint: checkpoint.clone(),
+                device: DeviceSpec::NdArray,
+                inputs: Box::new(inputs.into_iter()),
+                each: Box::new(|i, rec| {
+                    seen.push((i.seed, rec));
+                    Ok(())
+                }),
+            },
+        ));
+        (r, seen)
+    };
+    let (r, all) = job(vec![
+        Ok(input(2, 0, 1)),
+        Ok(input(1, 1, 2)),
+        Ok(input(2, 0, 1)),
+    ]);
+    assert!(
+        matches!(r, Ok(JobOutput::Reconstructed { batches: 3 })),
+        "{:?}",
+        r.err()
+    );
+    assert_eq!(
+        all.iter().map(|(s, r)| (*s, r.batch)).collect::<Vec<_>>(),
+        [(1, 2), (2, 1), (1, 2)]
+    );
+    // The same batch twice through the loaded model: the same numbers.
+    assert_eq!(all[0].1.pred, all[2].1.pred);
+    assert_eq!(all[0].1.loss, all[2].1.loss);
+    // The middle batch on its own (its own model load) agrees with it in the sequence.
+    let (_, alone) = job(vec![Ok(input(1, 1, 2))]);
+    assert_eq!(alone[0].1.pred, all[1].1.pred);
+    assert_eq!(alone[0].1.mask, all[1].1.mask);
+    assert!(all[0].1.loss.is_finite() && all[0].1.pred != all[1].1.pred[..]);
+    // An input that fails stops the job with its error, after the batches before it.
+    let bad = pixmim_core::Error::Usage("batch two could not be read".into());
+    let (r, seen) = job(vec![Ok(input(1, 0, 1)), Err(bad), Ok(input(1, 1, 2))]);
+    let e = r
+        .err()
+        .expect("the failing input fails the job")
+        .to_string();
+    assert!(e.contains("batch two could not be read"), "{e}");
+    assert_eq!(seen.len(), 1);
+    // A batch of the wrong size is refused, naming both shapes.
+    let wrong = ImageBatch::zeros(1, 3, h + 4, w);
+    let (r, _) = job(vec![Ok(ReconstructInput {
+        image: wrong,
+        noise: None,
+        seed: 0,
+    })]);
+    let e = r.err().expect("a wrong-size batch fails").to_string();
+    assert!(e.contains(&format!("Bx3x{h}x{w}")), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -18,7 +18,7 @@ use crate::registry::Composed;
 use crate::traits::Autoencoder;
 use crate::RunBackend;
 
-pub use reconstruct::{ReconstructOptions, Reconstruction};
+pub use reconstruct::{ReconstructInput, ReconstructOptions, Reconstruction};
 pub use step_bench::{StepBenchOptions, StepTiming};
 pub use train::{TrainOptions, TrainSummary};
 
@@ -30,8 +30,9 @@ pub enum Job<'a> {
     Train(&'a Composed, &'a TrainOptions),
     /// Time training steps on synthetic images (`pixmim bench`).
     BenchStep(&'a Composed, &'a StepBenchOptions),
-    /// One image through trained weights (`pixmim reconstruct`).
-    Reconstruct(&'a Composed, &'a ReconstructOptions),
+    /// Image batches through trained weights, loaded once (`pixmim reconstruct`, `pixmim
+    /// analyze frequency`).
+    Reconstruct(&'a Composed, ReconstructOptions<'a>),
     /// Load a foreign state dict into the model and save it (`pixmim import`).
     Import(&'a Composed, &'a ImportOptions),
     /// Frozen encoder features of a labelled dataset (`pixmim eval knn|linear`).
@@ -55,10 +56,16 @@ impl Job<'_> {
 }
 
 pub enum JobOutput {
-    Params { trainable: usize, frozen: usize },
+    Params {
+        trainable: usize,
+        frozen: usize,
+    },
     Trained(TrainSummary),
     StepTiming(StepTiming),
-    Reconstruction(Reconstruction),
+    /// How many batches went through the model (each went to `ReconstructOptions::each`).
+    Reconstructed {
+        batches: usize,
+    },
     Imported(ImportReport),
     Features(Features),
     Finetuned(FinetuneSummary),
@@ -82,9 +89,8 @@ where
         Job::Import(c, opts) => {
             crate::interop::import_into(c, opts, build).map(JobOutput::Imported)
         }
-        Job::Reconstruct(c, opts) => {
-            reconstruct::reconstruct(c, opts, build).map(JobOutput::Reconstruction)
-        }
+        Job::Reconstruct(c, opts) => reconstruct::reconstruct(c, opts, build)
+            .map(|batches| JobOutput::Reconstructed { batches }),
         Job::BenchStep(c, opts) => {
             step_bench::time_steps(c, opts, build).map(JobOutput::StepTiming)
         }

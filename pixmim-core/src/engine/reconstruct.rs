@@ -17,16 +17,27 @@ use crate::RunBackend;
 
 type B = RunBackend;
 
-pub struct ReconstructOptions {
-    /// Weights in the official key layout (a pixmim checkpoint, or an exported/imported file).
-    pub checkpoint: PathBuf,
-    pub device: DeviceSpec,
+/// One batch to reconstruct and how to mask it.
+#[derive(Clone, Debug)]
+pub struct ReconstructInput {
     /// Normalised images (B, 3, H, W).
     pub image: ImageBatch,
     /// Per-patch (or per-unit) noise (B x noise_len) deciding the masks; `None` draws them
     /// from `seed`.
     pub noise: Option<Vec<f32>>,
     pub seed: u64,
+}
+
+/// Batches through one model loaded once (`pixmim reconstruct`: one batch; `pixmim analyze
+/// frequency`: every chunk of a dataset, per checkpoint).
+pub struct ReconstructOptions<'a> {
+    /// Weights in the official key layout (a pixmim checkpoint, or an exported/imported file).
+    pub checkpoint: PathBuf,
+    pub device: DeviceSpec,
+    /// The batches, made one at a time as their turn comes.
+    pub inputs: Box<dyn Iterator<Item = Result<ReconstructInput>> + 'a>,
+    /// Receives each batch with its reconstruction, in order.
+    pub each: Box<dyn FnMut(ReconstructInput, Reconstruction) -> Result<()> + 'a>,
 }
 
 /// Everything for the batch, flattened row-major.
@@ -134,35 +145,56 @@ fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().expect("f32 tensor")
 }
 
-pub fn reconstruct<M, F>(
-    c: &Composed,
-    opts: &ReconstructOptions,
-    build: F,
-) -> Result<Reconstruction>
+/// Load the checkpoint once, then run every input batch through it; returns the number of
+/// batches.
+pub fn reconstruct<M, F>(c: &Composed, opts: ReconstructOptions<'_>, build: F) -> Result<usize>
 where
     M: Autoencoder<B> + AutodiffModule<B> + 'static,
     F: Fn(&DispatchDevice, u64) -> M,
 {
-    let device = opts.device.train_device()?;
+    let ReconstructOptions {
+        checkpoint,
+        device: spec,
+        inputs,
+        mut each,
+    } = opts;
+    let device = spec.train_device()?;
+    let model = load_weights(build(&device, c.seed), &checkpoint)?;
+    let mut n = 0;
+    for input in inputs {
+        let input = input?;
+        let rec = reconstruct_batch(c, &model, &spec, &device, &input)?;
+        each(input, rec)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn reconstruct_batch<M: Autoencoder<B>>(
+    c: &Composed,
+    model: &M,
+    spec: &DeviceSpec,
+    device: &DispatchDevice,
+    input: &ReconstructInput,
+) -> Result<Reconstruction> {
     let (h, w) = c.geometry.image;
-    let img = &opts.image;
+    let img = &input.image;
     if (img.channels, img.height, img.width) != (3, h, w) || img.batch == 0 {
         return Err(Error::Usage(format!(
             "the images are {}x{}x{}x{}; this model takes Bx3x{h}x{w}",
             img.batch, img.channels, img.height, img.width
         )));
     }
-    let model = load_weights(build(&device, c.seed), &opts.checkpoint)?;
-    let mask = match &opts.noise {
+    let mask = match &input.noise {
         Some(noise) => c.parts.masking.mask_from_noise(img.batch, noise)?,
         None => c
             .parts
             .masking
-            .sample(img.batch, &mut rng(opts.seed, Purpose::Mask, 0)),
+            .sample(img.batch, &mut rng(input.seed, Purpose::Mask, 0)),
     };
-    let mask_t = mask.to_tensors::<B>(&device);
-    let x = img.to_tensor::<B>(&device);
-    let on_device = super::target_on_device(c.parts.target.as_ref(), &opts.device);
+    let mask_t = mask.to_tensors::<B>(device);
+    let x = img.to_tensor::<B>(device);
+    let on_device = super::target_on_device(c.parts.target.as_ref(), spec);
     let host_t = super::host_target(c.parts.target.as_ref(), img, on_device);
     let target_img = super::target_tensor(c.parts.target.as_ref(), host_t.as_ref(), x.clone());
     let pred = model.forward(x, &mask_t);
