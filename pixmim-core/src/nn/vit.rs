@@ -100,12 +100,15 @@ pub enum HeadLayout {
     /// concatenated. burn-flex 0.21 copies a permuted 4-D view element by element (its
     /// `FlexTensor::to_contiguous` only tiles layouts that collapse to 2-D), and the batched
     /// layout pays that copy four times per block (merge forward; q, k, v backward): 9% of a
-    /// tiny MAE step. Per head, every copy is a plain row copy (README, "CPU backends").
+    /// tiny MAE step. Per head, only k's transposed gradient is still such a copy; the rest
+    /// are row copies (README, "CPU backends"). On a GPU this would be h times the launches.
     PerHead,
 }
 
 impl HeadLayout {
-    /// `PerHead` on burn-flex (alone or under autodiff/dispatch), `Batched` elsewhere.
+    /// `PerHead` on burn-flex (alone or under autodiff/dispatch), `Batched` elsewhere. burn
+    /// 0.21 has no way to ask a backend about its copies, so this reads the backend's name
+    /// (`autodiff<dispatch<flex>>`).
     pub fn for_device<B: Backend>(device: &B::Device) -> Self {
         if B::name(device).contains("flex") {
             Self::PerHead
@@ -121,6 +124,7 @@ impl<B: Backend> Attention<B> {
         self.forward_in(x, layout)
     }
 
+    /// `forward` with the head layout chosen by the caller (the layouts' equivalence test).
     pub fn forward_in(&self, x: Tensor<B, 3>, layout: HeadLayout) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
