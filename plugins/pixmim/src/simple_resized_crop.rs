@@ -103,13 +103,23 @@ impl SimpleResizedCrop {
     pub fn crop(&self, rgb: &[u8], w: usize, h: usize, d: SrcDraw, out: &mut [f32]) {
         let s = self.size;
         let p = self.params.padding as isize;
+        // Only up to `padding` columns at either end fall in the reflected border; the rest
+        // of each row is one contiguous run of the source row.
+        let cols: Vec<usize> = (0..s)
+            .map(|x| reflect(d.left as isize + x as isize - p, w))
+            .collect();
+        let inner = (p - d.left as isize).clamp(0, s as isize) as usize
+            ..(w as isize + p - d.left as isize).clamp(0, s as isize) as usize;
         let mut hwc = vec![0u8; s * s * 3];
-        for y in 0..s {
-            let sy = reflect(d.top as isize + y as isize - p, h);
-            for x in 0..s {
-                let sx = reflect(d.left as isize + x as isize - p, w);
-                hwc[(y * s + x) * 3..(y * s + x) * 3 + 3]
-                    .copy_from_slice(&rgb[(sy * w + sx) * 3..(sy * w + sx) * 3 + 3]);
+        for (y, dst) in hwc.chunks_exact_mut(3 * s).enumerate() {
+            let src = &rgb[reflect(d.top as isize + y as isize - p, h) * w * 3..][..w * 3];
+            for x in (0..inner.start).chain(inner.end.max(inner.start)..s) {
+                dst[3 * x..3 * x + 3].copy_from_slice(&src[3 * cols[x]..3 * cols[x] + 3]);
+            }
+            if !inner.is_empty() {
+                let from = cols[inner.start];
+                dst[3 * inner.start..3 * inner.end]
+                    .copy_from_slice(&src[3 * from..3 * (from + inner.len())]);
             }
         }
         write_normalised(&hwc, s, s, d.flip, out);
@@ -244,6 +254,36 @@ mod tests {
             &mut flipped,
         );
         assert_eq!(flipped[0], out[2]);
+    }
+
+    #[test]
+    fn every_offset_reads_the_reflect_padded_pixel() {
+        // Padding 3 around a 9x5 image cropped to 5: every (top, left) the draw can give, each
+        // output pixel checked against numpy's reflect of its padded coordinates.
+        let (w, h, p) = (9usize, 5usize, 3usize);
+        let a = src(5, p);
+        let rgb: Vec<u8> = (0..h)
+            .flat_map(|y| (0..w).flat_map(move |x| [x as u8, y as u8, 0]))
+            .collect();
+        let unnormalise =
+            |v: f32, c: usize| ((v * IMAGENET_STD[c] + IMAGENET_MEAN[c]) * 255.0).round() as usize;
+        for top in 0..=h + 2 * p - 5 {
+            for left in 0..=w + 2 * p - 5 {
+                let mut out = vec![0.0; 75];
+                let flip = false;
+                a.crop(&rgb, w, h, SrcDraw { top, left, flip }, &mut out);
+                for (i, (r, g)) in out[..25].iter().zip(&out[25..50]).enumerate() {
+                    let (y, x) = (i / 5, i % 5);
+                    let want_x = reflect(left as isize + x as isize - p as isize, w);
+                    let want_y = reflect(top as isize + y as isize - p as isize, h);
+                    assert_eq!(
+                        (unnormalise(*r, 0), unnormalise(*g, 1)),
+                        (want_x, want_y),
+                        "top {top} left {left} pixel ({y}, {x})"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
