@@ -66,8 +66,8 @@ if has torch; then
   # 2. PyTorch MAE-B on the same card: AMP fp16 as the official recipe, and fp32.
   stage "pytorch MAE-B, AMP fp16 and fp32, batch $BATCH"
   {
-    timeout 90 python3 bench/gpu/torch_mae_step.py --batch "$BATCH" --steps 20
-    timeout 90 python3 bench/gpu/torch_mae_step.py --batch "$BATCH" --steps 20 --no-amp
+    timeout 90 python3 bench/torch/mae_step.py --batch "$BATCH" --steps 20
+    timeout 90 python3 bench/torch/mae_step.py --batch "$BATCH" --steps 20 --no-amp
   } | tee "$OUT/torch.jsonl"
 fi
 

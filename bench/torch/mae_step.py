@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""PyTorch reference for `pixmim bench` on a GPU: the MAE-B training step of the official recipe
-(spec §1.2-1.3), written from the spec in plain PyTorch (no timm): ViT-B/16 encoder, 512-wide
-8-block decoder, mask ratio 0.75, norm_pix loss, AdamW (0.9, 0.95), wd 0.05, AMP fp16 with a
-GradScaler as the official `main_pretrain.py`. Prints one JSON line.
+"""PyTorch reference for `pixmim bench`: the MAE training step of the official recipe (spec
+§1.2-1.3), written from the spec in plain PyTorch (no timm): mask ratio 0.75, norm_pix loss,
+AdamW (0.9, 0.95), wd 0.05 on weights only, and on a GPU AMP fp16 with a GradScaler as the
+official `main_pretrain.py`. Prints one JSON line.
 
-    python3 bench/gpu/torch_mae_step.py --batch 256 --steps 50 [--no-amp] [--compile]
+  --preset base: ViT-B/16 encoder, 512-wide 8-block decoder, 224 px (the GPU comparison);
+  --preset tiny: pixmim's `tiny` preset, 32 px, patch 4, 192 x 4 (3 heads), decoder 128 x 2
+                 (4 heads): the CPU comparison of issue 7 (`pixmim bench --only steps`).
+
+    python3 bench/torch/mae_step.py --batch 256 --steps 50 [--no-amp] [--compile]
+    python3 bench/torch/mae_step.py --device cpu --preset tiny --batch 64 --steps 10
 """
 import argparse
 import json
@@ -101,16 +106,30 @@ class MAE(nn.Module):
         return (loss * mask).sum() / mask.sum()
 
 
+PRESETS = {
+    "base": dict(img=224, p=16, dim=768, depth=12, heads=12, ddim=512, ddepth=8, dheads=16),
+    "tiny": dict(img=32, p=4, dim=192, depth=4, heads=3, ddim=128, ddepth=2, dheads=4),
+}
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="base")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--no-amp", action="store_true")
     ap.add_argument("--compile", action="store_true")
     a = ap.parse_args()
-    dev = torch.device("cuda")
-    model = MAE().to(dev)
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    amp = cuda and not a.no_amp  # the official recipe's AMP is fp16 on the GPU only
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = PRESETS[a.preset]
+    model = MAE(**cfg).to(dev)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith(".bias")]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and not n.endswith(".bias"))]
     opt = torch.optim.AdamW(
@@ -118,21 +137,23 @@ def main():
         lr=1.5e-4 * a.batch / 256,
         betas=(0.9, 0.95),
     )
-    scaler = torch.amp.GradScaler(enabled=not a.no_amp)
+    scaler = torch.amp.GradScaler(enabled=amp)
     step_model = torch.compile(model) if a.compile else model
-    imgs = torch.randn(a.batch, 3, 224, 224, device=dev)
-    torch.cuda.reset_peak_memory_stats()
+    imgs = torch.randn(a.batch, 3, cfg["img"], cfg["img"], device=dev)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(a.warmup + a.steps):
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.float16, enabled=not a.no_amp):
+        with torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
             loss = step_model(imgs)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-        torch.cuda.synchronize()
+        sync()
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
     times.sort()
@@ -143,15 +164,18 @@ def main():
             {
                 "impl": "pytorch",
                 "torch": torch.__version__,
-                "card": torch.cuda.get_device_name(0),
-                "amp_fp16": not a.no_amp,
+                "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+                "threads": torch.get_num_threads(),
+                "preset": a.preset,
+                "amp_fp16": amp,
                 "compile": a.compile,
                 "batch": a.batch,
                 "step_s": step,
                 "img_s": img_s,
-                "tflops": 59.0 * img_s / 1e3,  # spec §1.2: ~59 GFLOP per image fwd+bwd
-                "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
-                "loss": float(loss),
+                # spec §1.2: MAE-B is ~59 GFLOP per image forward + backward
+                "tflops": 59.0 * img_s / 1e3 if a.preset == "base" else None,
+                "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                "loss": loss.item(),
             }
         )
     )
