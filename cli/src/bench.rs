@@ -18,7 +18,9 @@ pub struct BenchArgs {
     /// the sample photos).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Device for the training steps and the device low-pass path.
+    /// Device for the training steps and the device low-pass path; several, comma-separated
+    /// (`flex,flex`, `cuda:0,cuda:1`), time the data-parallel step of `pixmim train` (the
+    /// low-pass device path runs on the first).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Methods whose steps are timed.
@@ -125,8 +127,19 @@ impl Report {
 }
 
 pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
-    let device = DeviceSpec::parse(&a.device)?;
-    device.device()?;
+    let mut devices = DeviceSpec::parse_list(&a.device)?;
+    for d in &devices {
+        d.device()?; // fail on a missing CUDA driver before any work
+    }
+    if !a.batch.is_multiple_of(devices.len()) {
+        return Err(Error::Usage(format!(
+            "--batch {} does not split evenly over {} devices",
+            a.batch,
+            devices.len()
+        )));
+    }
+    let device = devices.remove(0);
+    let replicas = devices;
     if a.batch == 0 || a.steps == 0 || a.rounds == 0 {
         return Err(Error::Usage(
             "--batch, --steps and --rounds must be at least 1".into(),
@@ -140,8 +153,10 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
                 .map_err(|_| Error::Usage(format!("--precision `{p}`: expected f32 or bf16")))
         })
         .collect::<Result<_>>()?;
-    for &p in &precisions {
-        device.check_precision(p)?;
+    for d in std::iter::once(&device).chain(&replicas) {
+        for &p in &precisions {
+            d.check_precision(p)?;
+        }
     }
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -168,7 +183,7 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
             lowpass(a, &device, &mut report)?;
         }
         if a.only.contains(&Part::Steps) {
-            steps(a, &device, &precisions, &mut report)?;
+            steps(a, &device, &replicas, &precisions, &mut report)?;
         }
         Ok(())
     })();
@@ -331,6 +346,7 @@ fn lowpass(a: &BenchArgs, device: &DeviceSpec, report: &mut Report) -> Result<()
 fn steps(
     a: &BenchArgs,
     device: &DeviceSpec,
+    replicas: &[DeviceSpec],
     precisions: &[Precision],
     report: &mut Report,
 ) -> Result<()> {
@@ -343,6 +359,7 @@ fn steps(
     };
     let opts = StepBenchOptions {
         device: *device,
+        replicas: replicas.to_vec(),
         batch: a.batch,
         warmup: a.warmup,
         steps: a.steps,

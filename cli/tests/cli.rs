@@ -470,6 +470,47 @@ fn bench_json_has_the_promised_keys() {
     assert!(v["steps"]["mae/tiny"]["step_s_pixmim"].as_f64().unwrap() > 0.0);
 }
 
+/// `--device cpu,cpu` times `pixmim train`'s data-parallel step (one replica per device);
+/// a batch that does not split, or a replica that cannot run the precision, is refused.
+#[test]
+fn bench_times_the_data_parallel_step() {
+    let args = |device: &str, batch: &str, precision: &str| {
+        pixmim(&[
+            "bench",
+            "--json",
+            "--only",
+            "steps",
+            "--methods",
+            "mae",
+            "--device",
+            device,
+            "--batch",
+            batch,
+            "--precision",
+            precision,
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+        ])
+    };
+    let o = args("cpu,cpu", "4", "f32");
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("one JSON object");
+    assert_eq!(v["device"], "cpu,cpu");
+    for k in ["step_s", "step_s_pixmim"] {
+        let x = v["steps"]["mae/tiny"][k].as_f64().unwrap_or(f64::NAN);
+        assert!(x.is_finite() && x > 0.0, "{k} = {x}: {v}");
+    }
+    let o = args("cpu,cpu", "5", "f32");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--batch 5"), "{}", text(&o));
+    let o = args("flex,cpu", "4", "bf16");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("train.precision"), "{}", text(&o));
+}
+
 /// `train.precision = "bf16"` trains on flex (its config is kept in the run folder) and is
 /// refused on ndarray, which computes in f32 only, naming the key.
 #[test]

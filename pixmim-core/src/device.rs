@@ -12,8 +12,9 @@ use crate::error::{Error, Result};
 pub enum DeviceSpec {
     /// burn's flex backend.
     Flex,
-    /// burn's ndarray backend: the CPU default, measured faster than flex on the tiny-MAE
-    /// training step (README, "CPU backends").
+    /// burn's ndarray backend: the CPU default (the design card's backend; the parity tests
+    /// run on it). flex is faster on a training step, `flex,flex` fastest on two cores
+    /// (README, "CPU backends").
     NdArray,
     Cuda(usize),
 }

@@ -1,4 +1,5 @@
 //! The generic training engine and the jobs a method runs through it.
+pub mod data_parallel;
 pub mod metrics;
 pub mod reconstruct;
 pub mod step_bench;

@@ -10,6 +10,7 @@ use rand::SeedableRng;
 
 use crate::bench::median;
 use crate::device::DeviceSpec;
+use crate::engine::data_parallel::{forward_backward, multi_gradients, StepInputs};
 use crate::error::Result;
 use crate::optim::AdamW;
 use crate::registry::Composed;
@@ -21,6 +22,8 @@ type B = RunBackend;
 #[derive(Clone, Debug)]
 pub struct StepBenchOptions {
     pub device: DeviceSpec,
+    /// More devices for data parallelism, as `TrainOptions::replicas` (`--device flex,flex`).
+    pub replicas: Vec<DeviceSpec>,
     pub batch: usize,
     /// Steps run before timing starts (kernel compilation, allocator warm-up).
     pub warmup: usize,
@@ -58,8 +61,15 @@ where
     M: Autoencoder<B> + AutodiffModule<B> + 'static,
     F: Fn(&DispatchDevice, u64) -> M,
 {
-    let device = opts.device.train_device()?;
-    let mut model = super::model_for_training(c, &[&opts.device], &device, c.seed, &build)?;
+    let specs: Vec<&DeviceSpec> = std::iter::once(&opts.device)
+        .chain(&opts.replicas)
+        .collect();
+    let devices: Vec<DispatchDevice> = specs
+        .iter()
+        .map(|d| d.train_device())
+        .collect::<Result<_>>()?;
+    let device = devices[0].clone();
+    let mut model = super::model_for_training(c, &specs, &device, c.seed, &build)?;
     let mut optim = AdamW::<B>::new(&c.optim, &model);
     let (h, w) = c.geometry.image;
     let images = crate::bench::normal_images(opts.batch, (h, w), c.seed);
@@ -74,20 +84,31 @@ where
         let t0 = Instant::now();
         let host = super::host_target(c.parts.target.as_ref(), &images, on_device);
         let target_s = t0.elapsed().as_secs_f64();
-        let x = images.to_tensor::<B>(&device);
-        let target = super::target_tensor(c.parts.target.as_ref(), host.as_ref(), x.clone());
-        let mask = c
-            .parts
-            .masking
-            .sample(opts.batch, &mut rng)
-            .to_tensors::<B>(&device);
-        let pred = model.forward(x, &mask);
-        let loss = model.loss(pred, target, mask.mask.clone());
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-4, model, grads);
+        let mask = c.parts.masking.sample(opts.batch, &mut rng);
+        if devices.len() == 1 {
+            let x = images.to_tensor::<B>(&device);
+            let target = super::target_tensor(c.parts.target.as_ref(), host.as_ref(), x.clone());
+            let mask = mask.to_tensors::<B>(&device);
+            let pred = model.forward(x, &mask);
+            let loss = model.loss(pred, target, mask.mask.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(1e-4, model, grads);
+        } else {
+            // The training loop's data-parallel step (engine::data_parallel).
+            let inputs = StepInputs {
+                images: &images,
+                target: host.as_ref(),
+                mask: &mask,
+            };
+            let shards = forward_backward(&model, &devices, &inputs, c.parts.target.as_ref(), 1)?;
+            let multi = multi_gradients(shards.into_iter().map(|s| s.grads), &devices);
+            model = optim.step_multi(1e-4, model, multi);
+        }
         // GPU backends queue work; wait for the step to finish before stopping the clock.
-        <B as Backend>::sync(&device)
-            .map_err(|e| crate::Error::Device(format!("waiting for the step: {e:?}")))?;
+        for d in &devices {
+            <B as Backend>::sync(d)
+                .map_err(|e| crate::Error::Device(format!("waiting for the step: {e:?}")))?;
+        }
         if i >= opts.warmup {
             timing.step_s.push(t0.elapsed().as_secs_f64());
             timing.target_s.push(target_s);

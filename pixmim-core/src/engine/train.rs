@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, ParamId};
-use burn::optim::{GradientsAccumulator, GradientsParams, MultiGradientsParams};
-use burn::prelude::DeviceOps;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
-use burn::tensor::backend::DeviceOps as InnerDevice;
 use burn::DispatchDevice;
 use serde_json::{json, Map, Value};
 
@@ -20,6 +18,7 @@ use crate::data::seed::{derive, Purpose};
 use crate::data::BadFiles;
 use crate::data::Dataset;
 use crate::device::DeviceSpec;
+use crate::engine::data_parallel::{forward_backward, multi_gradients, StepInputs};
 use crate::engine::metrics::MetricsLog;
 use crate::error::{Error, Result};
 use crate::optim::adamw::Moments;
@@ -231,24 +230,17 @@ where
             }
             loss_value
         } else {
-            // Data parallel: shard d of the batch on device d, each shard's loss scaled by
-            // 1/devices so that the summed gradients are the full batch's (every sample masks
-            // the same number of patches, so the mean of shard means is the batch mean).
-            let n = devices.len();
-            let per = batch / n;
-            let mut shard_losses = Vec::with_capacity(n);
-            for (d, dev) in devices.iter().enumerate() {
-                let replica = model.clone().fork(dev);
-                let images = b.images.rows(d * per, per).to_tensor::<B>(dev);
-                let host_t = b.target.as_ref().map(|t| t.rows(d * per, per));
-                let target =
-                    super::target_tensor(c.parts.target.as_ref(), host_t.as_ref(), images.clone());
-                let mask = b.mask.rows(d * per, per).to_tensors::<B>(dev);
-                let pred = replica.forward(images, &mask);
-                let loss = replica.loss(pred, target, mask.mask.clone()) / n as f64;
-                shard_losses.push(loss.clone());
-                let grads = GradientsParams::from_grads((loss / accum as f64).backward(), &replica);
-                replica_accumulators[d].accumulate(&replica, grads);
+            let inputs = StepInputs {
+                images: &b.images,
+                target: b.target.as_ref(),
+                mask: &b.mask,
+            };
+            let shards =
+                forward_backward(&model, &devices, &inputs, c.parts.target.as_ref(), accum)?;
+            let mut shard_losses = Vec::with_capacity(shards.len());
+            for (shard, acc) in shards.into_iter().zip(&mut replica_accumulators) {
+                acc.accumulate(&shard.replica, shard.grads);
+                shard_losses.push(shard.loss);
             }
             // Read the losses after every device has its work queued.
             let loss_value: f64 = shard_losses
@@ -257,14 +249,8 @@ where
                 .sum();
             check_finite(loss_value, it, last_good.as_deref())?;
             if boundary {
-                let mut multi = MultiGradientsParams::default();
-                for (acc, dev) in replica_accumulators.iter_mut().zip(&devices) {
-                    // The inner device's id: burn 0.21 encodes an autodiff DispatchDevice's
-                    // id twice, which `from_id` cannot decode.
-                    multi
-                        .grads
-                        .push((acc.grads(), InnerDevice::inner(dev).to_id()));
-                }
+                let grads = replica_accumulators.iter_mut().map(|acc| acc.grads());
+                let multi = multi_gradients(grads, &devices);
                 model = optim.step_multi(lr_now, model, multi);
             }
             loss_value

@@ -1,0 +1,114 @@
+//! Data parallelism over a device list (`--device cuda:0,cuda:1,...`, or `flex,flex` on a
+//! CPU): the batch split evenly, one replica and one thread per device, each shard's
+//! gradients kept on its device for burn's `MultiGradientsParams` (nothing all-reduced by
+//! hand). Training and `pixmim bench` run their steps through this one function.
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsParams, MultiGradientsParams};
+use burn::prelude::*;
+use burn::tensor::backend::DeviceOps as InnerDevice;
+use burn::DispatchDevice;
+
+use crate::error::{Error, Result};
+use crate::masking::MaskBatch;
+use crate::traits::{Autoencoder, ImageBatch, TargetGenerator};
+use crate::RunBackend;
+
+type B = RunBackend;
+
+/// One step's inputs on the host: the batch, its host-made target (None when the target is
+/// made on the device or is the input), and its masks.
+pub struct StepInputs<'a> {
+    pub images: &'a ImageBatch,
+    pub target: Option<&'a ImageBatch>,
+    pub mask: &'a MaskBatch,
+}
+
+/// What one device computed: its replica (for the gradients' parameter ids), its share of
+/// the batch loss, and the gradients of that share.
+pub struct Shard<M> {
+    pub replica: M,
+    /// The shard's mean loss over the number of devices: the shards' losses sum to the
+    /// batch's mean loss, and their gradients to the batch's gradient.
+    pub loss: Tensor<B, 1>,
+    pub grads: GradientsParams,
+}
+
+/// Forward and backward of `inputs` split evenly over `devices`, shard d on device d.
+///
+/// Each shard's loss is scaled by 1/devices, so the summed gradients are the full batch's
+/// (every sample masks the same number of patches, so the mean of the shard means is the
+/// batch mean), and its gradients additionally by 1/`accum` (train.accum_iter). One thread per device, as burn-train's multi-device workers: a replica
+/// forked with `fork` gets fresh leaf parameters and so its own autodiff graph, and the
+/// shards' forward and backward passes run at once instead of one host thread launching
+/// every device's work in turn. On a 2-core CPU this is also what keeps both cores busy:
+/// burn's CPU backends run most elementwise ops on one thread (README, "CPU backends").
+pub fn forward_backward<M>(
+    model: &M,
+    devices: &[DispatchDevice],
+    inputs: &StepInputs,
+    target_gen: &dyn TargetGenerator,
+    accum: usize,
+) -> Result<Vec<Shard<M>>>
+where
+    M: Autoencoder<B> + AutodiffModule<B> + 'static,
+{
+    let n = devices.len();
+    let batch = inputs.images.batch;
+    if n == 0 || !batch.is_multiple_of(n) {
+        return Err(Error::config(
+            "train.batch_size",
+            format!("{batch} does not split evenly over {n} devices"),
+        ));
+    }
+    let per = batch / n;
+    let results: Vec<_> = std::thread::scope(|s| {
+        let workers: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(d, dev)| {
+                let replica = model.clone().fork(dev);
+                s.spawn(move || {
+                    let images = inputs.images.rows(d * per, per).to_tensor::<B>(dev);
+                    let host_t = inputs.target.map(|t| t.rows(d * per, per));
+                    let target = super::target_tensor(target_gen, host_t.as_ref(), images.clone());
+                    let mask = inputs.mask.rows(d * per, per).to_tensors::<B>(dev);
+                    let pred = replica.forward(images, &mask);
+                    let loss = replica.loss(pred, target, mask.mask.clone()) / n as f64;
+                    let scaled = if accum > 1 {
+                        loss.clone() / accum as f64
+                    } else {
+                        loss.clone()
+                    };
+                    let grads = GradientsParams::from_grads(scaled.backward(), &replica);
+                    Shard {
+                        replica,
+                        loss,
+                        grads,
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join()).collect()
+    });
+    results
+        .into_iter()
+        .enumerate()
+        .map(|(d, r)| {
+            r.map_err(|_| Error::Training(format!("the shard on device {d} panicked (see above)")))
+        })
+        .collect()
+}
+
+/// Each device's gradients tagged with that device, for `AdamW::step_multi`.
+pub fn multi_gradients(
+    grads: impl IntoIterator<Item = GradientsParams>,
+    devices: &[DispatchDevice],
+) -> MultiGradientsParams {
+    let mut multi = MultiGradientsParams::default();
+    for (g, dev) in grads.into_iter().zip(devices) {
+        // The inner device's id: burn 0.21 encodes an autodiff DispatchDevice's id twice,
+        // which `from_id` cannot decode.
+        multi.grads.push((g, InnerDevice::inner(dev).to_id()));
+    }
+    multi
+}
