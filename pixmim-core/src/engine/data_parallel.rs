@@ -37,8 +37,10 @@ pub struct Shard<M> {
 ///
 /// Each shard's loss is scaled by 1/devices, so the summed gradients are the full batch's
 /// (every sample masks the same number of patches, so the mean of the shard means is the
-/// batch mean), and its gradients additionally by 1/`accum` (train.accum_iter). One thread per device, as burn-train's multi-device workers: a replica
-/// forked with `fork` gets fresh leaf parameters and so its own autodiff graph, and the
+/// batch mean), and its gradients additionally by 1/`accum` (train.accum_iter).
+///
+/// One thread per device, as burn-train's multi-device workers: a replica forked with
+/// `fork` gets fresh leaf parameters and so its own autodiff graph, and the
 /// shards' forward and backward passes run at once instead of one host thread launching
 /// every device's work in turn. On a 2-core CPU this is also what keeps both cores busy:
 /// burn's CPU backends run most elementwise ops on one thread (README, "CPU backends").
