@@ -1,9 +1,11 @@
 //! Building blocks shared by every method: written once, here.
+pub mod activation;
 pub mod linear;
 pub mod patch_embed;
 pub mod pos_embed;
 pub mod precision;
 pub mod vit;
+pub mod vmath;
 
 pub use linear::LinearRows;
 pub use patch_embed::PatchEmbed;
