@@ -7,7 +7,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, PaddingConfig2d};
 use burn::prelude::*;
 
 use pixmim_core::init::HostInit;
-use pixmim_core::nn::vit::gelu;
+use pixmim_core::nn::activation::gelu;
 use pixmim_core::nn::LinearRows;
 
 /// LayerNorm eps in ConvMAE's conv parts: plain nn.LayerNorm (spec §0.7).

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::cblock::{CBlock, CONV_LN_EPS};
 use pixmim_core::init::HostInit;
 use pixmim_core::masking::{gather_tokens, unshuffle_with_mask_tokens, MaskTensors};
-use pixmim_core::nn::vit::gelu;
+use pixmim_core::nn::activation::gelu;
 use pixmim_core::nn::{sincos_2d, Block, BlockConfig, LinearRows, PatchEmbed, PosEmbedOrientation};
 use pixmim_core::registry::Geometry;
 use pixmim_core::traits::Autoencoder;

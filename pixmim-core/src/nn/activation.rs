@@ -18,12 +18,11 @@ use burn::tensor::DType;
 
 use super::vmath;
 
-/// Take the host path? On burn-flex (alone or under autodiff/dispatch; burn 0.21 can only be
-/// asked its name) with f32 data: flex reads a tensor out in 0.2 ms per million values.
-/// burn-ndarray 0.21 takes 30 ms for the same read, more than its per-element libm costs,
-/// so ndarray keeps burn's ops.
+/// Take the host path? On burn-flex with f32 data: flex reads a tensor out in 0.2 ms per
+/// million values. burn-ndarray 0.21 takes 30 ms for the same read, more than its
+/// per-element libm costs, so ndarray keeps burn's ops.
 fn host_kernels<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
-    x.dtype() == DType::F32 && B::name(&x.device()).contains("flex")
+    x.dtype() == DType::F32 && crate::device::is_flex::<B>(&x.device())
 }
 
 /// The tensor's values on the host, row-major.
@@ -39,10 +38,10 @@ fn from_host<B: Backend, const D: usize>(v: Vec<f32>, like: &Tensor<B, D>) -> Te
 
 /// Exact (erf) GELU, `nn.GELU()`'s default: `x (1 + erf(x / sqrt 2)) / 2`.
 ///
-/// Elsewhere (GPUs, ndarray) it is built from `erf` so that autodiff derives it exactly: burn 0.21's fused
-/// `gelu` has an exact forward, but its default `gelu_backward` (used by ndarray and the
-/// cubecl backends) differentiates the tanh approximation, which put MAE's gradients 3e-4
-/// off the reference. On flex: value and slope from [`vmath::gelu_and_slope`], gradient
+/// Elsewhere (GPUs, ndarray) it is built from `erf` so that autodiff derives it exactly:
+/// burn 0.21's fused `gelu` has an exact forward, but its default `gelu_backward` (used by
+/// ndarray and the cubecl backends) differentiates the tanh approximation, which put MAE's
+/// gradients 3e-4 off the reference. On flex: value and slope from [`vmath::gelu_and_slope`], gradient
 /// `slope * grad`.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     if !host_kernels(&x) {
@@ -99,15 +98,11 @@ mod tests {
         let wt = Tensor::<AB, D>::from_data(TensorData::new(w, shape), &dev);
         let y = f(xt.clone());
         let g = (y.clone() * wt).sum().backward();
-        let vals = y.inner().into_data().convert::<f32>().into_vec().unwrap();
-        let grad = xt
-            .grad(&g)
-            .unwrap()
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .unwrap();
-        (vals, grad)
+        (values(y.inner()), values(xt.grad(&g).unwrap()))
+    }
+
+    fn values<BB: Backend, const D: usize>(t: Tensor<BB, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().into_vec().unwrap()
     }
 
     fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
@@ -131,7 +126,7 @@ mod tests {
     /// The host path against burn's composite ops (taken on flex by `x.erf()` and
     /// `activation::softmax` directly): the same values and the same gradients.
     #[test]
-    fn cpu_gelu_matches_the_erf_composite_in_value_and_gradient() {
+    fn flex_gelu_matches_the_erf_composite_in_value_and_gradient() {
         type AB = Autodiff<Flex>;
         let x = inputs(6 * 35);
         let (v0, g0) = value_and_grad::<AB, 2>(erf_composite_gelu, &x, [6, 35]);
@@ -141,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn cpu_softmax_matches_burns_softmax_in_value_and_gradient() {
+    fn flex_softmax_matches_burns_softmax_in_value_and_gradient() {
         type AB = Autodiff<Flex>;
         let x = inputs(2 * 3 * 4 * 9);
         let (v0, g0) = value_and_grad::<AB, 4>(
@@ -190,14 +185,7 @@ mod tests {
         let xs = [-3.0f32, -1.2, -0.3, 0.0, 0.4, 1.7, 2.9];
         let x = Tensor::<AB, 1>::from_floats(xs, &Default::default()).require_grad();
         let g = f(x.clone()).sum().backward();
-        let got: Vec<f32> = x
-            .grad(&g)
-            .unwrap()
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .unwrap();
-        for (v, gv) in xs.iter().zip(got) {
+        for (v, gv) in xs.iter().zip(values(x.grad(&g).unwrap())) {
             let want = gelu_slope(*v as f64);
             assert!(
                 (gv as f64 - want).abs() < 1e-6,

@@ -6,8 +6,7 @@
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 
-pub use super::activation::gelu;
-use super::activation::softmax;
+use super::activation::{gelu, softmax};
 use super::Precision;
 use crate::init::HostInit;
 
@@ -99,11 +98,9 @@ pub enum HeadLayout {
 }
 
 impl HeadLayout {
-    /// `PerHead` on burn-flex (alone or under autodiff/dispatch), `Batched` elsewhere. burn
-    /// 0.21 has no way to ask a backend about its copies, so this reads the backend's name
-    /// (`autodiff<dispatch<flex>>`).
+    /// `PerHead` on burn-flex ([`crate::device::is_flex`]), `Batched` elsewhere.
     pub fn for_device<B: Backend>(device: &B::Device) -> Self {
-        if B::name(device).contains("flex") {
+        if crate::device::is_flex::<B>(device) {
             Self::PerHead
         } else {
             Self::Batched

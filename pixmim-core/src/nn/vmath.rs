@@ -1,5 +1,5 @@
 //! `exp` and `erf` for f32 that vectorise, and the GELU and softmax kernels built on them:
-//! the transcendental work of a ViT block on the CPU backends ([`super::activation`]).
+//! the transcendental work of a ViT block on burn-flex ([`super::activation`]).
 //!
 //! burn-flex and burn-ndarray 0.21 call libm once per element (`erff` 3-11 ns, `expf` 2-3
 //! ns): GELU and softmax were a fifth to a third of a tiny MAE block's forward + backward on
