@@ -7,6 +7,11 @@ use burn::optim::{GradientsParams, MultiGradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::DeviceOps as InnerDevice;
 use burn::DispatchDevice;
+use rayon::prelude::*;
+use rayon::{ThreadPool, ThreadPoolBuilder};
+use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::masking::MaskBatch;
@@ -39,11 +44,12 @@ pub struct Shard<M> {
 /// (every sample masks the same number of patches, so the mean of the shard means is the
 /// batch mean), and its gradients additionally by 1/`accum` (train.accum_iter).
 ///
-/// One thread per device, as burn-train's multi-device workers: a replica forked with
+/// One worker per device, as burn-train's multi-device workers: a replica forked with
 /// `fork` gets fresh leaf parameters and so its own autodiff graph, and the
 /// shards' forward and backward passes run at once instead of one host thread launching
 /// every device's work in turn. On a 2-core CPU this is also what keeps both cores busy:
 /// burn's CPU backends run most elementwise ops on one thread (README, "CPU backends").
+/// The workers are the threads of [`shard_pool`].
 pub fn forward_backward<M>(
     model: &M,
     devices: &[DispatchDevice],
@@ -63,34 +69,28 @@ where
         ));
     }
     let per = batch / n;
-    let results: Vec<_> = std::thread::scope(|s| {
-        let workers: Vec<_> = devices
-            .iter()
+    let replicas: Vec<M> = devices.iter().map(|dev| model.clone().fork(dev)).collect();
+    let results: Vec<_> = shard_pool(n)?.install(|| {
+        replicas
+            .into_par_iter()
+            .zip(devices)
             .enumerate()
-            .map(|(d, dev)| {
-                let replica = model.clone().fork(dev);
-                s.spawn(move || {
-                    let images = inputs.images.rows(d * per, per).to_tensor::<B>(dev);
-                    let host_t = inputs.target.map(|t| t.rows(d * per, per));
-                    let target = super::target_tensor(target_gen, host_t.as_ref(), images.clone());
-                    let mask = inputs.mask.rows(d * per, per).to_tensors::<B>(dev);
-                    let pred = replica.forward(images, &mask);
-                    let loss = replica.loss(pred, target, mask.mask.clone()) / n as f64;
-                    let scaled = if accum > 1 {
-                        loss.clone() / accum as f64
-                    } else {
-                        loss.clone()
-                    };
-                    let grads = GradientsParams::from_grads(scaled.backward(), &replica);
-                    Shard {
-                        replica,
-                        loss,
-                        grads,
-                    }
-                })
+            .map(|(d, (replica, dev))| {
+                let (images, mask) = (
+                    inputs.images.rows(d * per, per),
+                    inputs.mask.rows(d * per, per),
+                );
+                let target = inputs.target.map(|t| t.rows(d * per, per));
+                let shard = StepInputs {
+                    images: &images,
+                    target: target.as_ref(),
+                    mask: &mask,
+                };
+                panic::catch_unwind(AssertUnwindSafe(|| {
+                    shard_forward_backward(replica, dev, &shard, target_gen, n, accum)
+                }))
             })
-            .collect();
-        workers.into_iter().map(|w| w.join()).collect()
+            .collect()
     });
     results
         .into_iter()
@@ -99,6 +99,64 @@ where
             r.map_err(|_| Error::Training(format!("the shard on device {d} panicked (see above)")))
         })
         .collect()
+}
+
+/// One device's share: its rows of the batch through its replica, loss and gradients.
+fn shard_forward_backward<M>(
+    replica: M,
+    dev: &DispatchDevice,
+    inputs: &StepInputs,
+    target_gen: &dyn TargetGenerator,
+    devices: usize,
+    accum: usize,
+) -> Shard<M>
+where
+    M: Autoencoder<B> + AutodiffModule<B>,
+{
+    let images = inputs.images.to_tensor::<B>(dev);
+    let target = super::target_tensor(target_gen, inputs.target, images.clone());
+    let mask = inputs.mask.to_tensors::<B>(dev);
+    let pred = replica.forward(images, &mask);
+    let loss = replica.loss(pred, target, mask.mask.clone()) / devices as f64;
+    let scaled = if accum > 1 {
+        loss.clone() / accum as f64
+    } else {
+        loss.clone()
+    };
+    let grads = GradientsParams::from_grads(scaled.backward(), &replica);
+    Shard {
+        replica,
+        loss,
+        grads,
+    }
+}
+
+/// The threads the shards run on: one rayon pool per device count, kept for the process,
+/// with a thread per device and at least as many as rayon's global pool (one per core).
+///
+/// The shards' matrix products and pixmim's host kernels are rayon work too, and run on
+/// this pool's threads. Before, each step spawned a thread per shard that handed its
+/// products to the global pool and slept until they were done, so `--device flex,flex`
+/// on 2 cores switched between four threads; the tiny MAE step went 0.22-0.23 s ->
+/// 0.18-0.20 s when the shards and their products shared two threads
+/// (bench/results/2026-11-28-cpu2-shard-pool.md).
+fn shard_pool(devices: usize) -> Result<Arc<ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(pool) = pools.get(&devices) {
+        return Ok(pool.clone());
+    }
+    let pool = ThreadPoolBuilder::new()
+        .num_threads(devices.max(rayon::current_num_threads()))
+        .thread_name(|i| format!("pixmim-shard-{i}"))
+        .build()
+        .map_err(|e| Error::Training(format!("cannot start the shard threads: {e}")))?;
+    let pool = Arc::new(pool);
+    pools.insert(devices, pool.clone());
+    Ok(pool)
 }
 
 /// Each device's gradients tagged with that device, for `AdamW::step_multi`.
