@@ -123,11 +123,18 @@ pub struct MaskTensors<B: Backend> {
 }
 
 /// Gather tokens (B, L, D) at per-sample indices (B, K) -> (B, K, D).
+///
+/// Done as a row selection from `x` seen as (B*L, D), sample i's token j being row
+/// i*L + ids[i, j]: the same values as `gather` along dim 1 with the indices expanded to
+/// (B, K, D) (PyTorch's form, spec §0.4), but the backward pass adds whole rows back
+/// (`select_add`) instead of scattering B*K*D single elements through a materialised index
+/// tensor, which burn-flex 0.21 does one element at a time (README, "CPU backends").
 pub fn gather_tokens<B: Backend>(x: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-    let [b, _, d] = x.dims();
+    let [b, l, d] = x.dims();
     let [_, k] = ids.dims();
-    let ids = ids.unsqueeze_dim::<3>(2).expand([b, k, d]);
-    x.gather(1, ids)
+    let first_row = Tensor::<B, 1, Int>::arange_step(0..(b * l) as i64, l, &x.device());
+    let rows = (ids + first_row.reshape([b, 1])).reshape([b * k]);
+    x.reshape([b * l, d]).select(0, rows).reshape([b, k, d])
 }
 
 /// Decoder input assembly (spec §0.5): append mask tokens after the visible tokens (B, K, D)
@@ -278,5 +285,42 @@ mod tests {
         assert!(e.contains("masking.ratio"), "{e}");
         assert_eq!(len_keep(196, 0.75), 49);
         assert_eq!(len_keep(784, 0.75), 196);
+    }
+
+    /// The row selection gives `gather` along dim 1's values and gradient, on both CPU
+    /// backends (the parity tests exercise it only through whole models).
+    fn gather_tokens_is_gather_along_tokens<B: burn::tensor::backend::AutodiffBackend>() {
+        let dev = Default::default();
+        let (b, l, d, k) = (3, 7, 5, 4);
+        let values: Vec<f32> = (0..b * l * d).map(|i| (i as f32 * 0.37).sin()).collect();
+        let x = || Tensor::<B, 3>::from_data(TensorData::new(values.clone(), [b, l, d]), &dev);
+        let ids: Vec<i64> = vec![6, 0, 3, 2, 1, 5, 4, 0, 2, 6, 1, 3];
+        let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, k]), &dev);
+        let weights = Tensor::<B, 3>::from_data(
+            TensorData::new((0..b * k * d).map(|i| i as f32).collect(), [b, k, d]),
+            &dev,
+        );
+        let (x1, x2) = (x().require_grad(), x().require_grad());
+        let ours = gather_tokens(x1.clone(), ids.clone());
+        let theirs = x2
+            .clone()
+            .gather(1, ids.unsqueeze_dim::<3>(2).expand([b, k, d]));
+        ours.to_data().assert_eq(&theirs.to_data(), true);
+        let g1 = (ours * weights.clone()).sum().backward();
+        let g2 = (theirs * weights).sum().backward();
+        let (g1, g2) = (x1.grad(&g1).unwrap(), x2.grad(&g2).unwrap());
+        g1.to_data().assert_eq(&g2.to_data(), true);
+        let unpicked: f32 = g1.slice([1..2, 6..7, 0..d]).sum().into_scalar().elem();
+        assert_eq!(
+            unpicked, 0.0,
+            "token 6 of sample 1 is not kept: no gradient"
+        );
+    }
+
+    #[test]
+    fn gather_tokens_matches_gather_on_ndarray_and_flex() {
+        use burn::backend::{Autodiff, Flex, NdArray};
+        gather_tokens_is_gather_along_tokens::<Autodiff<NdArray>>();
+        gather_tokens_is_gather_along_tokens::<Autodiff<Flex>>();
     }
 }

@@ -8,7 +8,9 @@ use crate::cblock::{CBlock, CONV_LN_EPS};
 use pixmim_core::init::HostInit;
 use pixmim_core::masking::{gather_tokens, unshuffle_with_mask_tokens, MaskTensors};
 use pixmim_core::nn::activation::gelu;
-use pixmim_core::nn::{sincos_2d, Block, BlockConfig, LinearRows, PatchEmbed, PosEmbedOrientation};
+use pixmim_core::nn::{
+    add_position, sincos_2d, Block, BlockConfig, LinearRows, PatchEmbed, PosEmbedOrientation,
+};
 use pixmim_core::registry::Geometry;
 use pixmim_core::traits::Autoencoder;
 use pixmim_core::{Error, Result};
@@ -270,7 +272,10 @@ impl<B: Backend> ConvMae<B> {
         let s2 = self.stage2_output_decode.forward(nchw(x.clone()));
         let x = self.patch_embed3.forward(nchw(x));
         let [_, _, _, d] = x.dims();
-        let x = self.patch_embed4.forward_rows(x.reshape([b, g * g, d])) + self.pos_embed.val();
+        let x = add_position(
+            self.patch_embed4.forward_rows(x.reshape([b, g * g, d])),
+            self.pos_embed.val(),
+        );
         let keep = mask.ids_keep.clone();
         let mut x = gather_tokens(x, keep.clone());
         for blk in &self.blocks3 {
@@ -288,8 +293,10 @@ impl<B: Backend> ConvMae<B> {
         ids_restore: Tensor<B, 2, Int>,
     ) -> Tensor<B, 3> {
         let x = self.decoder_embed.forward_rows(latent);
-        let mut x = unshuffle_with_mask_tokens(x, self.mask_token.val(), ids_restore)
-            + self.decoder_pos_embed.val();
+        let mut x = add_position(
+            unshuffle_with_mask_tokens(x, self.mask_token.val(), ids_restore),
+            self.decoder_pos_embed.val(),
+        );
         for blk in &self.decoder_blocks {
             x = blk.forward(x);
         }

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use pixmim_core::init::HostInit;
 use pixmim_core::masking::{gather_tokens, unshuffle_with_mask_tokens, MaskTensors};
-use pixmim_core::nn::{sincos_2d, Block, BlockConfig, LinearRows, PatchEmbed, PosEmbedOrientation};
+use pixmim_core::nn::{
+    add_position, sincos_2d, Block, BlockConfig, LinearRows, PatchEmbed, PosEmbedOrientation,
+};
 use pixmim_core::registry::Geometry;
 use pixmim_core::traits::Autoencoder;
 use pixmim_core::{Error, Result};
@@ -182,7 +184,7 @@ impl<B: Backend> Mae<B> {
     pub fn embed(&self, imgs: Tensor<B, 4>) -> Tensor<B, 3> {
         let x = self.patch_embed.forward(imgs);
         let [_, l, d] = x.dims();
-        x + self.pos_embed.val().slice([0..1, 1..l + 1, 0..d])
+        add_position(x, self.pos_embed.val().slice([0..1, 1..l + 1, 0..d]))
     }
 
     /// Embedded visible tokens with the cls token prepended: (B, 1 + len_keep, D), the input
@@ -220,8 +222,10 @@ impl<B: Backend> Mae<B> {
             self.mask_token.val(),
             ids_restore,
         );
-        let mut x = Tensor::cat(vec![x.slice([0..b, 0..1, 0..dd]), patches], 1)
-            + self.decoder_pos_embed.val();
+        let mut x = add_position(
+            Tensor::cat(vec![x.slice([0..b, 0..1, 0..dd]), patches], 1),
+            self.decoder_pos_embed.val(),
+        );
         for blk in &self.decoder_blocks {
             x = blk.forward(x);
         }

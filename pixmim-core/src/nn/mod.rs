@@ -9,6 +9,6 @@ pub mod vmath;
 
 pub use linear::LinearRows;
 pub use patch_embed::PatchEmbed;
-pub use pos_embed::{sincos_2d, PosEmbedOrientation};
+pub use pos_embed::{add_position, sincos_2d, PosEmbedOrientation};
 pub use precision::Precision;
 pub use vit::{Block, BlockConfig, HeadLayout};

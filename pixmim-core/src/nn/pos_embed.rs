@@ -1,5 +1,17 @@
-//! Fixed 2-D sin-cos position embeddings, both orientations (spec §0.3).
+//! Fixed 2-D sin-cos position embeddings, both orientations (spec §0.3), and their addition
+//! to a batch of tokens.
+use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// `x + pos` for tokens `x` (B, N, D) and a position table `pos` (1, N, D), the table added
+/// to every sample. Written as one N*D row broadcast over B rows, which burn-flex 0.21 adds
+/// with its vectorised shared-row kernel; broadcast as (1, N, D) it falls to an
+/// element-by-element strided loop. The same sums either way.
+pub fn add_position<B: Backend>(x: Tensor<B, 3>, pos: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, n, d] = x.dims();
+    assert_eq!(pos.dims(), [1, n, d], "position table shape");
+    (x.reshape([b, n * d]) + pos.reshape([1, n * d])).reshape([b, n, d])
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -78,5 +90,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn add_position_adds_the_table_to_every_sample() {
+        use burn::backend::{Autodiff, Flex};
+        type B = Autodiff<Flex>;
+        let dev = Default::default();
+        let (b, n, d) = (3, 5, 4);
+        let x = Tensor::<B, 3>::from_data(
+            TensorData::new((0..b * n * d).map(|i| i as f32).collect(), [b, n, d]),
+            &dev,
+        )
+        .require_grad();
+        let pos = Tensor::<B, 3>::from_data(
+            TensorData::new((0..n * d).map(|i| (i as f32).sqrt()).collect(), [1, n, d]),
+            &dev,
+        )
+        .require_grad();
+        let y = add_position(x.clone(), pos.clone());
+        y.to_data()
+            .assert_eq(&(x.clone() + pos.clone()).to_data(), true);
+        let grads = (y * 2.0).sum().backward();
+        let gx: Vec<f32> = x.grad(&grads).unwrap().into_data().to_vec().unwrap();
+        let gp: Vec<f32> = pos.grad(&grads).unwrap().into_data().to_vec().unwrap();
+        assert!(gx.iter().all(|&g| g == 2.0));
+        assert_eq!(gp.len(), n * d);
+        assert!(
+            gp.iter().all(|&g| g == 2.0 * b as f32),
+            "summed over the batch"
+        );
     }
 }
