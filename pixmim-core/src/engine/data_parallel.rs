@@ -131,8 +131,9 @@ where
     }
 }
 
-/// The threads the shards run on: one rayon pool per device count, kept for the process,
-/// with a thread per device and at least as many as rayon's global pool (one per core).
+/// The threads the shards run on: a rayon pool with a thread per device and at least as
+/// many as rayon's global pool (one per core), kept for the process and shared by every
+/// device list that needs that many threads.
 ///
 /// The shards' matrix products and pixmim's host kernels are rayon work too, and run on
 /// this pool's threads. Before, each step spawned a thread per shard that handed its
@@ -142,20 +143,21 @@ where
 /// (bench/results/2026-11-28-cpu2-shard-pool.md).
 fn shard_pool(devices: usize) -> Result<Arc<ThreadPool>> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
+    let threads = devices.max(rayon::current_num_threads());
     let mut pools = POOLS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some(pool) = pools.get(&devices) {
+    if let Some(pool) = pools.get(&threads) {
         return Ok(pool.clone());
     }
     let pool = ThreadPoolBuilder::new()
-        .num_threads(devices.max(rayon::current_num_threads()))
+        .num_threads(threads)
         .thread_name(|i| format!("pixmim-shard-{i}"))
         .build()
         .map_err(|e| Error::Training(format!("cannot start the shard threads: {e}")))?;
     let pool = Arc::new(pool);
-    pools.insert(devices, pool.clone());
+    pools.insert(threads, pool.clone());
     Ok(pool)
 }
 
