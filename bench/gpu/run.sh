@@ -7,14 +7,15 @@
 #
 # Every stage has its own time limit and writes as it goes, so a run cut short still reports
 # what it measured. Results go to $OUT (default bench/results/gpu-<date>); copy them into
-# bench/results/. Knobs: BATCH (default 128), STAGES (default "env smoke torch bench train").
+# bench/results/. Knobs: BATCH (default 128), STAGES (default "env smoke torch bench profile
+# train"), PRECISIONS (bench, default f32,bf16), *_SECS (each stage's time limit).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 DATE=$(date -u +%F)
 OUT="${OUT:-bench/results/gpu-$DATE}"
 mkdir -p "$OUT"
 BATCH="${BATCH:-128}"
-STAGES="${STAGES:-env smoke torch bench train}"
+STAGES="${STAGES:-env smoke torch bench profile train}"
 LOG="$OUT/gpu.log"
 exec > >(tee -a "$LOG") 2>&1
 export PYTHONUNBUFFERED=1
@@ -63,11 +64,13 @@ if has smoke; then
 fi
 
 if has torch; then
-  # 2. PyTorch MAE-B on the same card: AMP fp16 as the official recipe, and fp32.
-  stage "pytorch MAE-B, AMP fp16 and fp32, batch $BATCH"
+  # 2. PyTorch MAE-B on the same card: AMP fp16 as the official recipe, fp32, and fp32 with TF32
+  #    matmuls (like for like with burn-cuda's f32, whose tensor-core matmuls round to TF32).
+  stage "pytorch MAE-B, AMP fp16, fp32 and fp32+TF32, batch $BATCH"
   {
     timeout 90 python3 bench/torch/mae_step.py --batch "$BATCH" --steps 20
     timeout 90 python3 bench/torch/mae_step.py --batch "$BATCH" --steps 20 --no-amp
+    timeout 90 python3 bench/torch/mae_step.py --batch "$BATCH" --steps 20 --no-amp --tf32
   } | tee "$OUT/torch.jsonl"
 fi
 
@@ -82,10 +85,30 @@ if has bench; then
   echo "exit $?"
 fi
 
+if has profile; then
+  # 4. Where the GPU time of pixmim's MAE-B step goes: Nsight Systems' per-kernel summary of a
+  #    few f32 steps with and without PixMIM (matrix products vs elementwise kernels, launch
+#    counts), if nsys is here.
+  stage "profile: nsys kernel summary of the MAE-B f32 step, batch $BATCH"
+  NSYS=$(command -v nsys || ls "$CUDA_PATH"/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys \
+    /usr/local/cuda/nsight-systems-*/bin/nsys 2>/dev/null | head -1)
+  if [ -n "$NSYS" ]; then
+    timeout "${PROFILE_SECS:-120}" "$NSYS" profile -t cuda -s none --cpuctxsw=none -f true \
+      -o /tmp/pixmim-step "$BIN" bench --device cuda --only steps --methods mae --presets base \
+      --precision f32 --batch "$BATCH" --steps 3 --warmup 2
+    echo "exit $?"
+    "$NSYS" stats -r cuda_gpu_kern_sum,cuda_api_sum --format csv -o "$OUT/nsys" \
+      /tmp/pixmim-step.nsys-rep >/dev/null 2>&1
+    head -25 "$OUT"/nsys_cuda_gpu_kern_sum*.csv 2>/dev/null | cut -c1-200
+  else
+    echo "nsys not found; skipped"
+  fi
+fi
+
 if has train; then
-  # 4. Real pretraining steps (data loading, schedule, checkpoint) of MAE-B + PixMIM.
+  # 5. Real pretraining steps (data loading, schedule, checkpoint) of MAE-B + PixMIM.
   stage "pixmim train MAE-B + PixMIM, batch $BATCH, ${TRAIN_PRECISION:-bf16}"
-  timeout "${TRAIN_SECS:-120}" "$BIN" train --method mae --plugin pixmim --preset base \
+  timeout "${TRAIN_SECS:-90}" "$BIN" train --method mae --plugin pixmim --preset base \
     --device cuda --steps "${TRAIN_STEPS:-200}" --set "train.batch_size=$BATCH" \
     --set "train.precision=${TRAIN_PRECISION:-bf16}" --set train.log_every=25 --out /tmp/train-base
   echo "exit $?"

@@ -8,7 +8,7 @@ official `main_pretrain.py`. Prints one JSON line.
   --preset tiny: pixmim's `tiny` preset, 32 px, patch 4, 192 x 4 (3 heads), decoder 128 x 2
                  (4 heads): the CPU comparison of issue 7 (`pixmim bench --only steps`).
 
-    python3 bench/torch/mae_step.py --batch 256 --steps 50 [--no-amp] [--compile]
+    python3 bench/torch/mae_step.py --batch 256 --steps 50 [--no-amp [--tf32]] [--compile]
     python3 bench/torch/mae_step.py --device cpu --preset tiny --batch 64 --steps 10
 """
 import argparse
@@ -122,12 +122,21 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--no-amp", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument(
+        "--tf32",
+        action="store_true",
+        help="fp32 with TF32 tensor-core matmuls: what burn-cuda's f32 matmuls do (README, GPU)",
+    )
     a = ap.parse_args()
     dev = torch.device(a.device)
     cuda = dev.type == "cuda"
     amp = cuda and not a.no_amp  # the official recipe's AMP is fp16 on the GPU only
     if a.threads:
         torch.set_num_threads(a.threads)
+    # PyTorch's default fp32 matmul keeps full f32 inputs; cubek (burn-cuda 0.21) rounds f32
+    # inputs to TF32 in its tensor-core kernels, so `--tf32` is the like-for-like comparison.
+    torch.backends.cuda.matmul.allow_tf32 = a.tf32
+    torch.backends.cudnn.allow_tf32 = a.tf32
     cfg = PRESETS[a.preset]
     model = MAE(**cfg).to(dev)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and not n.endswith(".bias")]
@@ -168,6 +177,7 @@ def main():
                 "threads": torch.get_num_threads(),
                 "preset": a.preset,
                 "amp_fp16": amp,
+                "tf32": a.tf32 and not amp,
                 "compile": a.compile,
                 "batch": a.batch,
                 "step_s": step,

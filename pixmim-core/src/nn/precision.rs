@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// Everything in f32 (the reference numerics; the test vectors are checked in it).
+    /// Everything in f32 (the reference numerics; the test vectors are checked in it on the
+    /// CPU). On a CUDA card with TF32 tensor cores, burn-cuda's matmuls round f32 inputs to
+    /// TF32 (cubek's default strategy), as PyTorch does with `allow_tf32`; README, "GPU".
     #[default]
     F32,
     /// Matrix products in bf16, the rest in f32.
