@@ -53,6 +53,7 @@ pub struct FrequencyArgs {
     /// Eval transform's crop_pct (centre crop to the model's size).
     #[arg(long, default_value_t = 0.875)]
     crop_pct: f64,
+    /// cpu (= flex), flex, ndarray, cuda, cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
 }

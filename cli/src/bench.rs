@@ -131,6 +131,7 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
     for d in &devices {
         d.device()?; // fail on a missing CUDA driver before any work
     }
+    let backends = devices.iter().map(|d| d.to_string()).collect::<Vec<_>>();
     if !a.batch.is_multiple_of(devices.len()) {
         return Err(Error::Usage(format!(
             "--batch {} does not split evenly over {} devices",
@@ -201,6 +202,7 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
     report.set("cpu", json!(cpu_model()));
     report.set("cores", json!(cores));
     report.set("device", json!(a.device));
+    report.set("backends", json!(backends));
     report.set("batch", json!(a.batch));
     report.set("date", json!(date));
 
@@ -526,10 +528,11 @@ fn save(path: &Path, obj: &Value, rows: &[Row], a: &BenchArgs) -> Result<()> {
     .ok();
     writeln!(
         md,
-        "CPU: {} ({} cores). Device: {}. Command: `{}`.\n",
+        "CPU: {} ({} cores). Device: {} (backends: {}). Command: `{}`.\n",
         obj["cpu"].as_str().unwrap_or(""),
         obj["cores"],
         a.device,
+        obj["backends"],
         command_line()
     )
     .ok();

@@ -45,7 +45,7 @@ pub struct EvalData {
     /// Validation images, same forms.
     #[arg(long)]
     val_data: PathBuf,
-    /// cpu (= ndarray), flex, cuda, cuda:N
+    /// cpu (= flex), flex, ndarray, cuda, cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Eval transform: short side resized to size / crop_pct, then centre-cropped (MAE:

@@ -134,7 +134,7 @@ struct TrainArgs {
     /// Run folder (default: a fresh `runs/<method>-<time>`).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// cpu (= ndarray), flex, ndarray, cuda, cuda:N; several, comma-separated
+    /// cpu (= flex), flex, ndarray, cuda, cuda:N; several, comma-separated
     /// (`cuda:0,cuda:1`), train data-parallel with the batch split over them.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -316,6 +316,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     for d in &devices {
         d.device()?; // fail on a missing CUDA driver before any work
     }
+    let on = DeviceSpec::describe(&a.device, &devices);
     let device = devices.remove(0);
     let mut composed = if a.resume {
         let out = a
@@ -383,7 +384,7 @@ fn train(a: &TrainArgs) -> Result<()> {
             .get("preset")
             .and_then(|v| v.as_str())
             .unwrap_or("?"),
-        a.device,
+        on,
         out.display()
     );
     match composed.method.run(Job::Train(&composed, &opts))? {

@@ -44,7 +44,7 @@ pub struct ReconstructArgs {
     /// Also write `loss`, `pred`, `mask`, `target` (after norm_pix) as safetensors.
     #[arg(long)]
     dump: Option<PathBuf>,
-    /// cpu (= ndarray), flex, cuda, cuda:N
+    /// cpu (= flex), flex, ndarray, cuda, cuda:N
     #[arg(long, default_value = "cpu")]
     device: String,
 }

@@ -315,6 +315,8 @@ fn train_writes_the_run_folder_and_resumes() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    // The default device names the backend it resolved to.
+    assert!(text(&o).contains("on cpu (flex)"), "{}", text(&o));
     assert!(out.join("config.toml").exists());
     assert_eq!(
         std::fs::read_to_string(out.join("metrics.jsonl"))
@@ -499,6 +501,11 @@ fn bench_times_the_data_parallel_step() {
     let v: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).expect("one JSON object");
     assert_eq!(v["device"], "cpu,cpu");
+    assert_eq!(
+        v["backends"],
+        serde_json::json!(["flex", "flex"]),
+        "`cpu` is flex"
+    );
     for k in ["step_s", "step_s_pixmim"] {
         let x = v["steps"]["mae/tiny"][k].as_f64().unwrap_or(f64::NAN);
         assert!(x.is_finite() && x > 0.0, "{k} = {x}: {v}");
@@ -506,7 +513,7 @@ fn bench_times_the_data_parallel_step() {
     let o = args("cpu,cpu", "5", "f32");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--batch 5"), "{}", text(&o));
-    let o = args("flex,cpu", "4", "bf16");
+    let o = args("flex,ndarray", "4", "bf16");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("train.precision"), "{}", text(&o));
 }
@@ -530,7 +537,7 @@ fn bf16_trains_on_flex_and_is_refused_on_ndarray() {
     assert!(out.join("checkpoints/step-00000002.safetensors").exists());
     let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(config.contains("precision = \"bf16\""), "{config}");
-    let o = run("cpu", &tmp("bf16-ndarray"));
+    let o = run("ndarray", &tmp("bf16-ndarray"));
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("train.precision"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&out);

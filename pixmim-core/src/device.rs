@@ -10,20 +10,48 @@ use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceSpec {
-    /// burn's flex backend.
+    /// burn's flex backend: the CPU default (`cpu`), 2.5-3x faster than ndarray on every
+    /// method's training step; `flex,flex` (one replica per core) is faster still on two
+    /// cores (README, "CPU backends"). The reference-vector parity tests run on it.
     Flex,
-    /// burn's ndarray backend: the CPU default (the design card's backend; the parity tests
-    /// run on it). flex is faster on a training step, `flex,flex` fastest on two cores
-    /// (README, "CPU backends").
+    /// burn's ndarray backend (the design card's; `--device ndarray`). f32 only. The parity
+    /// tests run on it too.
     NdArray,
     Cuda(usize),
 }
 
+/// The backend's own name (`flex`, `ndarray`, `cuda:N`), which `cpu` resolves to.
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Flex => f.write_str("flex"),
+            Self::NdArray => f.write_str("ndarray"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
 impl DeviceSpec {
+    /// `--device` as given, with the backends it resolved to when they read differently:
+    /// `cpu (flex)`, `cuda:0,cuda:1`. What run logs and bench reports print.
+    pub fn describe(given: &str, specs: &[Self]) -> String {
+        let resolved = specs
+            .iter()
+            .map(Self::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        if resolved == given.replace(' ', "") {
+            resolved
+        } else {
+            format!("{given} ({resolved})")
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self> {
         match s {
-            "flex" => Ok(Self::Flex),
-            "cpu" | "ndarray" => Ok(Self::NdArray),
+            // `cpu` names the machine, not a backend: it gets the fastest CPU backend.
+            "cpu" | "flex" => Ok(Self::Flex),
+            "ndarray" => Ok(Self::NdArray),
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
             _ => {
                 if let Some(n) = s.strip_prefix("cuda:") {
@@ -73,7 +101,7 @@ impl DeviceSpec {
         if precision == Precision::Bf16 && *self == Self::NdArray {
             return Err(Error::config(
                 "train.precision",
-                "bf16 needs --device cuda or flex; the ndarray backend (`cpu`) computes in f32 only",
+                "bf16 needs --device cpu (flex) or cuda; the ndarray backend computes in f32 only",
             ));
         }
         Ok(())
@@ -129,7 +157,7 @@ mod tests {
 
     #[test]
     fn parses_devices_and_names_bad_ones() {
-        assert_eq!(DeviceSpec::parse("cpu").unwrap(), DeviceSpec::NdArray);
+        assert_eq!(DeviceSpec::parse("cpu").unwrap(), DeviceSpec::Flex);
         assert_eq!(DeviceSpec::parse("flex").unwrap(), DeviceSpec::Flex);
         assert_eq!(DeviceSpec::parse("ndarray").unwrap(), DeviceSpec::NdArray);
         assert_eq!(DeviceSpec::parse("cuda:2").unwrap(), DeviceSpec::Cuda(2));
@@ -142,6 +170,20 @@ mod tests {
             vec![DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)]
         );
         assert_eq!(DeviceSpec::parse_list("cpu,cpu").unwrap().len(), 2);
+        let both = DeviceSpec::parse_list("cpu,cpu").unwrap();
+        assert_eq!(
+            DeviceSpec::describe("cpu,cpu", &both),
+            "cpu,cpu (flex,flex)"
+        );
+        let gpus = DeviceSpec::parse_list("cuda:0, cuda:1").unwrap();
+        assert_eq!(
+            DeviceSpec::describe("cuda:0, cuda:1", &gpus),
+            "cuda:0,cuda:1"
+        );
+        assert_eq!(
+            DeviceSpec::describe("cuda", &[DeviceSpec::Cuda(0)]),
+            "cuda (cuda:0)"
+        );
         assert!(DeviceSpec::parse_list("cuda:1,cuda:1").is_err());
         assert!(
             DeviceSpec::parse("cpu,cpu").is_err(),
