@@ -131,6 +131,14 @@ where
     }
 }
 
+/// Run `op` (one device's step) on the step threads: the pool of [`shard_pool`] that one
+/// device uses, where its matrix products and host kernels run beside it. Called from
+/// outside any pool, every rayon op of a step would wake the global pool's threads and put
+/// the caller to sleep until they finish, one context switch each way per op.
+pub fn on_step_threads<R: Send>(op: impl FnOnce() -> R + Send) -> Result<R> {
+    Ok(shard_pool(1)?.install(op))
+}
+
 /// The threads the shards run on: a rayon pool with a thread per device and at least as
 /// many as rayon's global pool (one per core), kept for the process and shared by every
 /// device list that needs that many threads.
