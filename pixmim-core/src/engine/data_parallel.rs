@@ -182,3 +182,32 @@ pub fn multi_gradients(
     }
     multi
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or("").to_owned()
+    }
+
+    /// A step handed to `on_step_threads` runs on a shard-pool thread, and the rayon work it
+    /// starts (as gemm and the host kernels do) runs on that pool, not on the global one.
+    #[test]
+    fn a_step_and_its_rayon_work_run_on_the_step_threads() {
+        let (step, work) = on_step_threads(|| {
+            let work: Vec<String> = (0..256).into_par_iter().map(|_| thread_name()).collect();
+            (thread_name(), work)
+        })
+        .unwrap();
+        assert!(
+            step.starts_with("pixmim-shard-"),
+            "the step ran on `{step}`"
+        );
+        assert!(
+            work.iter().all(|n| n.starts_with("pixmim-shard-")),
+            "rayon work ran on {:?}",
+            work.iter().find(|n| !n.starts_with("pixmim-shard-"))
+        );
+    }
+}
