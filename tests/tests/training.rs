@@ -493,3 +493,26 @@ fn reconstruct_runs_each_batch_through_one_loaded_model() {
     assert!(e.contains(&format!("Bx3x{h}x{w}")), "{e}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// Every job runs on the step threads (`engine::run_job`): the model is built there, and the
+/// job's passes and the matrix products they start run on the shard pool, not on the thread
+/// that asked for the job.
+#[test]
+fn jobs_run_on_the_step_threads() {
+    let c = compose(&Request {
+        method: "mae".into(),
+        preset: Some("tiny".into()),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cfg = pixmim_mae::MaeConfig::from_table(&c.model_table()).unwrap();
+    let built_on = std::sync::Mutex::new(String::new());
+    let out = pixmim_core::engine::run_job(Job::Count(&c), |device, seed| {
+        *built_on.lock().unwrap() = std::thread::current().name().unwrap_or("").to_owned();
+        cfg.init(device, seed)
+    })
+    .unwrap();
+    assert!(matches!(out, JobOutput::Params { .. }));
+    let name = built_on.into_inner().unwrap();
+    assert!(name.starts_with("pixmim-shard-"), "the job ran on `{name}`");
+}

@@ -131,10 +131,11 @@ where
     }
 }
 
-/// Run `op` (one device's step) on the step threads: the pool of [`shard_pool`] that one
-/// device uses, where its matrix products and host kernels run beside it. Called from
-/// outside any pool, every rayon op of a step would wake the global pool's threads and put
-/// the caller to sleep until they finish, one context switch each way per op.
+/// Run `op` on the step threads: the pool of [`shard_pool`] that one device uses, where the
+/// matrix products and host kernels `op` starts run beside it. Called from outside any pool,
+/// every rayon op would wake the global pool's threads and put the caller to sleep until
+/// they finish, one context switch each way per op. `crate::engine::run_job` runs every job
+/// here; a data-parallel step inside it that needs no more threads stays on the same pool.
 pub fn on_step_threads<R: Send>(op: impl FnOnce() -> R + Send) -> Result<R> {
     Ok(shard_pool(1)?.install(op))
 }

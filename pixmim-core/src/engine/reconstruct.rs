@@ -35,9 +35,9 @@ pub struct ReconstructOptions<'a> {
     pub checkpoint: PathBuf,
     pub device: DeviceSpec,
     /// The batches, made one at a time as their turn comes.
-    pub inputs: Box<dyn Iterator<Item = Result<ReconstructInput>> + 'a>,
+    pub inputs: Box<dyn Iterator<Item = Result<ReconstructInput>> + Send + 'a>,
     /// Receives each batch with its reconstruction, in order.
-    pub each: Box<dyn FnMut(ReconstructInput, Reconstruction) -> Result<()> + 'a>,
+    pub each: Box<dyn FnMut(ReconstructInput, Reconstruction) -> Result<()> + Send + 'a>,
 }
 
 /// Everything for the batch, flattened row-major.

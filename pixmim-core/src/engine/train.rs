@@ -18,9 +18,7 @@ use crate::data::seed::{derive, Purpose};
 use crate::data::BadFiles;
 use crate::data::Dataset;
 use crate::device::DeviceSpec;
-use crate::engine::data_parallel::{
-    forward_backward, multi_gradients, on_step_threads, StepInputs,
-};
+use crate::engine::data_parallel::{forward_backward, multi_gradients, StepInputs};
 use crate::engine::metrics::MetricsLog;
 use crate::error::{Error, Result};
 use crate::optim::adamw::Moments;
@@ -213,37 +211,23 @@ where
         }
         let boundary = (it + 1) % accum == 0 || it + 1 == total;
         let loss_value = if devices.len() == 1 {
-            // On the step threads, as the data-parallel shards are: the step's matrix
-            // products and host kernels then share the thread that runs it instead of
-            // waking the global pool and sleeping on every op (data_parallel::on_step_threads).
-            let step_model = model;
-            let (stepped, loss_value) = on_step_threads(|| -> Result<(M, f64)> {
-                let model = step_model;
-                let images = b.images.to_tensor::<B>(&device);
-                let target = super::target_tensor(
-                    c.parts.target.as_ref(),
-                    b.target.as_ref(),
-                    images.clone(),
-                );
-                let mask = b.mask.to_tensors::<B>(&device);
-                let pred = model.forward(images, &mask);
-                let loss = model.loss(pred, target, mask.mask.clone());
-                let loss_value = loss.clone().into_scalar() as f64;
-                check_finite(loss_value, it, last_good.as_deref())?;
-                let grads = if accum > 1 { loss / accum as f64 } else { loss }.backward();
-                let mut grads = Some(GradientsParams::from_grads(grads, &model));
-                if accum > 1 {
-                    accumulator.accumulate(&model, grads.take().expect("fresh gradients"));
-                }
-                let model = if boundary {
-                    let grads = grads.unwrap_or_else(|| accumulator.grads());
-                    optim.step(lr_now, model, grads)
-                } else {
-                    model
-                };
-                Ok((model, loss_value))
-            })??;
-            model = stepped;
+            let images = b.images.to_tensor::<B>(&device);
+            let target =
+                super::target_tensor(c.parts.target.as_ref(), b.target.as_ref(), images.clone());
+            let mask = b.mask.to_tensors::<B>(&device);
+            let pred = model.forward(images, &mask);
+            let loss = model.loss(pred, target, mask.mask.clone());
+            let loss_value = loss.clone().into_scalar() as f64;
+            check_finite(loss_value, it, last_good.as_deref())?;
+            let grads = if accum > 1 { loss / accum as f64 } else { loss }.backward();
+            let mut grads = Some(GradientsParams::from_grads(grads, &model));
+            if accum > 1 {
+                accumulator.accumulate(&model, grads.take().expect("fresh gradients"));
+            }
+            if boundary {
+                let grads = grads.unwrap_or_else(|| accumulator.grads());
+                model = optim.step(lr_now, model, grads);
+            }
             loss_value
         } else {
             let inputs = StepInputs {

@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::{self, HostTensor};
 use crate::data::loader::{views, Source};
 use crate::device::DeviceSpec;
-use crate::engine::data_parallel::on_step_threads;
 use crate::error::{Error, Result};
 use crate::masking::{MaskBatch, MaskTensors};
 use crate::registry::Composed;
@@ -158,9 +157,8 @@ where
         )));
     }
     let device = opts.device.train_device()?;
-    let mut model =
-        crate::engine::reconstruct::load_weights(build(&device, c.seed), &opts.checkpoint)?
-            .no_grad();
+    let model = crate::engine::reconstruct::load_weights(build(&device, c.seed), &opts.checkpoint)?
+        .no_grad();
     let ds = &opts.source.dataset;
     let labels = ds.labels.clone().ok_or_else(|| {
         Error::data(
@@ -177,18 +175,10 @@ where
         let items: Vec<(usize, usize)> = (start..(start + bs).min(n)).map(|i| (i, i)).collect();
         let imgs = views(&opts.source, opts.transform.as_ref(), 0, &items)?;
         let mask = all_visible_tensors(c, items.len(), &device);
-        // On the step threads, as training's steps (engine::data_parallel::on_step_threads).
-        // The model moves there and back: a module is Send, not Sync.
-        let batch_model = model;
-        let (m, f) = on_step_threads(|| {
-            let model = batch_model;
-            let tokens = model.encode(imgs.to_tensor::<B>(&device), &mask);
-            let f = pool_tokens(tokens, model.has_cls_token(), opts.pool).into_data();
-            (model, f)
-        })?;
-        model = m;
-        dim = f.shape[1];
-        data.extend(f.convert::<f32>().to_vec::<f32>().expect("f32"));
+        let tokens = model.encode(imgs.to_tensor::<B>(&device), &mask);
+        let f = pool_tokens(tokens, model.has_cls_token(), opts.pool);
+        dim = f.dims()[1];
+        data.extend(f.into_data().convert::<f32>().to_vec::<f32>().expect("f32"));
         bar.inc(items.len() as u64);
     }
     bar.finish_and_clear();

@@ -27,7 +27,6 @@ use crate::checkpoint::{self, param_infos, ParamInfo};
 use crate::config::{NoDecayRule, OptimConfig, ScheduleKind};
 use crate::data::loader::{stream_index, views, Source};
 use crate::device::DeviceSpec;
-use crate::engine::data_parallel::on_step_threads;
 use crate::engine::metrics::MetricsLog;
 use crate::error::{Error, Result};
 use crate::optim::{AdamW, LrSchedule};
@@ -280,29 +279,22 @@ where
             )?;
             let labels: Vec<usize> = items.iter().map(|&(_, i)| train_labels[i]).collect();
             let mask = all_visible_tensors(c, bs, &device);
-            // The step on the step threads, as pretraining's (engine::data_parallel).
-            let (step_model, step_head) = (model, head);
-            let (m, h, value) = on_step_threads(|| {
-                let (model, head) = (step_model, step_head);
-                let tokens = model.encode(imgs.to_tensor::<B>(&device), &mask);
-                let logits = head.forward(pool_tokens(tokens, model.has_cls_token(), opts.pool));
-                let loss = smoothed_cross_entropy(logits, &labels, opts.label_smoothing);
-                let value = loss.clone().into_scalar() as f64;
-                let mut grads = loss.backward();
-                let gm = GradientsParams::from_module(&mut grads, &model);
-                let gh = GradientsParams::from_module::<B, _>(&mut grads, &head);
-                let lr_now = sched.at(step);
-                let model = opt_model.step(lr_now, model, gm);
-                let head = opt_head.step(lr_now, head, gh);
-                (model, head, value)
-            })?;
-            (model, head) = (m, h);
+            let tokens = model.encode(imgs.to_tensor::<B>(&device), &mask);
+            let logits = head.forward(pool_tokens(tokens, model.has_cls_token(), opts.pool));
+            let loss = smoothed_cross_entropy(logits, &labels, opts.label_smoothing);
+            let value = loss.clone().into_scalar() as f64;
             if !value.is_finite() {
                 return Err(Error::Training(format!(
                     "fine-tuning loss is {value} at epoch {epoch}, step {it}: lower --blr"
                 )));
             }
             loss_sum += value;
+            let mut grads = loss.backward();
+            let gm = GradientsParams::from_module(&mut grads, &model);
+            let gh = GradientsParams::from_module::<B, _>(&mut grads, &head);
+            let lr_now = sched.at(step);
+            model = opt_model.step(lr_now, model, gm);
+            head = opt_head.step(lr_now, head, gh);
             bar.inc(1);
         }
         // Evaluation: no stochastic depth, eval transform, and no autodiff graph
