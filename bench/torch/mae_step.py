@@ -185,6 +185,8 @@ def main():
                 # spec §1.2: MAE-B is ~59 GFLOP per image forward + backward
                 "tflops": 59.0 * img_s / 1e3 if a.preset == "base" else None,
                 "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                # what the caching allocator held, beside burn's pools' "reserved"
+                "peak_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else None,
                 "loss": loss.item(),
             }
         )

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use pixmim_core::bench;
-use pixmim_core::device::DeviceSpec;
+use pixmim_core::device::{DeviceMemory, DeviceSpec};
 use pixmim_core::engine::{Job, JobOutput, StepBenchOptions, StepTiming};
 use pixmim_core::nn::Precision;
 use pixmim_core::registry::{self, Composed, Request};
@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// Machine name for --save (default: the host name).
     #[arg(long)]
     machine: Option<String>,
+    /// The GPU's dense 16-bit tensor peak in TFLOP/s, for the model FLOP utilisation (known
+    /// for A100, H100, H200 and L40S from the name the driver gives).
+    #[arg(long)]
+    peak_tflops: Option<f64>,
 }
 
 /// MAE-B forward + backward FLOPs per 224 image at mask ratio 0.75 (spec §1.2).
@@ -359,6 +363,10 @@ fn steps(
     } else {
         vec!["tiny".into(), "base".into()]
     };
+    let peak = match device {
+        DeviceSpec::Cuda(i) => card_peak(a, *i, 1 + replicas.len(), report),
+        _ => None,
+    };
     let opts = StepBenchOptions {
         device: *device,
         replicas: replicas.to_vec(),
@@ -370,7 +378,7 @@ fn steps(
     for preset in &presets {
         for method in &a.methods {
             for &precision in precisions {
-                let per = step_pair(a, &opts, method, preset, precision, report)?;
+                let per = step_pair(a, &opts, peak, method, preset, precision, report)?;
                 if method == "mae" && preset == "tiny" && precision == precisions[0] {
                     report.set("tiny_mae_step_s", per["step_s"].clone());
                     report.set("pixmim_overhead_pct", per["pixmim_overhead_pct"].clone());
@@ -389,9 +397,43 @@ fn steps(
 }
 
 /// One method's step with and without `--plugin pixmim`, and the plugin's overhead.
+/// The first GPU's name and the peak the FLOP utilisation divides by (`--peak-tflops`, else
+/// the card's data sheet), times the number of devices; `None` when neither is known.
+fn card_peak(a: &BenchArgs, index: usize, devices: usize, report: &mut Report) -> Option<f64> {
+    let card = pixmim_core::device::cuda_card_name(index);
+    let peak = a
+        .peak_tflops
+        .or_else(|| card.as_deref().and_then(bench::dense_bf16_peak_tflops));
+    let name = card.unwrap_or_else(|| format!("cuda:{index}"));
+    report.set("card", json!(name));
+    report.set("peak_tflops", json!(peak));
+    let value = match peak {
+        Some(p) => format!("dense bf16 peak {p:.0} TFLOP/s x {devices}"),
+        None => "peak unknown: give --peak-tflops for the FLOP utilisation".into(),
+    };
+    report.row(format!("card {name}"), value);
+    peak.map(|p| p * devices as f64)
+}
+
+/// `12.3 GiB in use after forward, 15.0 GiB reserved`, and the same as JSON keys.
+fn memory_figures(m: DeviceMemory, sfx: &str, per: &mut Map<String, Value>) -> String {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    per.insert(format!("device_mem_in_use_gib{sfx}"), json!(gib(m.in_use)));
+    per.insert(
+        format!("device_mem_reserved_gib{sfx}"),
+        json!(gib(m.reserved)),
+    );
+    format!(
+        "  {:.1} GiB in use after forward, {:.1} GiB reserved",
+        gib(m.in_use),
+        gib(m.reserved)
+    )
+}
+
 fn step_pair(
     a: &BenchArgs,
     opts: &StepBenchOptions,
+    peak_tflops: Option<f64>,
     method: &str,
     preset: &str,
     precision: Precision,
@@ -413,6 +455,14 @@ fn step_pair(
             let tflops = MAE_BASE_GFLOP_PER_IMAGE * t.images_per_second() / 1e3;
             write!(v, "  {tflops:.1} TFLOP/s").ok();
             per.insert(format!("tflops{sfx}"), json!(tflops));
+            if let Some(peak) = peak_tflops {
+                let mfu = 100.0 * tflops / peak;
+                write!(v, " = {mfu:.1}% MFU").ok();
+                per.insert(format!("mfu_pct{sfx}"), json!(mfu));
+            }
+        }
+        if let Some(m) = t.device_memory {
+            v.push_str(&memory_figures(m, sfx, &mut per));
         }
         let plus = if plugins.is_empty() { "" } else { "+pixmim" };
         report.row(

@@ -131,6 +131,30 @@ pub fn target_ms_per_image(
     median(&times)
 }
 
+/// A card's dense (no sparsity) 16-bit tensor-core peak in TFLOP/s, from NVIDIA's data sheets,
+/// by the name the driver gives: the denominator of the model FLOP utilisation (MFU) that
+/// `pixmim bench` reports, the usual convention whatever precision the step runs in (f32
+/// matmuls run as TF32 on these cards, at half this peak). `None` for cards not listed here;
+/// `pixmim bench --peak-tflops` gives it for those.
+pub fn dense_bf16_peak_tflops(card: &str) -> Option<f64> {
+    let card = card.to_ascii_uppercase();
+    let has = |s: &str| card.contains(s);
+    // Most specific first: the PCIe and NVL boards run at lower clocks than SXM.
+    let table: [(&[&str], f64); 7] = [
+        (&["H100", "PCIE"], 756.5),
+        (&["H100", "NVL"], 835.5),
+        (&["H100"], 989.4),
+        (&["H200", "NVL"], 835.5),
+        (&["H200"], 989.4),
+        (&["A100"], 312.0),
+        (&["L40S"], 362.1),
+    ];
+    table
+        .iter()
+        .find(|(keys, _)| keys.iter().all(|k| has(k)))
+        .map(|&(_, peak)| peak)
+}
+
 /// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -143,6 +167,17 @@ pub fn peak_rss_bytes() -> Option<u64> {
 mod tests {
     use super::*;
     use crate::augment::{RandomResizedCrop, RandomResizedCropParams};
+
+    #[test]
+    fn card_peaks_match_the_driver_names_most_specific_first() {
+        assert_eq!(dense_bf16_peak_tflops("NVIDIA H100 80GB HBM3"), Some(989.4));
+        assert_eq!(dense_bf16_peak_tflops("NVIDIA H100 PCIe"), Some(756.5));
+        assert_eq!(dense_bf16_peak_tflops("NVIDIA H100 NVL"), Some(835.5));
+        assert_eq!(dense_bf16_peak_tflops("NVIDIA H200"), Some(989.4));
+        assert_eq!(dense_bf16_peak_tflops("NVIDIA H200 NVL"), Some(835.5));
+        assert_eq!(dense_bf16_peak_tflops("NVIDIA A100-SXM4-80GB"), Some(312.0));
+        assert_eq!(dense_bf16_peak_tflops("NVIDIA GeForce GTX 1080"), None);
+    }
 
     #[test]
     fn the_pipeline_benchmark_decodes_and_counts_real_work() {

@@ -130,6 +130,108 @@ pub fn cuda_driver_available() -> bool {
     })
 }
 
+/// Memory held by burn's allocator on a GPU (cubecl's memory pools), in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceMemory {
+    /// Bytes in live tensors.
+    pub in_use: u64,
+    /// Bytes the pools hold from the driver: what the process occupies on the card, less the
+    /// CUDA context (nvidia-smi counts both). The pools keep what they once needed.
+    pub reserved: u64,
+}
+
+impl DeviceMemory {
+    /// The larger of each figure.
+    pub fn max(self, other: Self) -> Self {
+        Self {
+            in_use: self.in_use.max(other.in_use),
+            reserved: self.reserved.max(other.reserved),
+        }
+    }
+}
+
+/// burn's memory-pool figures for a GPU device (under autodiff or not), for the calling
+/// thread's stream: burn-cuda 0.21 keeps one stream, with its own pools, per thread, so ask
+/// from the thread that ran the work. `None` for the CPU backends, whose tensors are the
+/// process's memory (`pixmim bench` reports its peak RSS). Asking waits until the device's
+/// queue has been handed its earlier work (not until that work has run), so timed code
+/// should not ask.
+pub fn device_memory(device: &DispatchDevice) -> Option<DeviceMemory> {
+    #[cfg(feature = "cuda")]
+    if let Some(d) = as_cuda(device) {
+        let usage = cuda_client(d).memory_usage().ok()?;
+        return Some(DeviceMemory {
+            in_use: usage.bytes_in_use,
+            reserved: usage.bytes_reserved,
+        });
+    }
+    let _ = device;
+    None
+}
+
+/// Hand the GPU pools' free pages back to the driver, so that the next measurement's
+/// `reserved` is its own (burn 0.21's `Backend::memory_cleanup` does nothing under
+/// `Dispatch`). The calling thread's stream only, as [`device_memory`]; the allocator may
+/// keep some. A no-op on the CPU backends.
+pub fn release_device_memory(device: &DispatchDevice) {
+    #[cfg(feature = "cuda")]
+    if let Some(d) = as_cuda(device) {
+        cuda_client(d).memory_cleanup();
+    }
+    let _ = device;
+}
+
+#[cfg(feature = "cuda")]
+fn as_cuda(device: &DispatchDevice) -> Option<&burn::backend::cuda::CudaDevice> {
+    match device {
+        DispatchDevice::Autodiff(inner) => as_cuda(inner),
+        DispatchDevice::Cuda(d) => Some(d),
+        _ => None,
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_client(
+    device: &burn::backend::cuda::CudaDevice,
+) -> burn::cubecl::client::ComputeClient<burn::cubecl::cuda::CudaRuntime> {
+    use burn::cubecl::Runtime;
+    burn::cubecl::cuda::CudaRuntime::client(device)
+}
+
+/// The card's name as the driver gives it (`NVIDIA H100 80GB HBM3`), for the FLOP
+/// utilisation's peak; `None` without a driver or such a device. Three driver calls through
+/// the library cudarc loads too (no context is made).
+pub fn cuda_card_name(index: usize) -> Option<String> {
+    use std::ffi::{c_char, c_int, c_uint, CStr};
+    type CuInit = unsafe extern "C" fn(c_uint) -> c_int;
+    type CuDeviceGet = unsafe extern "C" fn(*mut c_int, c_int) -> c_int;
+    type CuDeviceGetName = unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_int;
+    let ordinal = c_int::try_from(index).ok()?;
+    // SAFETY: the three functions have these C signatures in every CUDA driver API since
+    // 2.0 (CUresult = int, CUdevice = int); the name buffer outlives the call and is
+    // NUL-terminated by the driver within the length given.
+    unsafe {
+        let lib = ["libcuda.so.1", "libcuda.so"]
+            .iter()
+            .find_map(|n| libloading::Library::new(n).ok())?;
+        let init: libloading::Symbol<CuInit> = lib.get(b"cuInit\0").ok()?;
+        let get: libloading::Symbol<CuDeviceGet> = lib.get(b"cuDeviceGet\0").ok()?;
+        let name: libloading::Symbol<CuDeviceGetName> = lib.get(b"cuDeviceGetName\0").ok()?;
+        if init(0) != 0 {
+            return None;
+        }
+        let mut dev: c_int = 0;
+        if get(&mut dev, ordinal) != 0 {
+            return None;
+        }
+        let mut buf = [0 as c_char; 256];
+        if name(buf.as_mut_ptr(), buf.len() as c_int, dev) != 0 {
+            return None;
+        }
+        Some(CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned())
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn cuda_device(index: usize) -> Result<DispatchDevice> {
     if !cuda_driver_available() {
@@ -192,11 +294,34 @@ mod tests {
     }
 
     #[test]
+    fn cpu_backends_have_no_device_memory_pools() {
+        for spec in [DeviceSpec::Flex, DeviceSpec::NdArray] {
+            assert_eq!(device_memory(&spec.train_device().unwrap()), None);
+        }
+        let a = DeviceMemory {
+            in_use: 5,
+            reserved: 8,
+        };
+        let b = DeviceMemory {
+            in_use: 7,
+            reserved: 6,
+        };
+        assert_eq!(
+            a.max(b),
+            DeviceMemory {
+                in_use: 7,
+                reserved: 8
+            }
+        );
+    }
+
+    #[test]
     fn cuda_without_a_driver_is_an_error_not_a_panic() {
         if cuda_driver_available() {
             return; // a GPU machine: nothing to check here
         }
         let e = DeviceSpec::Cuda(0).device().unwrap_err();
         assert!(e.to_string().contains("--device cuda"), "{e}");
+        assert_eq!(cuda_card_name(0), None);
     }
 }

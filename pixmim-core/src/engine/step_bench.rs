@@ -9,7 +9,7 @@ use burn::DispatchDevice;
 use rand::SeedableRng;
 
 use crate::bench::median;
-use crate::device::DeviceSpec;
+use crate::device::{device_memory, release_device_memory, DeviceMemory, DeviceSpec};
 use crate::engine::data_parallel::{forward_backward, multi_gradients, StepInputs};
 use crate::error::Result;
 use crate::optim::AdamW;
@@ -38,6 +38,11 @@ pub struct StepTiming {
     pub step_s: Vec<f64>,
     /// Seconds per step spent making the target on the host (part of `step_s`).
     pub target_s: Vec<f64>,
+    /// A GPU's memory pools, the largest figures seen after the forward pass and after the
+    /// step of the warm-up steps: asking waits on the device's queue, so the timed steps
+    /// don't. `None` on the CPU backends, without warm-up steps, and for a data-parallel step
+    /// (burn-cuda keeps a pool per thread's stream; its shards run on other threads).
+    pub device_memory: Option<DeviceMemory>,
 }
 
 impl StepTiming {
@@ -69,6 +74,9 @@ where
         .map(|d| d.train_device())
         .collect::<Result<_>>()?;
     let device = devices[0].clone();
+    for d in &devices {
+        release_device_memory(d); // the previous configuration's pages
+    }
     let mut model = super::model_for_training(c, &specs, &device, c.seed, &build)?;
     let mut optim = AdamW::<B>::new(&c.optim, &model);
     let (h, w) = c.geometry.image;
@@ -79,6 +87,15 @@ where
         batch: opts.batch,
         step_s: Vec::new(),
         target_s: Vec::new(),
+        device_memory: None,
+    };
+    let sample_memory = |timing: &mut StepTiming, warm_up: bool| {
+        if !warm_up || devices.len() > 1 {
+            return;
+        }
+        if let Some(m) = device_memory(&device) {
+            timing.device_memory = Some(timing.device_memory.unwrap_or_default().max(m));
+        }
     };
     for i in 0..opts.warmup + opts.steps {
         let t0 = Instant::now();
@@ -91,6 +108,7 @@ where
             let mask = mask.to_tensors::<B>(&device);
             let pred = model.forward(x, &mask);
             let loss = model.loss(pred, target, mask.mask.clone());
+            sample_memory(&mut timing, i < opts.warmup); // the activations backward will read
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(1e-4, model, grads);
         } else {
@@ -109,6 +127,7 @@ where
             <B as Backend>::sync(d)
                 .map_err(|e| crate::Error::Device(format!("waiting for the step: {e:?}")))?;
         }
+        sample_memory(&mut timing, i < opts.warmup);
         if i >= opts.warmup {
             timing.step_s.push(t0.elapsed().as_secs_f64());
             timing.target_s.push(target_s);
