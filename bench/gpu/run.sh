@@ -8,14 +8,15 @@
 # Every stage has its own time limit and writes as it goes, so a run cut short still reports
 # what it measured. Results go to $OUT (default bench/results/gpu-<date>); copy them into
 # bench/results/. Knobs: BATCH (default 128), STAGES (default "env smoke torch bench profile
-# train"), PRECISIONS (bench, default f32,bf16), *_SECS (each stage's time limit).
+# train autotune"; autotune runs only if gpu-bin/pixmim-autotune.xz was carried), PRECISIONS
+# (bench, default f32,bf16), *_SECS (each stage's time limit).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 DATE=$(date -u +%F)
 OUT="${OUT:-bench/results/gpu-$DATE}"
 mkdir -p "$OUT"
 BATCH="${BATCH:-128}"
-STAGES="${STAGES:-env smoke torch bench profile train}"
+STAGES="${STAGES:-env smoke torch bench profile train autotune}"
 LOG="$OUT/gpu.log"
 exec > >(tee -a "$LOG") 2>&1
 export PYTHONUNBUFFERED=1
@@ -114,5 +115,21 @@ if has train; then
   echo "exit $?"
   cp /tmp/train-base/metrics.jsonl "$OUT/train-base-metrics.jsonl" 2>/dev/null
 fi
+if has autotune; then
+  # 6. Optional: burn-cuda's matmul autotuning, if a binary built with it was carried too
+  #    (`cargo build --release -p pixmim-cli --features cuda-autotune --target-dir target-autotune`,
+  #    then strip and xz it to gpu-bin/pixmim-autotune.xz). Run 2 on 2026-11-27 tried it only
+  #    together with fusion, and compilation never finished; this asks whether autotune alone
+  #    reaches a steady state, and how fast.
+  if [ -f gpu-bin/pixmim-autotune.xz ]; then
+    stage "autotune: pixmim bench MAE-B f32 with burn-cuda's matmul autotuning, batch $BATCH"
+    xz -dc gpu-bin/pixmim-autotune.xz >/tmp/pixmim-autotune && chmod +x /tmp/pixmim-autotune
+    timeout "${AUTOTUNE_SECS:-150}" /tmp/pixmim-autotune bench --device cuda --only steps \
+      --methods mae --presets base --precision f32 --batch "$BATCH" --steps 8 --warmup 3 --json \
+      >"$OUT/pixmim-bench-autotune.json"
+    echo "exit $?"
+  fi
+fi
+
 stage "done"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
