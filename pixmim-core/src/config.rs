@@ -128,6 +128,12 @@ pub struct OptimConfig {
     pub betas: [f64; 2],
     pub eps: f64,
     pub no_decay: NoDecayRule,
+    /// Clip the gradients to this global L2 norm before each update (the references'
+    /// `--clip_grad`, `torch.nn.utils.clip_grad_norm_`); off unless set, as in every
+    /// reference's pretraining recipe. A guard against the NaN losses users of MAE and
+    /// ConvMAE report (spec §9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad: Option<f64>,
 }
 
 impl OptimConfig {
@@ -156,6 +162,14 @@ impl OptimConfig {
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(Error::config("optim.eps", "must be > 0"));
+        }
+        if let Some(c) = self.clip_grad {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::config(
+                    "optim.clip_grad",
+                    format!("must be > 0, got {c}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -424,5 +438,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("optim.betas[1]"));
+        for bad in ["0.0", "-1.0", "nan"] {
+            let c: OptimConfig = toml::from_str(&format!("{base}\nclip_grad={bad}")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("optim.clip_grad"), "{bad}: {e}");
+        }
+        let c: OptimConfig = toml::from_str(&format!("{base}\nclip_grad=3.0")).unwrap();
+        assert_eq!(c.validate().map(|_| c.clip_grad).unwrap(), Some(3.0));
     }
 }

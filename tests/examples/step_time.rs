@@ -28,6 +28,7 @@ fn time<B: AutodiffBackend>(name: &str, dev: B::Device, batch: usize) {
         betas: [0.9, 0.95],
         eps: 1e-8,
         no_decay: NoDecayRule::Official,
+        clip_grad: None,
     };
     let mut opt = AdamW::<B>::new(&ocfg, &model);
     let masking = RandomMasking::new(0.75, 64).unwrap();

@@ -47,6 +47,7 @@ const KEYS: &[&str] = &[
     "optim.betas",
     "optim.eps",
     "optim.no_decay",
+    "optim.clip_grad",
     "schedule.kind",
     "schedule.warmup_epochs",
     "schedule.min_lr",

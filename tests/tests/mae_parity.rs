@@ -154,6 +154,7 @@ fn parity(spec: DeviceSpec) {
         betas: [0.9, 0.95],
         eps: 1e-8,
         no_decay: NoDecayRule::Official,
+        clip_grad: None,
     };
     let mut opt = AdamW::<B>::new(&cfg, &model);
     let stepped = opt.step(1e-3, model, grads);

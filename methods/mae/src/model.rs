@@ -367,6 +367,7 @@ mod tests {
             betas: [0.9, 0.95],
             eps: 1e-8,
             no_decay: NoDecayRule::Official,
+            clip_grad: None,
         };
         let mut opt = AdamW::<B>::new(&cfg, &m);
         let imgs = Tensor::<B, 4>::random(

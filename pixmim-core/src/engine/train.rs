@@ -268,6 +268,11 @@ where
             fields.insert("loss".into(), json!(loss_value));
             fields.insert("lr".into(), json!(lr_now));
             fields.insert("img_s".into(), json!(img_s));
+            if let Some(norm) = &optim.last_grad_norm {
+                // Before clipping, of the last update (`optim.clip_grad` is set).
+                let norm = norm.clone().into_scalar() as f64;
+                fields.insert("grad_norm".into(), json!(norm));
+            }
             fields.insert("elapsed_s".into(), json!(t0.elapsed().as_secs_f64()));
             fields.insert("bad_files".into(), json!(bad_files.count()));
             for (k, v) in model.metrics() {

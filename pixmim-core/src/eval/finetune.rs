@@ -233,6 +233,9 @@ where
         betas: [0.9, 0.999],
         eps: 1e-8,
         no_decay: NoDecayRule::Official,
+        // Not offered here yet: the encoder and the head step with two optimisers, and the
+        // references clip their gradients' norm together.
+        clip_grad: None,
     };
     let infos = param_infos(&model);
     let mut opt_model = AdamW::<B>::new(&optim_cfg, &model);

@@ -5,7 +5,7 @@
 //! hyper-parameters are explicit.
 use std::collections::{HashMap, HashSet};
 
-use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{GradientsParams, MultiGradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -31,6 +31,12 @@ pub struct AdamW<B: AutodiffBackend> {
     pub names: HashMap<ParamId, String>,
     /// Per-parameter learning-rate factor (layer-wise decay in fine-tuning); absent = 1.
     pub lr_scale: HashMap<ParamId, f64>,
+    /// Largest global L2 norm of the gradients, as `torch.nn.utils.clip_grad_norm_`; `None`
+    /// leaves them as they are.
+    pub clip_grad: Option<f64>,
+    /// The global gradient norm before clipping, of the last step that clipped: a
+    /// one-element tensor, read (a device sync) only when logged.
+    pub last_grad_norm: Option<Tensor<B::InnerBackend, 1>>,
     pub state: HashMap<ParamId, Moments<B::InnerBackend>>,
 }
 
@@ -69,6 +75,8 @@ impl<B: AutodiffBackend> AdamW<B> {
             no_decay,
             names,
             lr_scale: HashMap::new(),
+            clip_grad: cfg.clip_grad,
+            last_grad_norm: None,
             state: HashMap::new(),
         }
     }
@@ -76,12 +84,7 @@ impl<B: AutodiffBackend> AdamW<B> {
     /// One optimiser step at learning rate `lr`. Parameters without a gradient (frozen ones)
     /// are left alone.
     pub fn step<M: AutodiffModule<B>>(&mut self, lr: f64, model: M, grads: GradientsParams) -> M {
-        let mut mapper = StepMapper {
-            opt: self,
-            lr,
-            grads: Grads::Single(grads),
-        };
-        model.map(&mut mapper)
+        self.step_with(lr, model, Grads::Single(grads))
     }
 
     /// One step from the gradients of several devices (data parallel). burn's
@@ -94,40 +97,111 @@ impl<B: AutodiffBackend> AdamW<B> {
         model: M,
         grads: MultiGradientsParams,
     ) -> M {
+        self.step_with(lr, model, Grads::Multi(grads))
+    }
+
+    fn step_with<M: AutodiffModule<B>>(
+        &mut self,
+        lr: f64,
+        model: M,
+        grads: Grads<B::InnerBackend>,
+    ) -> M {
+        let grads = match self.clip_grad {
+            Some(max_norm) => {
+                let (grads, norm) = clip_global_norm::<B, M>(&model, grads, max_norm);
+                self.last_grad_norm = norm;
+                grads
+            }
+            None => grads,
+        };
         let mut mapper = StepMapper {
             opt: self,
             lr,
-            grads: Grads::Multi(grads),
+            grads,
         };
         model.map(&mut mapper)
     }
 }
 
-enum Grads {
-    Single(GradientsParams),
-    Multi(MultiGradientsParams),
+/// `torch.nn.utils.clip_grad_norm_` over all of the model's gradients: the L2 norm of every
+/// gradient element together, and each gradient times min(1, max_norm / (norm + 1e-6)).
+/// burn's `GradientClipping::Norm` clips each tensor by its own norm, which is not what the
+/// references' `--clip_grad` does. The factor stays a device tensor (no sync). Returns the
+/// flattened, scaled gradients and the norm before clipping (`None` without gradients).
+fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    mut grads: Grads<B::InnerBackend>,
+    max_norm: f64,
+) -> (Grads<B::InnerBackend>, Option<Tensor<B::InnerBackend, 1>>) {
+    struct Take<'a, I: Backend> {
+        grads: &'a mut Grads<I>,
+        flat: Vec<(ParamId, Tensor<I, 1>)>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Take<'_, B::InnerBackend> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.remove_flat::<D>(param.id) {
+                self.flat.push((param.id, g));
+            }
+        }
+    }
+    let mut take = Take::<B::InnerBackend> {
+        grads: &mut grads,
+        flat: Vec::new(),
+    };
+    model.visit(&mut take);
+    let flat = take.flat;
+    let Some(first) = flat.first().map(|(_, g)| g.device()) else {
+        return (grads, None);
+    };
+    // Each parameter's sum of squares where its gradient is (one device per parameter when
+    // data parallel), gathered on one device.
+    let squares: Vec<Tensor<B::InnerBackend, 1>> = flat
+        .iter()
+        .map(|(_, g)| g.clone().square().sum().to_device(&first))
+        .collect();
+    let norm = Tensor::cat(squares, 0).sum().sqrt();
+    let factor = (norm.clone().add_scalar(1e-6).recip() * max_norm).clamp_max(1.0);
+    let scaled = flat
+        .into_iter()
+        .map(|(id, g)| {
+            let f = factor.clone().to_device(&g.device());
+            (id, g * f)
+        })
+        .collect();
+    (Grads::Flat(scaled), Some(norm))
 }
 
-impl Grads {
-    /// The gradient of `id` (summed over devices), on the device that should update it.
-    fn remove<B: Backend, const D: usize>(&mut self, id: ParamId) -> Option<Tensor<B, D>> {
-        match self {
-            Grads::Single(g) => g.remove::<B, D>(id),
-            Grads::Multi(g) => g.remove::<B, D>(id).map(|(t, _)| t),
-        }
+enum Grads<I: Backend> {
+    Single(GradientsParams),
+    Multi(MultiGradientsParams),
+    /// Flattened gradients, already taken out and clipped.
+    Flat(HashMap<ParamId, Tensor<I, 1>>),
+}
+
+impl<I: Backend> Grads<I> {
+    /// The gradient of a `D`-dimensional parameter `id` (summed over devices), flattened, on
+    /// the device that should update it.
+    fn remove_flat<const D: usize>(&mut self, id: ParamId) -> Option<Tensor<I, 1>> {
+        let g: Tensor<I, D> = match self {
+            Grads::Single(g) => g.remove::<I, D>(id),
+            Grads::Multi(g) => g.remove::<I, D>(id).map(|(t, _)| t),
+            Grads::Flat(g) => return g.remove(&id),
+        }?;
+        let n = g.shape().num_elements();
+        Some(g.reshape([n]))
     }
 }
 
 struct StepMapper<'a, B: AutodiffBackend> {
     opt: &'a mut AdamW<B>,
     lr: f64,
-    grads: Grads,
+    grads: Grads<B::InnerBackend>,
 }
 
 impl<B: AutodiffBackend> ModuleMapper<B> for StepMapper<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
-        let Some(grad) = self.grads.remove::<B::InnerBackend, D>(id) else {
+        let Some(g) = self.grads.remove_flat::<D>(id) else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         let require_grad = tensor.is_require_grad();
@@ -143,12 +217,11 @@ impl<B: AutodiffBackend> ModuleMapper<B> for StepMapper<'_, B> {
         let lr = self.lr * self.opt.lr_scale.get(&id).copied().unwrap_or(1.0);
         // The update runs where the gradient is (one device per parameter when data
         // parallel); the parameter and its moments follow it there.
-        let device = grad.device();
+        let device = g.device();
         let mut p = tensor.inner();
         if p.device() != device {
             p = p.to_device(&device);
         }
-        let g = grad.reshape([n]);
         let mut prev = self.opt.state.remove(&id).unwrap_or_else(|| Moments {
             exp_avg: Tensor::zeros([n], &device),
             exp_avg_sq: Tensor::zeros([n], &device),
@@ -181,5 +254,137 @@ impl<B: AutodiffBackend> ModuleMapper<B> for StepMapper<'_, B> {
             t = t.require_grad();
         }
         Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NoDecayRule;
+    use crate::device::DeviceSpec;
+    use crate::engine::data_parallel::multi_gradients;
+    use burn::nn::Linear;
+
+    type B = crate::RunBackend;
+    type I = <B as AutodiffBackend>::InnerBackend;
+
+    fn optim_config(clip_grad: Option<f64>) -> OptimConfig {
+        OptimConfig {
+            blr: 1e-3,
+            lr: None,
+            weight_decay: 0.05,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            no_decay: NoDecayRule::Official,
+            clip_grad,
+        }
+    }
+
+    /// A Linear(3 -> 2) with the weights of `seed`, and the gradients of a loss over `rows`
+    /// of a fixed input.
+    fn model_and_grads(
+        device: &burn::DispatchDevice,
+        rows: std::ops::Range<usize>,
+    ) -> (Linear<B>, GradientsParams) {
+        let mut init = crate::init::HostInit::new(7);
+        let model: Linear<B> = init.linear(3, 2, device);
+        let grads = grads_of(&model, device, rows);
+        (model, grads)
+    }
+
+    fn grads_of(
+        model: &Linear<B>,
+        device: &burn::DispatchDevice,
+        rows: std::ops::Range<usize>,
+    ) -> GradientsParams {
+        let x = Tensor::<B, 2>::from_floats(
+            [[1.0, -2.0, 3.0], [0.5, 4.0, -1.0], [2.0, 0.0, -3.0]],
+            device,
+        )
+        .slice([rows, 0..3]);
+        let loss = (model.forward(x).powi_scalar(2) * 0.5).sum();
+        GradientsParams::from_grads(loss.backward(), model)
+    }
+
+    fn flat(t: Tensor<I, 1>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().unwrap()
+    }
+
+    /// The gradients as torch's clip_grad_norm_ sees them: every element of every parameter.
+    fn weight_and_bias_grads(model: &Linear<B>, grads: &GradientsParams) -> (Vec<f32>, Vec<f32>) {
+        let w = grads.get::<I, 2>(model.weight.id).unwrap();
+        let b = grads.get::<I, 1>(model.bias.as_ref().unwrap().id).unwrap();
+        (flat(w.reshape([6])), flat(b))
+    }
+
+    fn first_moment(opt: &AdamW<B>, id: ParamId) -> Vec<f32> {
+        flat(opt.state[&id].exp_avg.clone())
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{a:?} vs {b:?}");
+        }
+    }
+
+    /// After one step the first moment is (1 - beta1) x the gradient the update used, so it
+    /// shows the clipping: every gradient scaled by max_norm / (global norm + 1e-6) when the
+    /// global norm is larger, untouched otherwise.
+    #[test]
+    fn clip_grad_scales_every_gradient_by_the_global_norm() {
+        let device = DeviceSpec::Flex.train_device().unwrap();
+        let (model, grads) = model_and_grads(&device, 0..3);
+        let (gw, gb) = weight_and_bias_grads(&model, &grads);
+        let norm = gw.iter().chain(&gb).map(|g| g * g).sum::<f32>().sqrt();
+        let ids = |m: &Linear<B>| (m.weight.id, m.bias.as_ref().unwrap().id);
+        for max_norm in [0.5 * norm as f64, 2.0 * norm as f64] {
+            let (model, grads) = model_and_grads(&device, 0..3);
+            let (w, b) = ids(&model);
+            let mut opt = AdamW::<B>::new(&optim_config(Some(max_norm)), &model);
+            let _ = opt.step(1e-3, model, grads);
+            let seen = opt.last_grad_norm.clone().unwrap().into_scalar();
+            assert!((seen - norm).abs() < 1e-4 * norm, "{seen} vs {norm}");
+            let coef = (max_norm as f32 / (norm + 1e-6)).min(1.0);
+            let expect = |g: &[f32]| g.iter().map(|g| 0.1 * g * coef).collect::<Vec<_>>();
+            assert_close(&first_moment(&opt, w), &expect(&gw), 1e-5);
+            assert_close(&first_moment(&opt, b), &expect(&gb), 1e-5);
+        }
+        let (model, grads) = model_and_grads(&device, 0..3);
+        let (w, _) = ids(&model);
+        let mut opt = AdamW::<B>::new(&optim_config(None), &model);
+        let _ = opt.step(1e-3, model, grads);
+        assert!(opt.last_grad_norm.is_none());
+        let unclipped = |g: &[f32]| g.iter().map(|g| 0.1 * g).collect::<Vec<_>>();
+        assert_close(&first_moment(&opt, w), &unclipped(&gw), 1e-5);
+    }
+
+    /// Data parallel: the norm is that of the gradients summed over the devices, not of each
+    /// device's share, so the clipped step equals the one-device clipped step.
+    #[test]
+    fn clip_grad_takes_the_norm_of_the_summed_data_parallel_gradients() {
+        let device = DeviceSpec::Flex.train_device().unwrap();
+        let (model, whole) = model_and_grads(&device, 0..3);
+        let (gw, gb) = weight_and_bias_grads(&model, &whole);
+        let norm = gw.iter().chain(&gb).map(|g| g * g).sum::<f32>().sqrt();
+        let max_norm = 0.25 * norm as f64;
+        let mut one = AdamW::<B>::new(&optim_config(Some(max_norm)), &model);
+        let stepped_one = one.step(1e-3, model, whole);
+
+        let (model, first) = model_and_grads(&device, 0..2);
+        let second = grads_of(&model, &device, 2..3);
+        let mut two = AdamW::<B>::new(&optim_config(Some(max_norm)), &model);
+        let multi = multi_gradients([first, second], &[device.clone(), device.clone()]);
+        let stepped_two = two.step_multi(1e-3, model, multi);
+
+        let seen = two.last_grad_norm.clone().unwrap().into_scalar();
+        assert!((seen - norm).abs() < 1e-4 * norm, "{seen} vs {norm}");
+        let w = |m: &Linear<B>| flat(m.weight.val().inner().reshape([6]));
+        assert_close(&w(&stepped_two), &w(&stepped_one), 1e-6);
+        assert_close(
+            &first_moment(&two, stepped_two.weight.id),
+            &first_moment(&one, stepped_one.weight.id),
+            1e-6,
+        );
     }
 }
