@@ -23,6 +23,29 @@ pub fn halves() -> RgbImage {
     })
 }
 
+/// A 96x64 image with texture, so the compressed pixels are most of the file, as in a photo.
+pub fn textured() -> RgbImage {
+    RgbImage::from_fn(96, 64, |x, y| {
+        let v = (x * 37 + y * 91 + (x * y) % 23) as u8;
+        Rgb([v, v.wrapping_mul(3), 255 - v])
+    })
+}
+
+/// A progressive JPEG (several scans), which `image`'s encoder cannot write.
+pub fn progressive_jpeg(img: &RgbImage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut enc = jpeg_encoder::Encoder::new(&mut bytes, 90);
+    enc.set_progressive(true);
+    enc.encode(
+        img.as_raw(),
+        img.width() as u16,
+        img.height() as u16,
+        jpeg_encoder::ColorType::Rgb,
+    )
+    .expect("encode");
+    bytes
+}
+
 fn jpeg(img: &RgbImage, exif: Option<Vec<u8>>) -> Vec<u8> {
     let mut bytes = Vec::new();
     let mut enc = JpegEncoder::new_with_quality(&mut bytes, 95);
@@ -114,9 +137,20 @@ pub fn write_corpus(dir: &Path) -> Corpus {
     std::fs::write(p("png_named.jpg"), png).unwrap();
     good.push((p("png_named.jpg"), (64, 48)));
 
-    let full = jpeg(&photo, None);
+    // Partial downloads: the first third of a photo's bytes ends inside the scan data, which
+    // the decoder would fill with grey; a PNG cut late still holds all its pixels but no IEND.
+    let full = jpeg(&textured(), None);
     std::fs::write(p("truncated.jpg"), &full[..full.len() / 3]).unwrap();
     bad.push(p("truncated.jpg"));
+    let full = progressive_jpeg(&textured());
+    std::fs::write(p("truncated_progressive.jpg"), &full[..full.len() / 2]).unwrap();
+    bad.push(p("truncated_progressive.jpg"));
+    let mut full = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut full)
+        .write_image(&textured(), 96, 64, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    std::fs::write(p("truncated.png"), &full[..full.len() * 9 / 10]).unwrap();
+    bad.push(p("truncated.png"));
     std::fs::write(p("zero_bytes.jpg"), b"").unwrap();
     bad.push(p("zero_bytes.jpg"));
     std::fs::write(p("not_an_image.png"), b"<html>404 not found</html>").unwrap();

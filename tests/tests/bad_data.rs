@@ -212,3 +212,63 @@ fn training_with_skip_counts_bad_files_in_the_metrics() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 24: partial downloads of real photos (baseline JPEG, the same photo re-encoded as a
+/// progressive JPEG, PNG) are refused wherever they are cut, naming the file and why; the whole
+/// files decode exactly as the `image` crate decodes them, trailing bytes or not.
+#[test]
+fn photos_cut_anywhere_are_refused_and_whole_ones_decode_as_before() {
+    let dir = tmp("cuts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/samples");
+    let astronaut = std::fs::read(samples.join("astronaut.jpg")).unwrap();
+    let progressive = pixmim_tests::corpus::progressive_jpeg(
+        &image::load_from_memory(&astronaut).unwrap().into_rgb8(),
+    );
+    let files = [
+        ("baseline.jpg", astronaut),
+        ("progressive.jpg", progressive),
+        (
+            "coins.png",
+            std::fs::read(samples.join("coins.png")).unwrap(),
+        ),
+        (
+            "camera.png",
+            std::fs::read(samples.join("camera.png")).unwrap(),
+        ),
+    ];
+    for (name, full) in &files {
+        let whole = dir.join(name);
+        std::fs::write(&whole, full).unwrap();
+        let before = image::load_from_memory(full).unwrap().into_rgb8();
+        assert_eq!(decode(&whole).unwrap(), before, "{name} decodes as before");
+        let mut tail = full.clone();
+        tail.extend_from_slice(b"\0appended by a downloader\0");
+        std::fs::write(&whole, &tail).unwrap();
+        assert_eq!(
+            decode(&whole).unwrap(),
+            before,
+            "{name} with trailing bytes"
+        );
+
+        // Inside the header, then about 10%, 33%, 50%, 90% of the bytes, and one byte short.
+        for cut in [
+            20,
+            full.len() / 10,
+            full.len() / 3,
+            full.len() / 2,
+            full.len() * 9 / 10,
+            full.len() - 1,
+        ] {
+            let path = dir.join(format!("cut{cut}_{name}"));
+            std::fs::write(&path, &full[..cut]).unwrap();
+            let e =
+                decode(&path).expect_err(&format!("{name} cut at {cut} of {} bytes", full.len()));
+            assert_eq!(e.exit_code(), 2);
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("cut{cut}_{name}")), "{msg}");
+            assert!(msg.contains("truncated") || msg.contains("decode"), "{msg}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -160,12 +160,15 @@ impl Dataset {
 /// The format is sniffed from the bytes (a PNG named `.jpg` still loads); EXIF orientation
 /// is applied, as PIL's `exif_transpose` would, so rotated phone photos are upright; grey,
 /// 16-bit, CMYK and alpha images are converted to 8-bit RGB (alpha dropped, as PIL's
-/// `convert("RGB")` does). A decoder panic on a malformed file becomes an error here.
+/// `convert("RGB")` does). A decoder panic on a malformed file becomes an error here, and so
+/// does a file that ends before its image does ([`super::complete`]), which the decoder would
+/// fill in silently.
 pub fn decode(path: &Path) -> Result<image::RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     if bytes.is_empty() {
         return Err(Error::data(path, "empty file (0 bytes)"));
     }
+    super::complete::check(&bytes).map_err(|why| Error::data(path, why))?;
     let decoded = std::panic::catch_unwind(|| -> image::ImageResult<image::DynamicImage> {
         use image::ImageDecoder;
         let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format()?;

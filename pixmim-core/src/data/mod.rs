@@ -1,5 +1,6 @@
 //! Datasets and the batch pipeline.
 pub mod bad_files;
+pub mod complete;
 pub mod dataset;
 pub mod idx;
 pub mod loader;
