@@ -236,6 +236,7 @@ inventory::submit! {
     CorruptionRegistration {
         name: "random",
         description: "per-sample random masking (MAE, spec §0.4)",
+        params: &["ratio"],
         build: build_random,
     }
 }

@@ -5,7 +5,7 @@
 //! vanish. The CLI names every method and plugin crate once (`cli/src/linked.rs`).
 use std::path::Path;
 use std::sync::Arc;
-use toml::Table;
+use toml::{Table, Value};
 
 use crate::config::{self, DataConfig, OptimConfig, ScheduleConfig, TrainConfig};
 use crate::data::loader::Parts;
@@ -68,6 +68,9 @@ pub struct PluginRegistration(pub &'static dyn Plugin);
 pub struct ComponentRegistration<T: ?Sized + 'static> {
     pub name: &'static str,
     pub description: &'static str,
+    /// The keys `build` takes besides `name`: a later config layer that switches to this
+    /// component drops the earlier layers' other keys ([`compose`]).
+    pub params: &'static [&'static str],
     pub build: fn(&Table, &Geometry) -> Result<Box<T>>,
 }
 pub type AugmentationRegistration = ComponentRegistration<dyn Augmentation>;
@@ -180,6 +183,73 @@ pub fn build_augmentation(
     geometry: &Geometry,
 ) -> Result<Box<dyn Augmentation>> {
     build_named("augmentation", name, params, geometry)
+}
+
+/// The sections that name a swappable component.
+pub const COMPONENT_SECTIONS: [&str; 3] = ["augmentation", "masking", "target"];
+
+/// The keys the component `name` of `section` takes, if one is registered.
+pub fn component_param_keys(section: &str, name: &str) -> Option<&'static [&'static str]> {
+    fn find<T: ?Sized + 'static>(name: &str) -> Option<&'static [&'static str]>
+    where
+        ComponentRegistration<T>: inventory::Collect,
+    {
+        inventory::iter::<ComponentRegistration<T>>
+            .into_iter()
+            .find(|e| e.name == name)
+            .map(|e| e.params)
+    }
+    match section {
+        "augmentation" => find::<dyn Augmentation>(name),
+        "masking" => find::<dyn Corruption>(name),
+        "target" => find::<dyn TargetGenerator>(name),
+        _ => None,
+    }
+}
+
+/// Apply one config layer with `apply`. Where the layer switches a component section to
+/// another `name`, the keys of that section from earlier layers that the new component does
+/// not take are dropped (`--set augmentation.name=center_crop` on an RRC preset leaves no
+/// `scale` behind); keys the layer gives itself (`given(section, key)`) stay, so they are
+/// still validated strictly. Keys both components take (`hflip`, `interpolation`) carry over.
+fn apply_layer(
+    table: &mut Table,
+    apply: impl FnOnce(&mut Table) -> Result<()>,
+    given: impl Fn(&Table, &str, &str) -> bool,
+) -> Result<()> {
+    let before = table.clone();
+    apply(table)?;
+    let name = |t: &Table, s: &str| {
+        t.get(s)
+            .and_then(|v| v.get("name"))
+            .and_then(|v| v.as_str())
+            .map(String::from)
+    };
+    for section in COMPONENT_SECTIONS {
+        let new = name(table, section);
+        if new == name(&before, section) {
+            continue;
+        }
+        let Some(keys) = new
+            .as_deref()
+            .and_then(|n| component_param_keys(section, n))
+        else {
+            continue; // an unknown name is refused later, naming it
+        };
+        if let Some(Value::Table(t)) = table.get_mut(section) {
+            t.retain(|k, _| k == "name" || keys.contains(&k) || given(&before, section, k));
+        }
+    }
+    Ok(())
+}
+
+/// Build a registered masking by name.
+pub fn build_masking(
+    name: &str,
+    params: &Table,
+    geometry: &Geometry,
+) -> Result<Box<dyn Corruption>> {
+    build_named("masking", name, params, geometry)
 }
 
 /// Names and descriptions of registered components of one kind, for `pixmim list`.
@@ -298,19 +368,41 @@ fn compose_with(req: &Request, file: Option<Table>) -> Result<Composed> {
     let mut plugins = Vec::new();
     for n in &plugin_names {
         let p = plugin(n)?;
-        p.apply(&mut table)?;
+        // A plugin's keys are those it changed.
+        let after = {
+            let mut t = table.clone();
+            p.apply(&mut t)?;
+            t
+        };
+        let changed = |before: &Table, s: &str, k: &str| {
+            before.get(s).and_then(|v| v.get(k)) != after.get(s).and_then(|v| v.get(k))
+        };
+        apply_layer(&mut table, |t| p.apply(t), changed)?;
         plugins.push(p);
     }
     table.insert(
         "plugins".into(),
         toml::Value::Array(plugin_names.iter().map(|s| s.clone().into()).collect()),
     );
+    let in_layer = |layer: &Table| {
+        let layer = layer.clone();
+        move |_: &Table, s: &str, k: &str| layer.get(s).and_then(|v| v.get(k)).is_some()
+    };
     if let Some(mut f) = file {
         for k in ["method", "preset", "plugins"] {
             f.remove(k);
         }
-        config::merge(&mut table, &f);
+        apply_layer(
+            &mut table,
+            |t| {
+                config::merge(t, &f);
+                Ok(())
+            },
+            in_layer(&f),
+        )?;
     }
+    // Every `--set` of one command is one layer: the user's own keys are all checked.
+    let mut sets = Table::new();
     for s in &req.sets {
         for k in ["method", "preset", "plugins"] {
             if s.trim_start().starts_with(&format!("{k}="))
@@ -319,8 +411,18 @@ fn compose_with(req: &Request, file: Option<Table>) -> Result<Composed> {
                 return Err(Error::Usage(format!("set `{k}` with --{k}, not --set")));
             }
         }
-        config::set_dotted(&mut table, s)?;
+        config::set_dotted(&mut sets, s)?;
     }
+    apply_layer(
+        &mut table,
+        |t| {
+            for s in &req.sets {
+                config::set_dotted(t, s)?;
+            }
+            Ok(())
+        },
+        in_layer(&sets),
+    )?;
     config::check_top_level(&table)?;
 
     let seed = match table.get("seed") {

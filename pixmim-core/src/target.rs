@@ -27,6 +27,7 @@ inventory::submit! {
     TargetRegistration {
         name: "pixel",
         description: "raw normalised pixels (MAE)",
+        params: &[],
         build: build_pixel,
     }
 }

@@ -22,7 +22,14 @@ pub struct UnitMasking {
 #[serde(deny_unknown_fields)]
 struct Params {
     ratio: f64,
+    /// Patches per unit side: 2 in every released LSMAE run (`--mask_downsampling 2`), so
+    /// `--set masking.name=units` alone gives MAE-224's mask granularity at 448.
+    #[serde(default = "two")]
     unit: usize,
+}
+
+fn two() -> usize {
+    2
 }
 
 impl UnitMasking {
@@ -118,6 +125,7 @@ inventory::submit! {
     CorruptionRegistration {
         name: "units",
         description: "decoupled masking over s x s-patch units (LSMAE, spec §5.2)",
+        params: &["ratio", "unit"],
         build,
     }
 }

@@ -116,6 +116,7 @@ inventory::submit! {
     AugmentationRegistration {
         name: "center_crop",
         description: "Resize(size/crop_pct) + CenterCrop: the evaluation transform (MAE eval)",
+        params: &["crop_pct", "interpolation"],
         build,
     }
 }

@@ -299,6 +299,7 @@ inventory::submit! {
     AugmentationRegistration {
         name: "rrc",
         description: "RandomResizedCrop + flip (MAE, spec §1.1)",
+        params: &["scale", "ratio", "interpolation", "hflip"],
         build: build_rrc,
     }
 }

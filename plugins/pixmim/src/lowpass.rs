@@ -305,6 +305,7 @@ inventory::submit! {
     TargetRegistration {
         name: "lowpass",
         description: "PixMIM low-frequency target: ideal circular low-pass filter (spec §2.1)",
+        params: &["radius", "on_device"],
         build,
     }
 }

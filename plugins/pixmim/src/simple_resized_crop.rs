@@ -183,6 +183,7 @@ inventory::submit! {
     AugmentationRegistration {
         name: "src",
         description: "Simple Resized Crop: resize, reflect-pad 4, random crop, flip (PixMIM, spec §2.2)",
+        params: &["interpolation", "padding", "hflip"],
         build,
     }
 }

@@ -1,0 +1,149 @@
+//! Issue 24: a component is one `--set section.name=...` away on every method's presets: the
+//! earlier layers' keys the new component does not take are dropped, the user's own are
+//! checked strictly, and each registration declares exactly the keys its parser takes.
+use pixmim_core::registry::component_names;
+use pixmim_core::registry::{component_param_keys, compose, methods, Request, COMPONENT_SECTIONS};
+use pixmim_core::traits::{Augmentation, Corruption, TargetGenerator};
+
+use pixmim_convmae as _;
+use pixmim_lsmae as _;
+use pixmim_mae as _;
+use pixmim_mff as _;
+use pixmim_plugin_pixmim as _;
+
+fn names(section: &str) -> Vec<&'static str> {
+    let v = match section {
+        "augmentation" => component_names::<dyn Augmentation>(),
+        "masking" => component_names::<dyn Corruption>(),
+        _ => component_names::<dyn TargetGenerator>(),
+    };
+    v.into_iter().map(|(n, _)| n).collect()
+}
+
+fn request(method: &str, preset: &str, sets: &[String]) -> Request {
+    Request {
+        method: method.into(),
+        preset: Some(preset.into()),
+        sets: sets.to_vec(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn every_component_swaps_in_by_name_on_every_preset() {
+    let mut swaps = 0;
+    for m in methods() {
+        for preset in m.presets() {
+            for section in COMPONENT_SECTIONS {
+                for name in names(section) {
+                    let sets = vec![format!("{section}.name={name:?}")];
+                    let c = compose(&request(m.name(), preset, &sets)).unwrap_or_else(|e| {
+                        panic!("{} {preset}: --set {section}.name={name}: {e}", m.name())
+                    });
+                    let t = c.table[section].as_table().unwrap();
+                    assert_eq!(t["name"].as_str(), Some(name));
+                    let keys = component_param_keys(section, name).unwrap();
+                    for k in t.keys().filter(|k| *k != "name") {
+                        assert!(
+                            keys.contains(&k.as_str()),
+                            "{} {preset}: `{section}.{k}` left behind for `{name}`",
+                            m.name()
+                        );
+                    }
+                    swaps += 1;
+                }
+            }
+        }
+    }
+    assert!(swaps >= 4 * 2 * 3, "only {swaps} swaps tried");
+}
+
+#[test]
+fn swapping_keeps_shared_keys_and_checks_the_users_own() {
+    // RRC -> center_crop: `interpolation` carries over, `scale`/`ratio`/`hflip` go.
+    let c = compose(&request(
+        "mae",
+        "tiny",
+        &["augmentation.name=\"center_crop\"".into()],
+    ))
+    .unwrap();
+    let a = c.table["augmentation"].as_table().unwrap();
+    assert_eq!(a["interpolation"].as_str(), Some("bicubic"));
+    assert!(
+        a.get("scale").is_none() && a.get("hflip").is_none(),
+        "{a:?}"
+    );
+    // A key the user gives beside the new name is still refused when it does not fit.
+    let e = compose(&request(
+        "mae",
+        "tiny",
+        &[
+            "augmentation.name=\"center_crop\"".into(),
+            "augmentation.scale=[0.5, 1.0]".into(),
+        ],
+    ))
+    .err()
+    .expect("scale is not a center_crop key");
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("scale"), "{e}");
+    // The same swap from a config file layer.
+    let dir = std::env::temp_dir().join(format!("pixmim-swap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("swap.toml");
+    std::fs::write(&file, "[target]\nname = \"lowpass\"\nradius = 6.0\n").unwrap();
+    let c = compose(&Request {
+        config_file: Some(file),
+        ..request("mae", "tiny", &[])
+    })
+    .unwrap();
+    assert_eq!(c.table["target"]["radius"].as_float(), Some(6.0));
+    // Back from PixMIM's low-pass to pixels: the plugin's radius does not stay behind.
+    let c = compose(&Request {
+        plugins: vec!["pixmim".into()],
+        ..request("convmae", "tiny", &["target.name=\"pixel\"".into()])
+    })
+    .unwrap();
+    assert_eq!(c.table["target"].as_table().unwrap().len(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Each registration's `params` list is what its parser accepts: serde's refusal of an
+/// unknown key lists the fields it expected.
+#[test]
+fn declared_params_match_what_each_component_parses() {
+    let geometry = pixmim_core::registry::Geometry {
+        image: (32, 32),
+        mask_grid: (8, 8),
+    };
+    for section in COMPONENT_SECTIONS {
+        for name in names(section) {
+            let mut probe = toml::Table::new();
+            probe.insert("not_a_key".into(), 1.into());
+            let msg = match section {
+                "augmentation" => {
+                    pixmim_core::registry::build_augmentation(name, &probe, &geometry).err()
+                }
+                "target" => pixmim_core::registry::build_target(name, &probe, &geometry).err(),
+                _ => pixmim_core::registry::build_masking(name, &probe, &geometry).err(),
+            }
+            .expect("an unknown key is refused")
+            .to_string();
+            // "unknown field `not_a_key`, expected `a`, `b` or `c`" / "there are no fields".
+            let listed = msg.split_once("expected").map_or("", |(_, l)| l);
+            let mut expected: Vec<String> = listed
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(String::from)
+                .collect();
+            expected.sort();
+            let mut declared: Vec<String> = component_param_keys(section, name)
+                .unwrap()
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            declared.sort();
+            assert_eq!(declared, expected, "{section} `{name}`: {msg}");
+        }
+    }
+}
