@@ -328,3 +328,87 @@ fn every_method_round_trips_through_its_reference_layout() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 24: state dicts laid out as the official code saves them (written by
+/// tools/official_state_dict.py from the official module definitions, not from pixmim's
+/// exporter) import, and export back key for key, shape for shape and value for value; the
+/// ConvMAE one as `load_state_dict(strict=True)` of `models_convmae.py` needs it.
+#[test]
+fn official_state_dicts_import_and_export_back_identically() {
+    use pixmim_core::interop::{read_raw, Format};
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pth");
+    let dir = tmp("official");
+    let vit = [
+        "model.img_size=16",
+        "model.patch_size=4",
+        "model.embed_dim=16",
+        "model.num_heads=2",
+        "model.decoder_embed_dim=16",
+        "model.decoder_depth=1",
+        "model.decoder_num_heads=2",
+    ];
+    let cases: [(&str, &str, Vec<&str>); 3] = [
+        (
+            "convmae",
+            "official-convmae",
+            vec![
+                "model.img_size=16",
+                "model.patch_size=[2, 2, 2]",
+                "model.embed_dim=[8, 12, 16]",
+                "model.depth=[1, 1, 1]",
+                "model.num_heads=2",
+                "model.decoder_embed_dim=16",
+                "model.decoder_depth=1",
+                "model.decoder_num_heads=2",
+            ],
+        ),
+        (
+            "lsmae",
+            "official-lsmae",
+            [&vit[..], &["model.depth=1"]].concat(),
+        ),
+        (
+            "mff",
+            "mmpretrain",
+            [&vit[..], &["model.depth=3", "model.out_indices=[0, 2]"]].concat(),
+        ),
+    ];
+    for (method, format, sets) in cases {
+        let input = fixtures.join(format!("tiny_{method}_official.pth"));
+        let ours = dir.join(format!("{method}.safetensors"));
+        let back = dir.join(format!("{method}-official.safetensors"));
+        let mut args = vec![
+            "import", "--from", format, "--method", method, "--preset", "tiny",
+        ];
+        for s in &sets {
+            args.extend(["--set", s]);
+        }
+        args.extend([input.to_str().unwrap(), "--out", ours.to_str().unwrap()]);
+        let msg = ok(&args);
+        assert!(
+            !msg.contains("freshly"),
+            "{method}: the whole model loads: {msg}"
+        );
+        ok(&[
+            "export",
+            "--to",
+            format,
+            ours.to_str().unwrap(),
+            "--out",
+            back.to_str().unwrap(),
+        ]);
+        let fmt = Format::parse(format).unwrap();
+        let want = read_raw(&input, fmt).unwrap();
+        let got = read_raw(&back, fmt).unwrap();
+        let mut wk: Vec<&String> = want.keys().collect();
+        let mut gk: Vec<&String> = got.keys().collect();
+        wk.sort();
+        gk.sort();
+        assert_eq!(gk, wk, "{method}: the official key set");
+        for k in wk {
+            assert_eq!(got[k].shape, want[k].shape, "{method}: shape of `{k}`");
+            assert_eq!(got[k].data, want[k].data, "{method}: values of `{k}`");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2,6 +2,7 @@
 //! ConvMAE, long_seq_mae); mmselfsup / mmpretrain (PixMIM, MFF, their MAE) nest the encoder
 //! under `backbone.` and the decoder under `neck.` with mmcv block names (spec §0.9); timm's
 //! VisionTransformer is the official encoder alone.
+use crate::checkpoint::HostTensor;
 
 /// Block-internal renames, official -> mm (spec §0.9).
 const BLOCK: &[(&str, &str)] = &[
@@ -83,6 +84,56 @@ pub fn is_encoder_key(name: &str) -> bool {
     !(name.starts_with("decoder_") || name == "mask_token")
 }
 
+/// Where a method's official state dict differs from pixmim's checkpoint, which keeps the
+/// official names wherever its modules allow. Each method crate declares its own
+/// (`Method::official_layout`); interop only applies it, both ways.
+#[derive(Clone, Copy)]
+pub struct OfficialLayout {
+    /// (pixmim prefix, official prefix), the first match wins: MFF nests the MAE model as
+    /// `mae.`; ConvMAE's stage output convolutions are `stageN_output_decode.proj.` here.
+    pub renames: &'static [(&'static str, &'static str)],
+    /// Official names of 1x1 `Conv2d` weights, (out, in, 1, 1) there, that pixmim computes as
+    /// Linear layers over channels: (out, in) in its checkpoints.
+    pub conv1x1: fn(&str) -> bool,
+}
+
+impl OfficialLayout {
+    /// Names and shapes as pixmim's.
+    pub const PLAIN: OfficialLayout = OfficialLayout {
+        renames: &[],
+        conv1x1: |_| false,
+    };
+
+    /// pixmim name -> official name. (Not invertible by name alone: MFF's own `proj_layers`
+    /// sit beside its `mae.` ones, so loading goes from the model's names.)
+    pub fn official_name(&self, ours: &str) -> String {
+        for (from, to) in self.renames {
+            if let Some(rest) = ours.strip_prefix(from) {
+                return format!("{to}{rest}");
+            }
+        }
+        ours.to_string()
+    }
+
+    /// One pixmim tensor as the official code stores it.
+    pub fn to_official(&self, ours: &str, mut t: HostTensor) -> (String, HostTensor) {
+        let name = self.official_name(ours);
+        if (self.conv1x1)(&name) && t.shape.len() == 2 {
+            t.shape.extend([1, 1]);
+        }
+        (name, t)
+    }
+
+    /// The official tensor `official` in pixmim's shape; a shape that does not fit is left
+    /// as it is, for the loader to report against the model's.
+    pub fn to_pixmim(&self, official: &str, mut t: HostTensor) -> HostTensor {
+        if (self.conv1x1)(official) && t.shape.len() == 4 && t.shape[2..] == [1, 1] {
+            t.shape.truncate(2);
+        }
+        t
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +186,38 @@ mod tests {
         assert!(is_encoder_key("blocks.0.attn.qkv.weight"));
         assert!(!is_encoder_key("decoder_blocks.0.attn.qkv.weight"));
         assert!(!is_encoder_key("mask_token"));
+    }
+
+    #[test]
+    fn a_layout_renames_and_reshapes_both_ways() {
+        let layout = OfficialLayout {
+            renames: &[
+                ("stage1_output_decode.proj.", "stage1_output_decode."),
+                ("mae.", ""),
+            ],
+            conv1x1: |k| k.ends_with("conv1.weight"),
+        };
+        let t = |shape: &[usize]| HostTensor {
+            shape: shape.to_vec(),
+            data: vec![0.5; shape.iter().product()],
+        };
+        let (n, o) = layout.to_official("blocks1.0.conv1.weight", t(&[8, 4]));
+        assert_eq!(
+            (n.as_str(), o.shape.as_slice()),
+            ("blocks1.0.conv1.weight", &[8, 4, 1, 1][..])
+        );
+        assert_eq!(layout.to_pixmim(&n, o).shape, vec![8, 4]);
+        assert_eq!(
+            layout.official_name("stage1_output_decode.proj.bias"),
+            "stage1_output_decode.bias"
+        );
+        assert_eq!(
+            layout.official_name("mae.blocks.0.norm1.weight"),
+            "blocks.0.norm1.weight"
+        );
+        assert_eq!(layout.official_name("proj_weights"), "proj_weights");
+        // A conv weight of the wrong rank stays as it is, for the loader to report.
+        let odd = layout.to_pixmim("blocks1.0.conv1.weight", t(&[8, 4, 3, 3]));
+        assert_eq!(odd.shape, vec![8, 4, 3, 3]);
     }
 }

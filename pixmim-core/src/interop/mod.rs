@@ -15,17 +15,16 @@ use crate::error::{Error, Result};
 use crate::registry::Composed;
 use crate::RunBackend;
 
-pub use layout::{is_encoder_key, mm_to_official, official_to_mm};
+pub use layout::{is_encoder_key, mm_to_official, official_to_mm, OfficialLayout};
 
 /// A checkpoint format of the reference codebases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// facebookresearch/mae (`model` key): encoder-only `mae_pretrain_vit_*.pth` or full.
-    OfficialMae,
-    /// Alpha-VL/ConvMAE (`model` key).
-    OfficialConvmae,
-    /// facebookresearch/long_seq_mae (`model` key).
-    OfficialLsmae,
+    /// The method's official code, `{"model": state_dict}`: facebookresearch/mae (also its
+    /// encoder-only `mae_pretrain_vit_*.pth`), Alpha-VL/ConvMAE, facebookresearch/long_seq_mae.
+    /// How a method's names and shapes differ from pixmim's is the method's
+    /// [`OfficialLayout`].
+    Official,
     /// mmselfsup 1.x (PixMIM, MAE): `state_dict`, `backbone.` / `neck.` keys.
     Mmselfsup,
     /// mmpretrain (MFF, MAE): same layout as mmselfsup.
@@ -37,6 +36,7 @@ pub enum Format {
 }
 
 pub const FORMAT_NAMES: &[&str] = &[
+    "official",
     "official-mae",
     "official-convmae",
     "official-lsmae",
@@ -49,9 +49,8 @@ pub const FORMAT_NAMES: &[&str] = &[
 impl Format {
     pub fn parse(s: &str) -> Result<Self> {
         Ok(match s {
-            "official-mae" => Self::OfficialMae,
-            "official-convmae" => Self::OfficialConvmae,
-            "official-lsmae" => Self::OfficialLsmae,
+            // One format; the method's name reads better in scripts, so all are accepted.
+            "official" | "official-mae" | "official-convmae" | "official-lsmae" => Self::Official,
             "mmselfsup" => Self::Mmselfsup,
             "mmpretrain" => Self::Mmpretrain,
             "timm" => Self::Timm,
@@ -76,23 +75,7 @@ fn is_mm_key(k: &str) -> bool {
 /// Read a state dict and return it under official names. `.pth` files are read with
 /// burn-store (the `model` or `state_dict` entry, else the top level); safetensors directly.
 pub fn read_state_dict(path: &Path, format: Format) -> Result<HashMap<String, HostTensor>> {
-    let is_safetensors = path.extension().and_then(|e| e.to_str()) == Some("safetensors");
-    let raw: HashMap<String, HostTensor> = if is_safetensors || format == Format::Safetensors {
-        checkpoint::read_safetensors(path)?
-            .0
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with("optim."))
-            .collect()
-    } else {
-        read_pth(
-            path,
-            if format.is_mm() {
-                "state_dict"
-            } else {
-                "model"
-            },
-        )?
-    };
+    let raw = read_raw(path, format)?;
     let mm = format.is_mm() || raw.keys().any(|k| is_mm_key(k));
     Ok(raw
         .into_iter()
@@ -104,6 +87,27 @@ pub fn read_state_dict(path: &Path, format: Format) -> Result<HashMap<String, Ho
             }
         })
         .collect())
+}
+
+/// A state dict under the names the file has.
+pub fn read_raw(path: &Path, format: Format) -> Result<HashMap<String, HostTensor>> {
+    let is_safetensors = path.extension().and_then(|e| e.to_str()) == Some("safetensors");
+    if is_safetensors || format == Format::Safetensors {
+        Ok(checkpoint::read_safetensors(path)?
+            .0
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("optim."))
+            .collect())
+    } else {
+        read_pth(
+            path,
+            if format.is_mm() {
+                "state_dict"
+            } else {
+                "model"
+            },
+        )
+    }
 }
 
 fn read_pth(path: &Path, key: &str) -> Result<HashMap<String, HostTensor>> {
@@ -142,40 +146,45 @@ fn read_pth(path: &Path, key: &str) -> Result<HashMap<String, HostTensor>> {
     Ok(out)
 }
 
-/// Our state dict (official names) in `format`'s layout, sorted by name.
+/// Our state dict in `format`'s layout (the method's official names and shapes, then the mm
+/// renames or timm's encoder selection), sorted by name.
 pub fn to_format(
     tensors: &HashMap<String, HostTensor>,
+    layout: &OfficialLayout,
     format: Format,
 ) -> Vec<(String, HostTensor)> {
     let mut v: Vec<(String, HostTensor)> = tensors
         .iter()
         .filter(|(k, _)| !k.starts_with("optim."))
-        .filter(|(k, _)| format != Format::Timm || is_encoder_key(layout_name(k)))
+        .map(|(k, t)| layout.to_official(k, t.clone()))
+        .filter(|(k, _)| format != Format::Timm || is_encoder_key(k))
         .map(|(k, t)| {
             let name = if format.is_mm() {
-                official_to_mm(layout_name(k))
-            } else if format == Format::Timm {
-                layout_name(k).to_string()
+                official_to_mm(&k)
             } else {
-                k.clone()
+                k
             };
-            (name, t.clone())
+            (name, t)
         })
         .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
 
-/// The name a reference codebase uses for one of ours: MFF wraps the MAE encoder/decoder as
-/// its `mae` field, which its checkpoints do not nest.
-pub fn layout_name(ours: &str) -> &str {
-    ours.strip_prefix("mae.").unwrap_or(ours)
-}
-
-/// Write a pixmim checkpoint (for `export`), in `format`'s layout.
+/// Write a pixmim checkpoint (for `export`), in `format`'s layout, with the official layout
+/// of the method named in its metadata.
 pub fn export(checkpoint_path: &Path, format: Format, out: &Path) -> Result<usize> {
     let (tensors, meta) = checkpoint::read_safetensors(checkpoint_path)?;
-    let v = to_format(&tensors, format);
+    let layout = match meta.get("method") {
+        Some(name) => crate::registry::method(name)
+            .map_err(|e| Error::Checkpoint {
+                path: checkpoint_path.into(),
+                msg: format!("written by method `{name}`: {e}"),
+            })?
+            .official_layout(),
+        None => OfficialLayout::PLAIN,
+    };
+    let v = to_format(&tensors, &layout, format);
     let mut m = HashMap::from([("format".to_string(), "pt".to_string())]);
     if let Some(method) = meta.get("method") {
         m.insert("pixmim_method".into(), method.clone());
@@ -210,23 +219,24 @@ where
     let device = DeviceSpec::NdArray.train_device()?;
     let fresh_model = build(&device, c.seed);
     let fresh_params = checkpoint::export_params(&fresh_model);
+    let layout = c.method.official_layout();
     let file_has_decoder = opts.tensors.keys().any(|k| !is_encoder_key(k));
     let mut by_model_name = HashMap::new();
     let mut fresh = Vec::new();
     let mut missing = Vec::new();
     let mut used = std::collections::HashSet::new();
     for (ours, init) in &fresh_params {
-        let key = layout_name(ours);
-        match opts.tensors.get(key) {
+        let (key, official_init) = layout.to_official(ours, init.clone());
+        match opts.tensors.get(&key) {
             Some(t) => {
-                used.insert(key.to_string());
-                by_model_name.insert(ours.clone(), t.clone());
+                by_model_name.insert(ours.clone(), layout.to_pixmim(&key, t.clone()));
+                used.insert(key);
             }
-            None if !file_has_decoder && !is_encoder_key(key) => {
-                fresh.push(key.to_string());
+            None if !file_has_decoder && !is_encoder_key(&key) => {
+                fresh.push(key);
                 by_model_name.insert(ours.clone(), init.clone());
             }
-            None => missing.push(format!("missing `{key}` {:?}", init.shape)),
+            None => missing.push(format!("missing `{key}` {:?}", official_init.shape)),
         }
     }
     let mut ignored = Vec::new();
