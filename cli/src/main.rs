@@ -50,8 +50,8 @@ struct Cli {
 enum Command {
     /// Registered methods and plugins, one a line.
     List,
-    /// The resolved config as TOML, then parameter counts.
-    Info(Compose),
+    /// The resolved config as TOML, then parameter counts and a training step's memory.
+    Info(InfoArgs),
     /// Pretrain.
     Train(TrainArgs),
     /// Apply a target generator to one image, outside training.
@@ -72,6 +72,15 @@ enum Command {
     /// The paper's analyses: frequency PSNR of reconstructions, object coverage.
     #[command(subcommand)]
     Analyze(analyze::AnalyzeCommand),
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    #[command(flatten)]
+    compose: Compose,
+    /// The device(s) to estimate a training step's memory for (as `train --device`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -290,8 +299,9 @@ fn preview(a: &PreviewArgs) -> Result<()> {
     Ok(())
 }
 
-fn info(c: &Compose) -> Result<()> {
-    let composed = compose(c, vec![])?;
+fn info(a: &InfoArgs) -> Result<()> {
+    let devices = DeviceSpec::parse_list(&a.device)?;
+    let composed = compose(&a.compose, vec![])?;
     print!("{}", toml::to_string(&composed.table).unwrap_or_default());
     println!();
     println!("# augmentation: {}", composed.parts.augmentation.describe());
@@ -301,8 +311,44 @@ fn info(c: &Compose) -> Result<()> {
         JobOutput::Params { trainable, frozen } => {
             println!("trainable parameters: {trainable}");
             println!("frozen parameters: {frozen}");
+            print_memory(&composed, &a.device, &devices, (trainable, frozen))?;
         }
         _ => unreachable!("Count returns Params"),
+    }
+    Ok(())
+}
+
+/// The memory pre-flight's figures, as `train` will compare them.
+fn print_memory(
+    c: &Composed,
+    given: &str,
+    devices: &[DeviceSpec],
+    counts: (usize, usize),
+) -> Result<()> {
+    use pixmim_core::memory::gib;
+    let specs: Vec<&DeviceSpec> = devices.iter().collect();
+    let plan = pixmim_core::engine::memory_plan(c, &specs, counts)?;
+    let on = DeviceSpec::describe(given, devices);
+    let activations = match plan.step.activation_floats_per_image {
+        Some(_) => gib(plan.step.per_image_bytes()),
+        None => "not estimated by this method".into(),
+    };
+    println!(
+        "training step memory on {on} at batch {}: about {} ({} model state per replica, {activations} activations per image)",
+        plan.batch,
+        gib(plan.bytes()),
+        gib(plan.step.model_bytes()),
+    );
+    match pixmim_core::engine::available_memory(&specs)? {
+        Some((available, what)) => {
+            let fits = if plan.bytes() <= available as f64 {
+                "fits"
+            } else {
+                "does not fit"
+            };
+            println!("available on {what}: {} ({fits})", gib(available as f64));
+        }
+        None => println!("available: unknown (no driver to ask)"),
     }
     Ok(())
 }
@@ -392,8 +438,12 @@ fn train(a: &TrainArgs) -> Result<()> {
             let n = s.losses.len();
             let k = (n / 10).max(1);
             let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+            // Peak resident memory: what the memory pre-flight estimates on a CPU.
+            let peak = pixmim_core::bench::peak_rss_bytes()
+                .map(|b| format!("  peak memory {}", pixmim_core::memory::gib(b as f64)))
+                .unwrap_or_default();
             println!(
-                "done: steps {}..{}  loss {:.4} -> {:.4} (mean of first/last {k})  {:.1} img/s  -> {}",
+                "done: steps {}..{}  loss {:.4} -> {:.4} (mean of first/last {k})  {:.1} img/s{peak}  -> {}",
                 s.start_iteration,
                 s.total_iterations,
                 mean(&s.losses[..k.min(n)]),

@@ -249,6 +249,14 @@ pub struct TrainConfig {
     /// or `flex`.
     #[serde(default)]
     pub precision: crate::nn::Precision,
+    /// Refuse a run whose estimated step memory exceeds what the device has
+    /// ([`crate::memory`]); `false` trains anyway.
+    #[serde(default = "yes")]
+    pub memory_check: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> usize {

@@ -232,6 +232,38 @@ pub fn cuda_card_name(index: usize) -> Option<String> {
     }
 }
 
+/// The card's memory in bytes (`cuDeviceTotalMem_v2`), for the memory pre-flight; `None`
+/// without a driver or such a device.
+pub fn cuda_total_memory(index: usize) -> Option<u64> {
+    use std::ffi::{c_int, c_uint};
+    type CuInit = unsafe extern "C" fn(c_uint) -> c_int;
+    type CuDeviceGet = unsafe extern "C" fn(*mut c_int, c_int) -> c_int;
+    type CuDeviceTotalMem = unsafe extern "C" fn(*mut usize, c_int) -> c_int;
+    let ordinal = c_int::try_from(index).ok()?;
+    // SAFETY: C signatures of the CUDA driver API since 3.2 (CUresult = int, CUdevice =
+    // int, size_t out-parameter), called through the library cudarc loads too.
+    unsafe {
+        let lib = ["libcuda.so.1", "libcuda.so"]
+            .iter()
+            .find_map(|n| libloading::Library::new(n).ok())?;
+        let init: libloading::Symbol<CuInit> = lib.get(b"cuInit\0").ok()?;
+        let get: libloading::Symbol<CuDeviceGet> = lib.get(b"cuDeviceGet\0").ok()?;
+        let total: libloading::Symbol<CuDeviceTotalMem> = lib.get(b"cuDeviceTotalMem_v2\0").ok()?;
+        if init(0) != 0 {
+            return None;
+        }
+        let mut dev: c_int = 0;
+        if get(&mut dev, ordinal) != 0 {
+            return None;
+        }
+        let mut bytes = 0usize;
+        if total(&mut bytes, dev) != 0 {
+            return None;
+        }
+        Some(bytes as u64)
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn cuda_device(index: usize) -> Result<DispatchDevice> {
     if !cuda_driver_available() {

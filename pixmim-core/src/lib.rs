@@ -22,6 +22,7 @@ pub mod init;
 pub mod interop;
 pub mod loss;
 pub mod masking;
+pub mod memory;
 pub mod nn;
 pub mod npy;
 pub mod optim;

@@ -51,6 +51,21 @@ pub trait Method: Sync + Send {
     fn geometry(&self, model: &Table) -> Result<Geometry>;
     /// Run a job with this method's model (monomorphises the generic engine).
     fn run(&self, job: crate::engine::Job<'_>) -> Result<crate::engine::JobOutput>;
+    /// How the official code's state dict names and shapes this method's parameters, where
+    /// it differs from pixmim's checkpoint (`pixmim import` / `export`).
+    fn official_layout(&self) -> crate::interop::OfficialLayout {
+        crate::interop::OfficialLayout::PLAIN
+    }
+    /// Floats of activations autodiff keeps per training image with `visible_tokens` patches
+    /// (or mask cells) kept, for the memory pre-flight ([`crate::memory`]); `None` leaves
+    /// activations out of the estimate (and says so).
+    fn activation_floats_per_image(
+        &self,
+        _model: &Table,
+        _visible_tokens: usize,
+    ) -> Result<Option<f64>> {
+        Ok(None)
+    }
 }
 
 /// A plugin swaps parts of whatever method it is composed with.

@@ -59,6 +59,7 @@ const KEYS: &[&str] = &[
     "train.keep_checkpoints",
     "train.log_every",
     "train.precision",
+    "train.memory_check",
     "data.path",
     "data.on_error",
 ];

@@ -138,6 +138,36 @@ impl ConvMaeConfig {
         })
     }
 
+    /// Floats autodiff keeps per training image with `visible` of the grid's cells kept
+    /// ([`pixmim_core::memory`]): the two convolutional stages run densely on their full maps
+    /// (a conv block keeps about 22 copies of its map: two LayerNorms, the 1x1 convolutions,
+    /// the masked product, the depthwise convolution and its layout copies, the 4x MLP before
+    /// and after GELU; fitted to measured peaks like the ViT blocks'), then
+    /// MAE's transformer stage on the visible tokens and its decoder on every cell.
+    pub fn activation_floats_per_image(&self, visible: usize) -> f64 {
+        use pixmim_core::memory::vit_block_floats;
+        let [p1, p2, _] = self.patch_size;
+        let [d1, d2, d3] = self.embed_dim;
+        let (g, tp, dd) = (self.grid(), self.total_patch(), self.decoder_embed_dim);
+        let l = g * g;
+        let map1 = ((self.img_size / p1).pow(2) * d1) as f64;
+        let map2 = ((self.img_size / (p1 * p2)).pow(2) * d2) as f64;
+        let pixels = (self.img_size * self.img_size * 3) as f64;
+        let hidden = |w: usize, r: f64| (w as f64 * r) as usize;
+        // Each patch embed: conv output, LayerNorm in/out, GELU out.
+        let embeds = 4.0 * (map1 + map2 + (l * d3) as f64) + 2.0 * pixels;
+        let conv_stages = 22.0 * (self.depth[0] as f64 * map1 + self.depth[1] as f64 * map2);
+        // Stage outputs at the grid, their gathered rows, patch_embed4 and the position add.
+        let fusion = (6 * l * d3 + 4 * visible * d3) as f64;
+        let stage3 = self.depth[2] as f64
+            * vit_block_floats(visible, d3, self.num_heads, hidden(d3, self.mlp_ratio[2]));
+        let decoder = (6 * l * dd) as f64
+            + self.decoder_depth as f64
+                * vit_block_floats(l, dd, self.decoder_num_heads, hidden(dd, self.mlp_ratio[0]));
+        let loss = 6.0 * (l * tp * tp * 3) as f64;
+        embeds + conv_stages + fusion + stage3 + decoder + loss
+    }
+
     pub fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> ConvMae<B> {
         let mut init = HostInit::new(seed);
         let [p1, p2, p3] = self.patch_size;

@@ -34,6 +34,15 @@ impl Method for LsMaeMethod {
         let cfg = MaeConfig::from_table(&job.composed().model_table())?;
         run_job(job, move |device, seed| cfg.init(device, seed))
     }
+    fn activation_floats_per_image(
+        &self,
+        model: &toml::Table,
+        visible: usize,
+    ) -> Result<Option<f64>> {
+        Ok(Some(
+            MaeConfig::from_table(model)?.activation_floats_per_image(visible),
+        ))
+    }
 }
 
 pixmim_core::inventory::submit! { MethodRegistration(&LsMaeMethod) }

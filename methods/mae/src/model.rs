@@ -101,6 +101,29 @@ impl MaeConfig {
         })
     }
 
+    /// Floats autodiff keeps per training image with `visible` patches kept: the patch
+    /// embedding, the encoder over the visible tokens and cls, the decoder over every token,
+    /// the prediction and the norm_pix loss ([`pixmim_core::memory`]).
+    pub fn activation_floats_per_image(&self, visible: usize) -> f64 {
+        use pixmim_core::memory::vit_block_floats;
+        let (l, p) = (self.grid() * self.grid(), self.patch_size);
+        let (d, dd) = (self.embed_dim, self.decoder_embed_dim);
+        let pixels = (l * p * p * 3) as f64;
+        let hidden = |w: usize| (w as f64 * self.mlp_ratio) as usize;
+        let (n, nd) = ((visible + 1) as f64, (l + 1) as f64);
+        let embed = 2.0 * pixels + 3.0 * (l * d) as f64 + 2.0 * n * d as f64;
+        let encoder = self.depth as f64
+            * vit_block_floats(visible + 1, d, self.num_heads, hidden(d))
+            + 2.0 * n * d as f64;
+        let decoder = 4.0 * nd * dd as f64
+            + self.decoder_depth as f64
+                * vit_block_floats(l + 1, dd, self.decoder_num_heads, hidden(dd))
+            + 2.0 * nd * dd as f64;
+        // Prediction, patchified target, its normalisation, the squared error.
+        let loss = 6.0 * pixels;
+        embed + encoder + decoder + loss
+    }
+
     /// Build with the official initialisation (spec §0.10), from `seed`.
     pub fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> Mae<B> {
         let mut init = HostInit::new(seed);

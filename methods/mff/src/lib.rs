@@ -4,6 +4,7 @@ pub mod model;
 pub mod presets;
 
 use pixmim_core::engine::{run_job, Job, JobOutput};
+use pixmim_core::interop::OfficialLayout;
 use pixmim_core::registry::{Geometry, Method, MethodRegistration};
 use pixmim_core::Result;
 
@@ -33,6 +34,24 @@ impl Method for MffMethod {
     fn run(&self, job: Job<'_>) -> Result<JobOutput> {
         let cfg = MffConfig::from_table(&job.composed().model_table())?;
         run_job(job, move |device, seed| cfg.init(device, seed))
+    }
+    /// MAE's, plus each fused layer's projection and its weighted copy.
+    fn activation_floats_per_image(
+        &self,
+        model: &toml::Table,
+        visible: usize,
+    ) -> Result<Option<f64>> {
+        let c = MffConfig::from_table(model)?;
+        let fused = 2.0 * (c.out_indices.len() * (visible + 1) * c.mae.embed_dim) as f64;
+        Ok(Some(c.mae.activation_floats_per_image(visible) + fused))
+    }
+    /// mmpretrain's `MFFViT` is MAE's backbone with `proj_layers` / `proj_weights` beside its
+    /// blocks; pixmim nests the MAE model as the `mae` field.
+    fn official_layout(&self) -> OfficialLayout {
+        OfficialLayout {
+            renames: &[("mae.", "")],
+            conv1x1: |_| false,
+        }
     }
 }
 

@@ -176,6 +176,72 @@ where
     Ok(build(device, seed).with_precision(c.train.precision))
 }
 
+/// The memory of a training step of `c` on `specs`, for a model with `(trainable, frozen)`
+/// parameters ([`crate::memory`]).
+pub fn memory_plan(
+    c: &Composed,
+    specs: &[&DeviceSpec],
+    (trainable, frozen): (usize, usize),
+) -> Result<crate::memory::Plan> {
+    use rand::SeedableRng;
+    let visible = c
+        .parts
+        .masking
+        .sample(1, &mut rand::rngs::StdRng::seed_from_u64(0))
+        .len_keep;
+    let host = specs.iter().all(|d| d.is_cpu());
+    Ok(crate::memory::Plan {
+        step: crate::memory::StepMemory {
+            trainable,
+            frozen,
+            activation_floats_per_image: c
+                .method
+                .activation_floats_per_image(&c.model_table(), visible)?,
+            accumulates: c.train.accum_iter > 1,
+            host,
+        },
+        devices: specs.len(),
+        batch: c.train.batch_size,
+        accum_iter: c.train.accum_iter,
+        shared_host: host,
+    })
+}
+
+/// What the plan is compared with: the host's available memory when every device is a CPU
+/// backend, else the smallest GPU's memory; `None` when it cannot be told.
+pub fn available_memory(specs: &[&DeviceSpec]) -> Result<Option<(u64, String)>> {
+    let host = specs.iter().all(|d| d.is_cpu());
+    if host || std::env::var_os(crate::memory::AVAILABLE_ENV).is_some() {
+        let what = if host { "this host" } else { "each GPU" };
+        return Ok(crate::memory::available_host_bytes()?.map(|b| (b, what.into())));
+    }
+    let mut least: Option<(u64, String)> = None;
+    for d in specs {
+        if let DeviceSpec::Cuda(i) = d {
+            let Some(total) = crate::device::cuda_total_memory(*i) else {
+                return Ok(None);
+            };
+            if least.as_ref().is_none_or(|(b, _)| total < *b) {
+                least = Some((total, format!("cuda:{i}")));
+            }
+        }
+    }
+    Ok(least)
+}
+
+/// The memory pre-flight of `train`: refuse (exit 2, naming the estimate, what is available
+/// and what fits) a step that cannot fit, unless `train.memory_check = false`.
+pub fn memory_preflight(c: &Composed, specs: &[&DeviceSpec], counts: (usize, usize)) -> Result<()> {
+    if !c.train.memory_check {
+        return Ok(());
+    }
+    let plan = memory_plan(c, specs, counts)?;
+    if let Some((available, what)) = available_memory(specs)? {
+        crate::memory::check(&plan, available, &what)?;
+    }
+    Ok(())
+}
+
 /// A fresh run folder name: `runs/<method>-<unix time>`.
 pub fn default_out_dir(method: &str) -> PathBuf {
     let t = std::time::SystemTime::now()

@@ -140,6 +140,7 @@ where
         .collect();
     let seed = derive(c.seed, Purpose::Init, 0);
     let mut model = super::model_for_training(c, &specs, &device, seed, &build)?;
+    super::memory_preflight(c, &specs, checkpoint::count_params(&model))?;
     let mut optim = AdamW::<B>::new(&c.optim, &model);
     let mut start = 0;
     if let Some((_, path)) = existing.last().filter(|_| opts.resume) {
