@@ -259,6 +259,24 @@ fn yes() -> bool {
     true
 }
 
+impl TrainConfig {
+    /// `batch_size` images per step, every other key at its default (for presets).
+    pub fn with_batch(batch_size: usize) -> Self {
+        Self {
+            batch_size,
+            accum_iter: one(),
+            epochs: None,
+            steps: None,
+            checkpoint_every: default_ckpt_every(),
+            keep_checkpoints: default_keep(),
+            num_workers: 0,
+            log_every: one(),
+            precision: Default::default(),
+            memory_check: yes(),
+        }
+    }
+}
+
 fn one() -> usize {
     1
 }

@@ -28,6 +28,7 @@ pub mod npy;
 pub mod optim;
 pub mod patchify;
 pub mod preview;
+pub mod recipe;
 pub mod registry;
 pub mod target;
 pub mod traits;

@@ -157,10 +157,12 @@ pub struct RandomMasking {
     pub num_patches: usize,
 }
 
-#[derive(Deserialize)]
+/// `[masking]` of `random`.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct RandomMaskingParams {
-    ratio: f64,
+pub struct RandomMaskingParams {
+    /// Fraction of patches removed (0.75 in every MAE-family recipe).
+    pub ratio: f64,
 }
 
 impl RandomMasking {

@@ -70,6 +70,39 @@ impl<B: Backend> StageEmbed<B> {
 }
 
 impl ConvMaeConfig {
+    /// ConvMAE-Base (`convmae_convvit_base_patch16_dec512d8b`): conv 256 x 2, conv 384 x 2,
+    /// ViT 768 x 11, MAE's 512 x 8 decoder.
+    pub fn base() -> Self {
+        Self {
+            img_size: 224,
+            patch_size: [4, 2, 2],
+            embed_dim: [256, 384, 768],
+            depth: [2, 2, 11],
+            num_heads: 12,
+            mlp_ratio: [4.0, 4.0, 4.0],
+            decoder_embed_dim: 512,
+            decoder_depth: 8,
+            decoder_num_heads: 16,
+            norm_pix: true,
+            pos_embed: PosEmbedOrientation::Official,
+        }
+    }
+
+    /// CPU runs: 32 px, patches 2/2/2 (mask and target cells of 8 px, 4x4 grid).
+    pub fn tiny() -> Self {
+        Self {
+            img_size: 32,
+            patch_size: [2, 2, 2],
+            embed_dim: [32, 48, 96],
+            depth: [1, 1, 2],
+            num_heads: 3,
+            decoder_embed_dim: 64,
+            decoder_depth: 1,
+            decoder_num_heads: 4,
+            ..Self::base()
+        }
+    }
+
     pub fn from_table(t: &toml::Table) -> Result<Self> {
         let c: Self = pixmim_core::config::parse_params(t, "model")?;
         c.validate()?;

@@ -18,14 +18,15 @@ pub struct UnitMasking {
     pub unit: usize,
 }
 
-#[derive(Deserialize)]
+/// `[masking]` of `units`.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
-    ratio: f64,
+pub struct UnitMaskingParams {
+    pub ratio: f64,
     /// Patches per unit side: 2 in every released LSMAE run (`--mask_downsampling 2`), so
     /// `--set masking.name=units` alone gives MAE-224's mask granularity at 448.
     #[serde(default = "two")]
-    unit: usize,
+    pub unit: usize,
 }
 
 fn two() -> usize {
@@ -117,7 +118,7 @@ impl Corruption for UnitMasking {
 }
 
 fn build(params: &toml::Table, g: &Geometry) -> Result<Box<dyn Corruption>> {
-    let p: Params = pixmim_core::config::parse_params(params, "masking")?;
+    let p: UnitMaskingParams = pixmim_core::config::parse_params(params, "masking")?;
     Ok(Box::new(UnitMasking::new(p.ratio, g.mask_grid, p.unit)?))
 }
 

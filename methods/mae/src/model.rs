@@ -36,6 +36,59 @@ pub struct MaeConfig {
 const LN_EPS: f64 = 1e-6;
 
 impl MaeConfig {
+    /// ViT-B/16 with the 512-wide, 8-block decoder (`mae_vit_base_patch16_dec512d8b`).
+    pub fn base() -> Self {
+        Self {
+            img_size: 224,
+            patch_size: 16,
+            embed_dim: 768,
+            depth: 12,
+            num_heads: 12,
+            decoder_embed_dim: 512,
+            decoder_depth: 8,
+            decoder_num_heads: 16,
+            mlp_ratio: 4.0,
+            norm_pix: true,
+            pos_embed: PosEmbedOrientation::Official,
+        }
+    }
+
+    /// ViT-L/16 (`mae_vit_large_patch16_dec512d8b`).
+    pub fn large() -> Self {
+        Self {
+            embed_dim: 1024,
+            depth: 24,
+            num_heads: 16,
+            ..Self::base()
+        }
+    }
+
+    /// ViT-H/14 (`mae_vit_huge_patch14_dec512d8b`).
+    pub fn huge() -> Self {
+        Self {
+            patch_size: 14,
+            embed_dim: 1280,
+            depth: 32,
+            num_heads: 16,
+            ..Self::base()
+        }
+    }
+
+    /// CPU smoke runs and tests: 32 px, patch 4, 192 x 4 encoder, 128 x 2 decoder.
+    pub fn tiny() -> Self {
+        Self {
+            img_size: 32,
+            patch_size: 4,
+            embed_dim: 192,
+            depth: 4,
+            num_heads: 3,
+            decoder_embed_dim: 128,
+            decoder_depth: 2,
+            decoder_num_heads: 4,
+            ..Self::base()
+        }
+    }
+
     pub fn from_table(t: &toml::Table) -> Result<Self> {
         let c: Self = pixmim_core::config::parse_params(t, "model")?;
         c.validate()?;

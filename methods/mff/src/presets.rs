@@ -1,30 +1,43 @@
-//! MFF recipes (spec §4.2): mmpretrain's MAE 300e recipe (row-first pos-embed, mm no-decay keys,
-//! LinearLR(1e-4) + cosine, 8 x 512, seed 2) with PixMIM's Simple Resized Crop.
+//! MFF recipes as typed code (spec §4.2): mmpretrain's MAE 300e recipe (row-first pos-embed,
+//! mm no-decay keys, LinearLR(1e-4) + cosine, 8 x 512, seed 2) with PixMIM's Simple Resized
+//! Crop.
+use pixmim_core::config::NoDecayRule;
+use pixmim_core::recipe::{Component, Recipe};
+use pixmim_plugin_pixmim::simple_resized_crop::SrcParams;
 use toml::Table;
+
+use crate::MffConfig;
 
 pub const NAMES: &[&str] = &["base", "tiny"];
 
-fn mff(mae_preset: &str, out_indices: &str) -> Option<Table> {
-    let mut t = pixmim_mae::presets::preset(mae_preset)?;
-    let mut set = |kv: &str| pixmim_core::config::set_dotted(&mut t, kv).ok();
-    set(&format!("model.out_indices={out_indices}"))?;
-    set("seed=2")?;
-    let src: Table = "name = \"src\"\ninterpolation = \"bilinear\"\npadding = 4\nhflip = 0.5"
-        .parse()
-        .ok()?;
-    t.insert("augmentation".into(), src.into());
-    Some(t)
+/// MAE's `mae_preset` recipe around an MFF fusing blocks `out_indices`, trained with SRC.
+fn mff(mae_preset: &str, out_indices: Vec<usize>) -> Option<Recipe<MffConfig>> {
+    let mae = pixmim_mae::presets::recipe(mae_preset)?;
+    let model = MffConfig {
+        out_indices,
+        mae: mae.model.clone(),
+    };
+    let mut r = mae.with_model(model);
+    r.seed = 2;
+    r.augmentation = Component::new("src", &SrcParams::pixmim());
+    Some(r)
 }
 
-pub fn preset(name: &str) -> Option<Table> {
+/// A preset by name.
+pub fn recipe(name: &str) -> Option<Recipe<MffConfig>> {
     match name {
-        "base" => mff("mm", "[0, 2, 4, 6, 8, 11]"),
+        "base" => mff("mm", vec![0, 2, 4, 6, 8, 11]),
         // CPU runs: MAE tiny (4 blocks) fusing blocks 0, 1 and 3.
         "tiny" => {
-            let mut t = mff("tiny", "[0, 1, 3]")?;
-            pixmim_core::config::set_dotted(&mut t, "optim.no_decay=\"mm\"").ok()?;
-            Some(t)
+            let mut r = mff("tiny", vec![0, 1, 3])?;
+            r.optim.no_decay = NoDecayRule::Mm;
+            Some(r)
         }
         _ => None,
     }
+}
+
+/// A preset as the run config's first layer.
+pub fn preset(name: &str) -> Option<Table> {
+    recipe(name).map(|r| r.to_table())
 }

@@ -55,6 +55,18 @@ pub struct RandomResizedCropParams {
     #[serde(default = "half")]
     pub hflip: f64,
 }
+impl RandomResizedCropParams {
+    /// MAE's `RandomResizedCrop(scale=(0.2, 1.0), interpolation=3)` + flip (spec §1.1).
+    pub fn official() -> Self {
+        Self {
+            scale: default_scale(),
+            ratio: default_ratio(),
+            interpolation: default_interp(),
+            hflip: half(),
+        }
+    }
+}
+
 fn default_scale() -> [f64; 2] {
     [0.2, 1.0]
 }

@@ -6,12 +6,13 @@ pub mod lowpass;
 pub mod lowpass_device;
 pub mod simple_resized_crop;
 
+use pixmim_core::recipe::Component;
 use pixmim_core::registry::{Plugin, PluginRegistration};
 use pixmim_core::Result;
 
 pub use lowpass::{LowPassFilter, LowPassTarget};
 pub use lowpass_device::LowPassOnDevice;
-pub use simple_resized_crop::SimpleResizedCrop;
+pub use simple_resized_crop::{SimpleResizedCrop, SrcParams};
 
 pub struct PixMim;
 
@@ -25,13 +26,12 @@ impl Plugin for PixMim {
     fn apply(&self, cfg: &mut toml::Table) -> Result<()> {
         // Whole sections are replaced: SRC's keys are not RRC's. The radius is left unset so
         // that it scales with the image (spec §11.1) unless the user sets target.radius.
-        let src: toml::Table =
-            "name = \"src\"\ninterpolation = \"bilinear\"\npadding = 4\nhflip = 0.5"
-                .parse()
-                .expect("valid TOML");
-        let target: toml::Table = "name = \"lowpass\"".parse().expect("valid TOML");
-        cfg.insert("augmentation".into(), src.into());
-        cfg.insert("target".into(), target.into());
+        let src = Component::new("src", &SrcParams::pixmim());
+        cfg.insert("augmentation".into(), src.to_table().into());
+        cfg.insert(
+            "target".into(),
+            Component::named("lowpass").to_table().into(),
+        );
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use pixmim_core::registry::{AugmentationRegistration, Geometry};
 use pixmim_core::traits::{Augmentation, ViewMap};
 use pixmim_core::{Error, Result};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SrcParams {
     #[serde(default = "bilinear")]
@@ -25,6 +25,17 @@ pub struct SrcParams {
     #[serde(default = "half")]
     pub hflip: f64,
 }
+impl SrcParams {
+    /// PixMIM's pipeline (spec §2.2): bilinear resize, reflect padding 4, flip 0.5.
+    pub fn pixmim() -> Self {
+        Self {
+            interpolation: bilinear(),
+            padding: four(),
+            hflip: half(),
+        }
+    }
+}
+
 fn bilinear() -> Interpolation {
     Interpolation::Bilinear
 }
