@@ -243,6 +243,64 @@ pub fn import_params<B: Backend, M: Module<B>>(
     Ok((model, unused))
 }
 
+/// Load a checkpoint's weights into `model`; every model parameter must be in the file with
+/// its shape, and the file may hold nothing else but optimiser state.
+pub fn load_weights<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<M> {
+    let (tensors, _) = read_safetensors(path)?;
+    let params: HashMap<String, HostTensor> = tensors
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("optim."))
+        .collect();
+    let (model, unused) = import_params(model, &params, path)?;
+    if !unused.is_empty() {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg: format!(
+                "has tensors this model lacks (another method or preset?): {}",
+                unused.join(", ")
+            ),
+        });
+    }
+    Ok(model)
+}
+
+/// The `format` entry of every checkpoint pixmim writes.
+pub const FORMAT: &str = "pixmim-checkpoint-v1";
+
+/// The metadata of a checkpoint of run `config` (a method's resolved config) at `iteration`:
+/// one place for every writer (training, import, fine-tuning).
+pub fn run_metadata(
+    method: &str,
+    iteration: usize,
+    config: &toml::Table,
+) -> HashMap<String, String> {
+    HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("method".to_string(), method.to_string()),
+        ("iteration".to_string(), iteration.to_string()),
+        (
+            "config".to_string(),
+            toml::to_string(config).unwrap_or_default(),
+        ),
+    ])
+}
+
+/// A weights-only checkpoint (no optimiser state) at `path`, resumable as step `iteration`
+/// with fresh AdamW moments: what `pixmim import` writes.
+pub fn write_model<B: Backend, M: Module<B>>(
+    path: &Path,
+    model: &M,
+    method: &str,
+    config: &toml::Table,
+    iteration: usize,
+) -> Result<()> {
+    write_safetensors(
+        path,
+        &export_params(model),
+        run_metadata(method, iteration, config),
+    )
+}
+
 /// Read every f32 tensor of a safetensors file, and its metadata.
 pub fn read_safetensors(
     path: &Path,

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 pub enum DeviceSpec {
     /// burn's flex backend: the CPU default (`cpu`), 2.5-3x faster than ndarray on every
     /// method's training step; `flex,flex` (one replica per core) is faster still on two
-    /// cores (README, "CPU backends"). The reference-vector parity tests run on it.
+    /// cores (docs/performance.md, "CPU backends"). The reference-vector parity tests run on it.
     Flex,
     /// burn's ndarray backend (the design card's; `--device ndarray`). f32 only. The parity
     /// tests run on it too.
@@ -198,25 +198,24 @@ fn cuda_client(
     burn::cubecl::cuda::CudaRuntime::client(device)
 }
 
-/// The card's name as the driver gives it (`NVIDIA H100 80GB HBM3`), for the FLOP
-/// utilisation's peak; `None` without a driver or such a device. Three driver calls through
-/// the library cudarc loads too (no context is made).
-pub fn cuda_card_name(index: usize) -> Option<String> {
-    use std::ffi::{c_char, c_int, c_uint, CStr};
+/// Load the driver library (the one cudarc loads too), `cuInit`, and hand device `index`'s
+/// handle to `f`; `None` without a driver or such a device. No context is made.
+fn with_cuda_device<T>(
+    index: usize,
+    f: impl FnOnce(&libloading::Library, std::ffi::c_int) -> Option<T>,
+) -> Option<T> {
+    use std::ffi::{c_int, c_uint};
     type CuInit = unsafe extern "C" fn(c_uint) -> c_int;
     type CuDeviceGet = unsafe extern "C" fn(*mut c_int, c_int) -> c_int;
-    type CuDeviceGetName = unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_int;
     let ordinal = c_int::try_from(index).ok()?;
-    // SAFETY: the three functions have these C signatures in every CUDA driver API since
-    // 2.0 (CUresult = int, CUdevice = int); the name buffer outlives the call and is
-    // NUL-terminated by the driver within the length given.
+    // SAFETY: cuInit and cuDeviceGet have these C signatures in every CUDA driver API since
+    // 2.0 (CUresult = int, CUdevice = int).
     unsafe {
         let lib = ["libcuda.so.1", "libcuda.so"]
             .iter()
             .find_map(|n| libloading::Library::new(n).ok())?;
         let init: libloading::Symbol<CuInit> = lib.get(b"cuInit\0").ok()?;
         let get: libloading::Symbol<CuDeviceGet> = lib.get(b"cuDeviceGet\0").ok()?;
-        let name: libloading::Symbol<CuDeviceGetName> = lib.get(b"cuDeviceGetName\0").ok()?;
         if init(0) != 0 {
             return None;
         }
@@ -224,44 +223,46 @@ pub fn cuda_card_name(index: usize) -> Option<String> {
         if get(&mut dev, ordinal) != 0 {
             return None;
         }
-        let mut buf = [0 as c_char; 256];
-        if name(buf.as_mut_ptr(), buf.len() as c_int, dev) != 0 {
-            return None;
-        }
-        Some(CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned())
+        f(&lib, dev)
     }
+}
+
+/// The card's name as the driver gives it (`NVIDIA H100 80GB HBM3`), for the FLOP
+/// utilisation's peak; `None` without a driver or such a device.
+pub fn cuda_card_name(index: usize) -> Option<String> {
+    use std::ffi::{c_char, c_int, CStr};
+    type CuDeviceGetName = unsafe extern "C" fn(*mut c_char, c_int, c_int) -> c_int;
+    with_cuda_device(index, |lib, dev| {
+        // SAFETY: the driver API's signature since 2.0; the buffer outlives the call and the
+        // driver NUL-terminates within the length given.
+        unsafe {
+            let name: libloading::Symbol<CuDeviceGetName> = lib.get(b"cuDeviceGetName\0").ok()?;
+            let mut buf = [0 as c_char; 256];
+            if name(buf.as_mut_ptr(), buf.len() as c_int, dev) != 0 {
+                return None;
+            }
+            Some(CStr::from_ptr(buf.as_ptr()).to_string_lossy().into_owned())
+        }
+    })
 }
 
 /// The card's memory in bytes (`cuDeviceTotalMem_v2`), for the memory pre-flight; `None`
 /// without a driver or such a device.
 pub fn cuda_total_memory(index: usize) -> Option<u64> {
-    use std::ffi::{c_int, c_uint};
-    type CuInit = unsafe extern "C" fn(c_uint) -> c_int;
-    type CuDeviceGet = unsafe extern "C" fn(*mut c_int, c_int) -> c_int;
+    use std::ffi::c_int;
     type CuDeviceTotalMem = unsafe extern "C" fn(*mut usize, c_int) -> c_int;
-    let ordinal = c_int::try_from(index).ok()?;
-    // SAFETY: C signatures of the CUDA driver API since 3.2 (CUresult = int, CUdevice =
-    // int, size_t out-parameter), called through the library cudarc loads too.
-    unsafe {
-        let lib = ["libcuda.so.1", "libcuda.so"]
-            .iter()
-            .find_map(|n| libloading::Library::new(n).ok())?;
-        let init: libloading::Symbol<CuInit> = lib.get(b"cuInit\0").ok()?;
-        let get: libloading::Symbol<CuDeviceGet> = lib.get(b"cuDeviceGet\0").ok()?;
-        let total: libloading::Symbol<CuDeviceTotalMem> = lib.get(b"cuDeviceTotalMem_v2\0").ok()?;
-        if init(0) != 0 {
-            return None;
+    with_cuda_device(index, |lib, dev| {
+        // SAFETY: the driver API's signature since 3.2 (size_t out-parameter).
+        unsafe {
+            let total: libloading::Symbol<CuDeviceTotalMem> =
+                lib.get(b"cuDeviceTotalMem_v2\0").ok()?;
+            let mut bytes = 0usize;
+            if total(&mut bytes, dev) != 0 {
+                return None;
+            }
+            Some(bytes as u64)
         }
-        let mut dev: c_int = 0;
-        if get(&mut dev, ordinal) != 0 {
-            return None;
-        }
-        let mut bytes = 0usize;
-        if total(&mut bytes, dev) != 0 {
-            return None;
-        }
-        Some(bytes as u64)
-    }
+    })
 }
 
 #[cfg(feature = "cuda")]

@@ -1,6 +1,6 @@
 //! pixmim-core: the parts every masked-image-modeling method shares.
 //!
-//! A MIM method is four parts (spec §0, PixMIM paper §3.1):
+//! A MIM method is four parts (numerics §0, PixMIM paper §3.1):
 //! an [`Augmentation`](traits::Augmentation) (image -> training view, in data workers),
 //! a [`Corruption`](traits::Corruption) (which patches are removed),
 //! a [`TargetGenerator`](traits::TargetGenerator) (what the decoder must predict) and
@@ -21,8 +21,11 @@ pub mod eval;
 pub mod init;
 pub mod interop;
 pub mod loss;
+pub mod mask;
 pub mod masking;
 pub mod memory;
+#[cfg(test)]
+mod module_graph;
 pub mod nn;
 pub mod npy;
 pub mod optim;
@@ -39,9 +42,9 @@ pub use error::{Error, Result};
 /// flex, ndarray or cuda at run time, so the registry needs no backend generics.
 pub type RunBackend = burn::Dispatch;
 
-/// ImageNet normalisation constants (spec §1.1).
+/// ImageNet normalisation constants (numerics §1.1).
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-/// ImageNet normalisation constants (spec §1.1).
+/// ImageNet normalisation constants (numerics §1.1).
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 // Re-exported so method crates can register without naming inventory themselves.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use toml::{Table, Value};
 
 use crate::config::{self, DataConfig, OptimConfig, ScheduleConfig, TrainConfig};
-use crate::data::loader::Parts;
 use crate::error::{Error, Result};
 use crate::traits::{Augmentation, Corruption, TargetGenerator};
 
@@ -53,8 +52,8 @@ pub trait Method: Sync + Send {
     fn run(&self, job: crate::engine::Job<'_>) -> Result<crate::engine::JobOutput>;
     /// How the official code's state dict names and shapes this method's parameters, where
     /// it differs from pixmim's checkpoint (`pixmim import` / `export`).
-    fn official_layout(&self) -> crate::interop::OfficialLayout {
-        crate::interop::OfficialLayout::PLAIN
+    fn official_layout(&self) -> crate::interop::layout::OfficialLayout {
+        crate::interop::layout::OfficialLayout::PLAIN
     }
     /// Floats of activations autodiff keeps per training image with `visible_tokens` patches
     /// (or mask cells) kept, for the memory pre-flight ([`crate::memory`]); `None` leaves
@@ -288,6 +287,13 @@ pub struct Request {
     pub plugins: Vec<String>,
     pub config_file: Option<std::path::PathBuf>,
     pub sets: Vec<String>,
+}
+
+/// A run's augmentation, masking and target generator, shared with the data workers.
+pub struct Parts {
+    pub augmentation: Box<dyn Augmentation>,
+    pub masking: Box<dyn Corruption>,
+    pub target: Box<dyn TargetGenerator>,
 }
 
 /// A fully resolved and validated run.

@@ -3,6 +3,7 @@
 use crate::error::Result;
 use crate::registry::{Geometry, TargetRegistration};
 use crate::traits::{ImageBatch, TargetGenerator};
+use crate::RunBackend;
 
 pub struct PixelTarget;
 
@@ -29,5 +30,43 @@ inventory::submit! {
         description: "raw normalised pixels (MAE)",
         params: &[],
         build: build_pixel,
+    }
+}
+
+/// The training target for input `x`: the host target the data workers made, else the
+/// generator's device path (for raw pixels, the input itself). One rule for training,
+/// `bench` and `reconstruct`.
+pub fn target_tensor(
+    generator: &dyn crate::traits::TargetGenerator,
+    host: Option<&crate::traits::ImageBatch>,
+    x: burn::prelude::Tensor<RunBackend, 4>,
+) -> burn::prelude::Tensor<RunBackend, 4> {
+    match host {
+        Some(t) => t.to_tensor::<RunBackend>(&x.device()),
+        None => generator.generate_on_device(x),
+    }
+}
+
+/// Where this run makes the target: where the generator's config says, else on the device
+/// when it is a GPU (the device path costs 0.03 ms/image on an H200 and saves uploading a
+/// second batch of images; bench/results/2026-11-27-h200.md) and on the host (the data
+/// workers, in parallel with the step) on a CPU.
+pub fn target_on_device(
+    generator: &dyn crate::traits::TargetGenerator,
+    device: &crate::device::DeviceSpec,
+) -> bool {
+    generator.on_device().unwrap_or(!device.is_cpu())
+}
+
+/// A host target only when the target is not made on the device.
+pub fn host_target(
+    generator: &dyn crate::traits::TargetGenerator,
+    images: &crate::traits::ImageBatch,
+    on_device: bool,
+) -> Option<crate::traits::ImageBatch> {
+    if on_device {
+        None
+    } else {
+        generator.generate(images)
     }
 }

@@ -1,9 +1,9 @@
-//! The four parts of a MIM method (spec §0; PixMIM paper §3.1).
+//! The four parts of a MIM method (numerics §0; PixMIM paper §3.1).
 use burn::module::Module;
 use burn::prelude::*;
 use rand::rngs::StdRng;
 
-use crate::masking::MaskTensors;
+use crate::mask::MaskTensors;
 
 /// A batch of images on the host, (B, C, H, W) row-major f32, ImageNet-normalised.
 #[derive(Clone, Debug, PartialEq)]
@@ -98,25 +98,22 @@ impl ViewMap {
     }
 }
 
-/// Which patches are removed: per-sample ids_shuffle / ids_restore / mask (spec §0.4), drawn in
+/// Which patches are removed: per-sample ids_shuffle / ids_restore / mask (numerics §0.4), drawn in
 /// the data workers so that runs are repeatable and resumable from the step number alone.
 pub trait Corruption: Send + Sync {
     fn describe(&self) -> String;
-    fn sample(&self, batch: usize, rng: &mut StdRng) -> crate::masking::MaskBatch;
+    fn sample(&self, batch: usize, rng: &mut StdRng) -> crate::mask::MaskBatch;
     /// Length of one sample's noise: one value per patch, or per mask unit.
     fn noise_len(&self) -> usize;
     /// The mask that given noise (B x `noise_len`, row-major) decides, exactly as the
-    /// official code: argsort ascending, the first ones are kept (spec §0.4). Used to
+    /// official code: argsort ascending, the first ones are kept (numerics §0.4). Used to
     /// reproduce a reference forward pass (`pixmim reconstruct --noise`).
-    fn mask_from_noise(
-        &self,
-        batch: usize,
-        noise: &[f32],
-    ) -> crate::Result<crate::masking::MaskBatch>;
+    fn mask_from_noise(&self, batch: usize, noise: &[f32])
+        -> crate::Result<crate::mask::MaskBatch>;
 }
 
 /// What the decoder must predict, as an image in the input's normalised space; the loss then
-/// patchifies it and applies norm_pix (spec §0.6). Runs on the host, in the data workers.
+/// patchifies it and applies norm_pix (numerics §0.6). Runs on the host, in the data workers.
 pub trait TargetGenerator: Send + Sync {
     fn describe(&self) -> String;
     /// The target for a batch, or `None` when the target is the input itself (raw pixels).
@@ -141,12 +138,12 @@ pub trait TargetGenerator: Send + Sync {
     }
 }
 
-/// Encoder + decoder. `forward` returns per-patch predictions (B, L, p*p*3) in the spec's
+/// Encoder + decoder. `forward` returns per-patch predictions (B, L, p*p*3) in the official
 /// (row, col, channel) patch layout.
 pub trait Autoencoder<B: Backend>: Module<B> {
     /// Patch size of the prediction (the target is patchified with it).
     fn target_patch_size(&self) -> usize;
-    /// Normalise each target patch by its mean and unbiased variance (spec §0.6).
+    /// Normalise each target patch by its mean and unbiased variance (numerics §0.6).
     fn norm_pix(&self) -> bool;
     fn forward(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3>;
     /// The encoder alone, after its final norm: (B, N, D) tokens for the visible patches of
@@ -155,7 +152,7 @@ pub trait Autoencoder<B: Backend>: Module<B> {
     /// Whether token 0 of [`encode`](Self::encode) is a cls token (ViT) or not (ConvMAE).
     fn has_cls_token(&self) -> bool;
     /// Set the stochastic-depth rate of the encoder's blocks, rising linearly with depth to
-    /// `rate` as timm does (fine-tuning, paper Table 9). Pretraining uses none (spec §0.5).
+    /// `rate` as timm does (fine-tuning, paper Table 9). Pretraining uses none (numerics §0.5).
     fn with_drop_path(self, rate: f64) -> Self
     where
         Self: Sized;
@@ -168,7 +165,7 @@ pub trait Autoencoder<B: Backend>: Module<B> {
     fn metrics(&self) -> Vec<(String, f64)> {
         Vec::new()
     }
-    /// Masked MSE against `target` (B, 3, H, W), norm_pix if enabled (spec §0.6).
+    /// Masked MSE against `target` (B, 3, H, W), norm_pix if enabled (numerics §0.6).
     fn loss(&self, pred: Tensor<B, 3>, target: Tensor<B, 4>, mask: Tensor<B, 2>) -> Tensor<B, 1> {
         let t = crate::patchify::patchify(target, self.target_patch_size());
         let t = if self.norm_pix() {

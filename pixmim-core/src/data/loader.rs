@@ -17,8 +17,9 @@ use super::dataset::Dataset;
 use super::seed::{rng, Purpose};
 use crate::config::OnError;
 use crate::error::{Error, Result};
-use crate::masking::MaskBatch;
-use crate::traits::{Augmentation, Corruption, ImageBatch, TargetGenerator};
+use crate::mask::MaskBatch;
+use crate::registry::Parts;
+use crate::traits::{Augmentation, ImageBatch};
 
 pub struct Batch {
     pub iteration: usize,
@@ -42,12 +43,6 @@ pub fn stream_index(
         *cache = Some((epoch, perm));
     }
     cache.as_ref().unwrap().1[k % len]
-}
-
-pub struct Parts {
-    pub augmentation: Box<dyn Augmentation>,
-    pub masking: Box<dyn Corruption>,
-    pub target: Box<dyn TargetGenerator>,
 }
 
 /// A dataset with its bad-file policy: where a batch's images come from.
@@ -115,7 +110,7 @@ pub struct Loader {
 
 impl Loader {
     /// Produce `iterations` of `batch_size` images; the workers make the target too unless
-    /// it is made on the device ([`crate::engine::target_on_device`]).
+    /// it is made on the device ([`crate::target::target_on_device`]).
     pub fn spawn(
         source: Arc<Source>,
         parts: Arc<Parts>,
@@ -189,7 +184,7 @@ pub fn make_batch(
     let mask = parts
         .masking
         .sample(batch_size, &mut rng(seed, Purpose::Mask, it as u64));
-    let target = crate::engine::host_target(parts.target.as_ref(), &images, target_on_device);
+    let target = crate::target::host_target(parts.target.as_ref(), &images, target_on_device);
     Ok(Batch {
         iteration: it,
         images,

@@ -48,7 +48,7 @@ pub struct Shard<M> {
 /// `fork` gets fresh leaf parameters and so its own autodiff graph, and the
 /// shards' forward and backward passes run at once instead of one host thread launching
 /// every device's work in turn. On a 2-core CPU this is also what keeps both cores busy:
-/// burn's CPU backends run most elementwise ops on one thread (README, "CPU backends").
+/// burn's CPU backends run most elementwise ops on one thread (docs/performance.md, "CPU backends").
 /// The workers are the threads of [`shard_pool`].
 pub fn forward_backward<M>(
     model: &M,

@@ -22,6 +22,8 @@ use crate::RunBackend;
 pub use reconstruct::{ReconstructInput, ReconstructOptions, Reconstruction};
 pub use step_bench::{StepBenchOptions, StepTiming};
 pub use train::{TrainOptions, TrainSummary};
+// Where targets are made is the target generator's business; re-exported for the engine's users.
+pub use crate::target::{host_target, target_on_device, target_tensor};
 
 /// Work a method is asked to do with its model.
 pub enum Job<'a> {
@@ -79,7 +81,7 @@ pub enum JobOutput {
 /// products and host kernels of its passes share the thread that runs them. Run from the
 /// main thread instead, each such op woke rayon's global pool and slept until it finished:
 /// one-device training of the tiny MAE 291-293 -> 358-368 img/s when its steps moved there
-/// (README, "CPU backends").
+/// (docs/performance.md, "CPU backends").
 pub fn run_job<M, F>(job: Job<'_>, build: F) -> Result<JobOutput>
 where
     M: Autoencoder<RunBackend> + AutodiffModule<RunBackend> + 'static,
@@ -115,44 +117,6 @@ where
         Job::Finetune(c, opts) => {
             crate::eval::finetune::finetune(c, opts, build).map(JobOutput::Finetuned)
         }
-    }
-}
-
-/// The training target for input `x`: the host target the data workers made, else the
-/// generator's device path (for raw pixels, the input itself). One rule for training,
-/// `bench` and `reconstruct`.
-pub fn target_tensor(
-    generator: &dyn crate::traits::TargetGenerator,
-    host: Option<&crate::traits::ImageBatch>,
-    x: burn::prelude::Tensor<RunBackend, 4>,
-) -> burn::prelude::Tensor<RunBackend, 4> {
-    match host {
-        Some(t) => t.to_tensor::<RunBackend>(&x.device()),
-        None => generator.generate_on_device(x),
-    }
-}
-
-/// Where this run makes the target: where the generator's config says, else on the device
-/// when it is a GPU (the device path costs 0.03 ms/image on an H200 and saves uploading a
-/// second batch of images; bench/results/2026-11-27-h200.md) and on the host (the data
-/// workers, in parallel with the step) on a CPU.
-pub fn target_on_device(
-    generator: &dyn crate::traits::TargetGenerator,
-    device: &crate::device::DeviceSpec,
-) -> bool {
-    generator.on_device().unwrap_or(!device.is_cpu())
-}
-
-/// A host target only when the target is not made on the device.
-pub fn host_target(
-    generator: &dyn crate::traits::TargetGenerator,
-    images: &crate::traits::ImageBatch,
-    on_device: bool,
-) -> Option<crate::traits::ImageBatch> {
-    if on_device {
-        None
-    } else {
-        generator.generate(images)
     }
 }
 

@@ -1,13 +1,12 @@
 //! Images through a trained model with a given (or seeded) mask: the prediction, the
 //! target and the loss, as the official forward pass computes them (`pixmim reconstruct`).
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::DispatchDevice;
 
-use crate::checkpoint::{self, HostTensor};
+use crate::checkpoint;
 use crate::data::seed::{rng, Purpose};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
@@ -121,26 +120,6 @@ impl Reconstruction {
     }
 }
 
-/// Load `checkpoint` into the model; every model parameter must be in the file with its shape.
-pub fn load_weights<M: AutodiffModule<B>>(model: M, path: &std::path::Path) -> Result<M> {
-    let (tensors, _) = checkpoint::read_safetensors(path)?;
-    let params: HashMap<String, HostTensor> = tensors
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("optim."))
-        .collect();
-    let (model, unused) = checkpoint::import_params(model, &params, path)?;
-    if !unused.is_empty() {
-        return Err(Error::Checkpoint {
-            path: path.to_path_buf(),
-            msg: format!(
-                "has tensors this model lacks (another method or preset?): {}",
-                unused.join(", ")
-            ),
-        });
-    }
-    Ok(model)
-}
-
 fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().expect("f32 tensor")
 }
@@ -159,7 +138,7 @@ where
         mut each,
     } = opts;
     let device = spec.train_device()?;
-    let model = load_weights(build(&device, c.seed), &checkpoint)?;
+    let model = checkpoint::load_weights(build(&device, c.seed), &checkpoint)?;
     let mut n = 0;
     for input in inputs {
         let input = input?;

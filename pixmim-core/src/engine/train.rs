@@ -34,7 +34,7 @@ pub struct TrainOptions {
     pub device: DeviceSpec,
     /// More devices for data parallelism (`--device cuda:0,cuda:1,...` puts cuda:1.. here).
     /// Each step's batch is split evenly over `device` and these; the effective batch and so
-    /// the lr are the same as on one device (README "GPU").
+    /// the lr are the same as on one device (docs/performance.md, "GPU").
     pub replicas: Vec<DeviceSpec>,
     /// Continue from the newest checkpoint in `out/checkpoints`.
     pub resume: bool,
@@ -54,8 +54,6 @@ pub struct TrainSummary {
     pub losses: Vec<f64>,
     pub images_per_second: f64,
 }
-
-const FORMAT: &str = "pixmim-checkpoint-v1";
 
 fn checkpoint_dir(out: &Path) -> PathBuf {
     out.join("checkpoints")
@@ -382,16 +380,8 @@ fn save_checkpoint<M: AutodiffModule<B>>(
             steps.insert(name.clone(), json!(m.step));
         }
     }
-    let meta = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("method".to_string(), c.method.name().to_string()),
-        ("iteration".to_string(), iteration.to_string()),
-        ("optim_steps".to_string(), Value::Object(steps).to_string()),
-        (
-            "config".to_string(),
-            toml::to_string(&c.table).unwrap_or_default(),
-        ),
-    ]);
+    let mut meta = checkpoint::run_metadata(c.method.name(), iteration, &c.table);
+    meta.insert("optim_steps".to_string(), Value::Object(steps).to_string());
     let path = checkpoint_dir(out).join(format!("step-{iteration:08}.safetensors"));
     checkpoint::write_safetensors(&path, &tensors, meta)?;
     Ok(path)
@@ -412,27 +402,6 @@ fn remove_partial_writes(ckdir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A weights-only pixmim checkpoint (no optimiser state) at `path`, resumable as step
-/// `iteration` with fresh AdamW moments: what `pixmim import` writes.
-pub fn write_model_checkpoint<M: AutodiffModule<B>>(
-    path: &Path,
-    model: &M,
-    c: &Composed,
-    iteration: usize,
-) -> Result<()> {
-    let tensors = checkpoint::export_params(model);
-    let meta = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("method".to_string(), c.method.name().to_string()),
-        ("iteration".to_string(), iteration.to_string()),
-        (
-            "config".to_string(),
-            toml::to_string(&c.table).unwrap_or_default(),
-        ),
-    ]);
-    checkpoint::write_safetensors(path, &tensors, meta)
 }
 
 fn prune(out: &Path, keep: usize) -> Result<()> {
@@ -458,8 +427,8 @@ fn load_checkpoint<M: AutodiffModule<B>>(
         path: path.to_path_buf(),
         msg,
     };
-    if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(bad(format!("not a {FORMAT} file")));
+    if meta.get("format").map(String::as_str) != Some(checkpoint::FORMAT) {
+        return Err(bad(format!("not a {} file", checkpoint::FORMAT)));
     }
     if meta.get("method").map(String::as_str) != Some(c.method.name()) {
         return Err(bad(format!(

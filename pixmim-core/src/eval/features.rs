@@ -157,8 +157,8 @@ where
         )));
     }
     let device = opts.device.train_device()?;
-    let model = crate::engine::reconstruct::load_weights(build(&device, c.seed), &opts.checkpoint)?
-        .no_grad();
+    let model =
+        crate::checkpoint::load_weights(build(&device, c.seed), &opts.checkpoint)?.no_grad();
     let ds = &opts.source.dataset;
     let labels = ds.labels.clone().ok_or_else(|| {
         Error::data(

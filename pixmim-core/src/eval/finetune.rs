@@ -4,7 +4,7 @@
 //! decay 0.75, stochastic depth 0.1, label smoothing 0.1, lr = blr x batch / 256 with a
 //! linear warm-up and half-cycle cosine to `min_lr`, per iteration.
 //!
-//! Deviations (README "Evaluation"): train views are RandomResizedCrop(0.08-1) + flip; no
+//! Deviations (docs/evaluation.md): train views are RandomResizedCrop(0.08-1) + flip; no
 //! RandAugment, random erasing, mixup or cutmix. The encoder's final norm stays before the
 //! pooling (MAE drops it when it adds `fc_norm`).
 use std::collections::HashMap;
@@ -215,9 +215,8 @@ where
         + 1;
 
     let device = opts.device.train_device()?;
-    let mut model =
-        crate::engine::reconstruct::load_weights(build(&device, c.seed), &opts.checkpoint)?
-            .with_drop_path(opts.drop_path);
+    let mut model = crate::checkpoint::load_weights(build(&device, c.seed), &opts.checkpoint)?
+        .with_drop_path(opts.drop_path);
     let dim = {
         let probe = model.encode(
             Tensor::zeros([1, 3, c.geometry.image.0, c.geometry.image.1], &device),
@@ -350,11 +349,7 @@ where
     let mut tensors = checkpoint::export_params(&model);
     tensors.extend(checkpoint::export_params(&head));
     let weights = opts.out.join("finetuned.safetensors");
-    let mut meta = HashMap::new();
-    meta.insert(
-        "config".into(),
-        toml::to_string(&c.table).unwrap_or_default(),
-    );
+    let mut meta = checkpoint::run_metadata(c.method.name(), 0, &c.table);
     meta.insert("classes".into(), classes.to_string());
     checkpoint::write_safetensors(&weights, &tensors, meta)?;
     Ok(FinetuneSummary {

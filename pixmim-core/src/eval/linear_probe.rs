@@ -5,7 +5,7 @@
 //! per iteration. The batch norm has no parameters and its input is frozen, so the only
 //! trained parameters are the head's: this runs on the host, with the gradient by hand.
 //!
-//! Deviation (README "Evaluation"): features are computed once from the eval transform, so
+//! Deviation (docs/evaluation.md): features are computed once from the eval transform, so
 //! the probe sees no RandomResizedCrop/flip augmentation, as cached-feature probes do.
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

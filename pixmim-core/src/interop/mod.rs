@@ -260,7 +260,7 @@ where
     if !missing.is_empty() || !extra.is_empty() {
         return Err(refusal(&opts.input, c, &missing, &extra));
     }
-    crate::engine::train::write_model_checkpoint(&opts.out, &model, c, 0)?;
+    checkpoint::write_model(&opts.out, &model, c.method.name(), &c.table, 0)?;
     fresh.sort();
     ignored.sort();
     Ok(ImportReport {
