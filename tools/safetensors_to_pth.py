@@ -8,7 +8,7 @@ The file is what `torch.save({KEY: state_dict}, OUT)` writes: a zip with `archiv
 (protocol 2 pickle; tensors rebuilt by `torch._utils._rebuild_tensor_v2` from persistent
 `('storage', torch.FloatStorage, key, 'cpu', numel)` ids), one raw little-endian float32 file per
 tensor under `archive/data/`, `archive/byteorder` and `archive/version`. `--mm` renames keys to the
-mmselfsup layout (spec §0.9) the way pixmim's own exporter does, so the test checks the mapping
+mmselfsup layout (numerics §0.9) the way pixmim's own exporter does, so the test checks the mapping
 against an independent implementation.
 """
 import argparse

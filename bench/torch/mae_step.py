@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 
 def sincos_2d(dim, grid, cls=True):
-    # Official orientation (spec §0.3): first half encodes the column.
+    # Official orientation (numerics §0.3): first half encodes the column.
     import numpy as np
 
     q = dim // 4
@@ -182,7 +182,7 @@ def main():
                 "batch": a.batch,
                 "step_s": step,
                 "img_s": img_s,
-                # spec §1.2: MAE-B is ~59 GFLOP per image forward + backward
+                # numerics §1.2: MAE-B is ~59 GFLOP per image forward + backward
                 "tflops": 59.0 * img_s / 1e3 if a.preset == "base" else None,
                 "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                 # what the caching allocator held, beside burn's pools' "reserved"

@@ -78,7 +78,7 @@ pub struct BenchArgs {
     peak_tflops: Option<f64>,
 }
 
-/// MAE-B forward + backward FLOPs per 224 image at mask ratio 0.75 (spec §1.2).
+/// MAE-B forward + backward FLOPs per 224 image at mask ratio 0.75 (numerics §1.2).
 const MAE_BASE_GFLOP_PER_IMAGE: f64 = 59.0;
 
 fn composed(method: &str, preset: &str, plugins: &[&str], sets: Vec<String>) -> Result<Composed> {

@@ -44,7 +44,7 @@ pub fn import(a: &ImportArgs) -> Result<()> {
         ));
     }
     // mm* checkpoints come from mm recipes; their pos-embed orientation is the mm one (the
-    // stored tables are loaded as they are, spec §0.3).
+    // stored tables are loaded as they are, numerics §0.3).
     if compose.preset.is_none() && matches!(format, Format::Mmselfsup | Format::Mmpretrain) {
         compose.preset = Some("mm".into());
         if crate::compose(&compose, vec![]).is_err() {

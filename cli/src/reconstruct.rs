@@ -29,7 +29,7 @@ pub struct ReconstructArgs {
     #[arg(long)]
     image: PathBuf,
     /// `.npy` float32 of shape (L,) or (1, L): the per-patch (LSMAE: per-unit) noise whose
-    /// ascending argsort decides the mask, as in the official code (spec §0.4).
+    /// ascending argsort decides the mask, as in the official code (numerics §0.4).
     #[arg(long, conflicts_with = "seed")]
     noise: Option<PathBuf>,
     /// Seed of the mask when no --noise is given.

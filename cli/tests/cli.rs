@@ -36,7 +36,7 @@ fn info_reports_the_published_counts_of_every_method() {
             "{method}: {out}"
         );
     }
-    // LSMAE with PixMIM: the radius scales to 80 at 448 (spec §11.1)
+    // LSMAE with PixMIM: the radius scales to 80 at 448 (numerics §11.1)
     let o = pixmim(&[
         "info", "--method", "lsmae", "--plugin", "pixmim", "--preset", "base",
     ]);

@@ -105,7 +105,7 @@ pub fn parse_params<T: DeserializeOwned>(params: &Table, section: &str) -> Resul
         .map_err(|e| Error::config(section, e.message().trim().to_string()))
 }
 
-/// Which parameters skip weight decay (spec §0.8).
+/// Which parameters skip weight decay (numerics §0.8).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NoDecayRule {
@@ -119,7 +119,7 @@ pub enum NoDecayRule {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimConfig {
-    /// Base learning rate; the real one is blr x effective batch / 256 (spec §0.11).
+    /// Base learning rate; the real one is blr x effective batch / 256 (numerics §0.11).
     pub blr: f64,
     /// Absolute learning rate; overrides `blr` when set.
     #[serde(default)]
@@ -131,7 +131,7 @@ pub struct OptimConfig {
     /// Clip the gradients to this global L2 norm before each update (the references'
     /// `--clip_grad`, `torch.nn.utils.clip_grad_norm_`); off unless set, as in every
     /// reference's pretraining recipe. A guard against the NaN losses users of MAE and
-    /// ConvMAE report (spec §9).
+    /// ConvMAE report (numerics §9).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_grad: Option<f64>,
 }
@@ -175,7 +175,7 @@ impl OptimConfig {
     }
 }
 
-/// Learning-rate schedule flavour (spec §0.11).
+/// Learning-rate schedule flavour (numerics §0.11).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleKind {
@@ -223,7 +223,7 @@ impl ScheduleConfig {
 pub struct TrainConfig {
     /// Images per step on this device (before accumulation).
     pub batch_size: usize,
-    /// Gradient accumulation: optimiser step every `accum_iter` batches (spec §1.3).
+    /// Gradient accumulation: optimiser step every `accum_iter` batches (numerics §1.3).
     #[serde(default = "one")]
     pub accum_iter: usize,
     /// Length of the run in epochs (of the dataset); `steps` wins when both are set.

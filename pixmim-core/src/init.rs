@@ -1,4 +1,4 @@
-//! Weight initialisation on the host with a seeded RNG (spec §0.10), so a seed gives the same
+//! Weight initialisation on the host with a seeded RNG (numerics §0.10), so a seed gives the same
 //! initial weights on every backend and a CPU run is repeatable.
 use burn::module::Param;
 use burn::nn::Linear;

@@ -1,4 +1,4 @@
-//! norm_pix and the masked MSE (spec §0.6).
+//! norm_pix and the masked MSE (numerics §0.6).
 use burn::prelude::*;
 
 /// Per-patch normalisation over all p*p*3 values: (t - mean) / sqrt(var + 1e-6), with the

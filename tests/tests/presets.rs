@@ -1,6 +1,6 @@
 //! Every preset of every method is typed code (`MaeConfig::base()`, ...); this pins what each
 //! builds: (trainable, frozen) parameter counts. MAE's base/large/huge, ConvMAE-B, MFF-B and
-//! LSMAE-B are the official models' published or computed counts (spec §1.2, §3.2, §4.1,
+//! LSMAE-B are the official models' published or computed counts (numerics §1.2, §3.2, §4.1,
 //! §5.3); the others pin pixmim's own presets so that none changes unnoticed.
 use pixmim_core::engine::{Job, JobOutput};
 use pixmim_core::registry::{compose, methods, Request};

@@ -1,4 +1,4 @@
-//! ConvMAE's convolution block (spec §3.2), channels-last (B, H, W, C): the 1x1 convolutions
+//! ConvMAE's convolution block (numerics §3.2), channels-last (B, H, W, C): the 1x1 convolutions
 //! are Linear layers over channels; the mask is applied only before the 5x5 depthwise conv, the
 //! one place where positions mix, so masked pixels never reach visible ones.
 use burn::module::Param;
@@ -10,7 +10,7 @@ use pixmim_core::init::HostInit;
 use pixmim_core::nn::activation::gelu;
 use pixmim_core::nn::LinearRows;
 
-/// LayerNorm eps in ConvMAE's conv parts: plain nn.LayerNorm (spec §0.7).
+/// LayerNorm eps in ConvMAE's conv parts: plain nn.LayerNorm (numerics §0.7).
 pub const CONV_LN_EPS: f64 = 1e-5;
 
 #[derive(Module, Debug)]
@@ -51,7 +51,7 @@ fn torch_default_linear<B: Backend>(
 }
 
 impl<B: Backend> CBlock<B> {
-    /// ConvMAE keeps PyTorch's default init for every conv in the block (spec §0.10).
+    /// ConvMAE keeps PyTorch's default init for every conv in the block (numerics §0.10).
     pub fn new(dim: usize, mlp_ratio: f64, init: &mut HostInit, device: &B::Device) -> Self {
         let hidden = (dim as f64 * mlp_ratio) as usize;
         let ln = || {

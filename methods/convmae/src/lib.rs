@@ -1,4 +1,4 @@
-//! ConvMAE / MCMAE (Alpha-VL/ConvMAE, spec §3): a hybrid conv-transformer encoder whose two
+//! ConvMAE / MCMAE (Alpha-VL/ConvMAE, numerics §3): a hybrid conv-transformer encoder whose two
 //! convolution stages see the mask through masked depthwise convolutions, with multi-scale
 //! fusion of the stage outputs; MAE's decoder, target and loss.
 pub mod cblock;

@@ -1,4 +1,4 @@
-//! The ConvMAE network (spec §3.2). Field names follow `models_convmae.py`.
+//! The ConvMAE network (numerics §3.2). Field names follow `models_convmae.py`.
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
@@ -15,7 +15,7 @@ use pixmim_core::registry::Geometry;
 use pixmim_core::traits::Autoencoder;
 use pixmim_core::{Error, Result};
 
-/// LayerNorm eps of the transformer stage and decoder (spec §0.7).
+/// LayerNorm eps of the transformer stage and decoder (numerics §0.7).
 const LN_EPS: f64 = 1e-6;
 
 /// `[model]` of a ConvMAE run.
@@ -209,7 +209,7 @@ impl ConvMaeConfig {
         let dd = self.decoder_embed_dim;
         let pe1 = PatchEmbed::new_pytorch_default(3, d1, p1, &mut init, device);
         let pe2 = PatchEmbed::new_pytorch_default(d1, d2, p2, &mut init, device);
-        // Only patch_embed3 gets xavier on its flattened weight (spec §0.10).
+        // Only patch_embed3 gets xavier on its flattened weight (numerics §0.10).
         let pe3 = PatchEmbed::new(d2, d3, p3, &mut init, device);
         let blocks1 = (0..self.depth[0])
             .map(|_| CBlock::new(d1, self.mlp_ratio[0], &mut init, device))
@@ -305,7 +305,7 @@ pub struct ConvMae<B: Backend> {
 }
 
 /// Nearest-neighbour upsampling of a (B, G*G) mask to a (B, G*f, G*f, 1) visibility map,
-/// 1 = visible: M[b, f*i + a, f*j + c] = mask[b, G*i + j] (spec §3.2).
+/// 1 = visible: M[b, f*i + a, f*j + c] = mask[b, G*i + j] (numerics §3.2).
 pub fn visibility<B: Backend>(mask: Tensor<B, 2>, grid: usize, f: usize) -> Tensor<B, 4> {
     let [b, _] = mask.dims();
     let vis = mask.neg() + 1.0;
@@ -386,7 +386,7 @@ impl<B: Backend> Autoencoder<B> for ConvMae<B> {
     }
     /// The official fine-tuning spreads the rates over all three stages; here the
     /// convolutional stages do not drop, and the transformer stage takes the upper part of
-    /// that ramp (a simplification, README "Evaluation").
+    /// that ramp (a simplification, docs/evaluation.md).
     fn with_drop_path(mut self, rate: f64) -> Self {
         let total = self.blocks1.len() + self.blocks2.len() + self.blocks3.len();
         let rates = pixmim_core::nn::vit::drop_path_rates(rate, total);

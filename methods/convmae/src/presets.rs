@@ -1,4 +1,4 @@
-//! ConvMAE recipes as typed code (spec §3.1): MAE's official recipe with the ConvMAE-Base
+//! ConvMAE recipes as typed code (numerics §3.1): MAE's official recipe with the ConvMAE-Base
 //! network and 3072 images per step (PRETRAIN.md: 24 GPUs x 128), 1600 epochs.
 use pixmim_core::config::TrainConfig;
 use pixmim_core::recipe::Recipe;

@@ -1,4 +1,4 @@
-//! LSMAE, "Exploring Long-Sequence Masked Autoencoders" (facebookresearch/long_seq_mae, spec §5):
+//! LSMAE, "Exploring Long-Sequence Masked Autoencoders" (facebookresearch/long_seq_mae, numerics §5):
 //! MAE's network at 448 px (784 patches) with a 384-wide decoder, and the mask decoupled from
 //! the patch: one decision per 2x2-patch unit, drawn in the data workers.
 pub mod masking;
@@ -26,7 +26,7 @@ impl Method for LsMaeMethod {
     fn preset(&self, name: &str) -> Option<toml::Table> {
         presets::preset(name)
     }
-    /// The model is MAE's (spec §5.3); masking is what differs.
+    /// The model is MAE's (numerics §5.3); masking is what differs.
     fn geometry(&self, model: &toml::Table) -> Result<Geometry> {
         MaeConfig::from_table(model)?.geometry()
     }

@@ -1,4 +1,4 @@
-//! Decoupled masking (spec §5.2): the patch grid is cut into s x s units; a permutation of the
+//! Decoupled masking (numerics §5.2): the patch grid is cut into s x s units; a permutation of the
 //! units decides, and each unit emits its patches in (dx, dy) = (0,0), (0,1), (1,0), (1,1)
 //! order, so the first `int(L * (1 - ratio))` of ids_shuffle are whole units.
 use rand::rngs::StdRng;
@@ -97,7 +97,7 @@ impl Corruption for UnitMasking {
     fn noise_len(&self) -> usize {
         self.grid.0.div_ceil(self.unit) * self.grid.1.div_ceil(self.unit)
     }
-    /// One noise value per unit: units in ascending-noise order (spec §5.2).
+    /// One noise value per unit: units in ascending-noise order (numerics §5.2).
     fn mask_from_noise(&self, batch: usize, noise: &[f32]) -> Result<MaskBatch> {
         let n_units = self.noise_len();
         pixmim_core::masking::check_noise(noise, batch, n_units)?;
@@ -125,7 +125,7 @@ fn build(params: &toml::Table, g: &Geometry) -> Result<Box<dyn Corruption>> {
 inventory::submit! {
     CorruptionRegistration {
         name: "units",
-        description: "decoupled masking over s x s-patch units (LSMAE, spec §5.2)",
+        description: "decoupled masking over s x s-patch units (LSMAE, numerics §5.2)",
         params: &["ratio", "unit"],
         build,
     }

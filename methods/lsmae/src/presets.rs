@@ -1,4 +1,4 @@
-//! LSMAE recipes as typed code (spec §5.4): the MAE recipe at 448 px with 2x2-patch mask
+//! LSMAE recipes as typed code (numerics §5.4): the MAE recipe at 448 px with 2x2-patch mask
 //! units and the `dec384d12h8b` decoder.
 use pixmim_core::config::TrainConfig;
 use pixmim_core::recipe::{Component, Recipe};

@@ -1,4 +1,4 @@
-//! MAE (He et al., 2022) as the official `facebookresearch/mae` code does it (spec §1).
+//! MAE (He et al., 2022) as the official `facebookresearch/mae` code does it (numerics §1).
 //!
 //! `model.rs` is the network, `presets.rs` the recipes; this file registers the method.
 pub mod model;

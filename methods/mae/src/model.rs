@@ -1,4 +1,4 @@
-//! The MAE network (spec §1.2, §0.5). Field names are the official checkpoint keys.
+//! The MAE network (numerics §1.2, §0.5). Field names are the official checkpoint keys.
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
@@ -28,11 +28,11 @@ pub struct MaeConfig {
     pub mlp_ratio: f64,
     /// `--norm_pix_loss`, on in every recommended run.
     pub norm_pix: bool,
-    /// Sin-cos table orientation (spec §0.3): `official` or `mm`.
+    /// Sin-cos table orientation (numerics §0.3): `official` or `mm`.
     pub pos_embed: PosEmbedOrientation,
 }
 
-/// LayerNorm eps of every MAE block and norm (spec §0.7).
+/// LayerNorm eps of every MAE block and norm (numerics §0.7).
 const LN_EPS: f64 = 1e-6;
 
 impl MaeConfig {
@@ -177,7 +177,7 @@ impl MaeConfig {
         embed + encoder + decoder + loss
     }
 
-    /// Build with the official initialisation (spec §0.10), from `seed`.
+    /// Build with the official initialisation (numerics §0.10), from `seed`.
     pub fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> Mae<B> {
         let mut init = HostInit::new(seed);
         let g = self.grid();
@@ -203,7 +203,7 @@ impl MaeConfig {
         };
         let d = self.embed_dim;
         let dd = self.decoder_embed_dim;
-        // cls_token and mask_token: N(0, 0.02) (spec §0.10).
+        // cls_token and mask_token: N(0, 0.02) (numerics §0.10).
         let token = |v: Vec<f32>, d: usize| {
             Param::from_tensor(Tensor::<B, 3>::from_data(
                 TensorData::new(v, [1, 1, d]),
@@ -283,7 +283,7 @@ impl<B: Backend> Mae<B> {
         self.norm.forward(x)
     }
 
-    /// Decoder (spec §0.5): embed, append mask tokens, unshuffle, add position, blocks,
+    /// Decoder (numerics §0.5): embed, append mask tokens, unshuffle, add position, blocks,
     /// norm, predict; the cls position is dropped. -> (B, L, p*p*3)
     pub fn forward_decoder(
         &self,

@@ -1,4 +1,4 @@
-//! MAE recipes as typed code (spec §1, §11.4). `base` is the official ViT-B/16 pretraining
+//! MAE recipes as typed code (numerics §1, §11.4). `base` is the official ViT-B/16 pretraining
 //! recipe; the networks are [`MaeConfig::base`], [`MaeConfig::large`], ... in `model.rs`.
 use pixmim_core::augment::RandomResizedCropParams;
 use pixmim_core::config::{NoDecayRule, OptimConfig, ScheduleConfig, ScheduleKind, TrainConfig};
@@ -11,7 +11,7 @@ use crate::MaeConfig;
 
 pub const NAMES: &[&str] = &["base", "large", "huge", "mm", "tiny"];
 
-/// The official recipe around `model` (spec §1.3): RRC, random 75% masking, raw-pixel
+/// The official recipe around `model` (numerics §1.3): RRC, random 75% masking, raw-pixel
 /// norm_pix target, AdamW blr 1.5e-4 (0.9, 0.95) wd 0.05, 40 warm-up epochs.
 pub fn official(model: MaeConfig, train: TrainConfig) -> Recipe<MaeConfig> {
     Recipe {
@@ -39,7 +39,7 @@ pub fn official(model: MaeConfig, train: TrainConfig) -> Recipe<MaeConfig> {
     }
 }
 
-/// 4096 images per step as 256 x 16 accumulation on one GPU (spec §9: keep 4096 via
+/// 4096 images per step as 256 x 16 accumulation on one GPU (numerics §9: keep 4096 via
 /// accum_iter), for `epochs`.
 pub fn official_train(epochs: f64) -> TrainConfig {
     TrainConfig {
@@ -58,7 +58,7 @@ pub fn recipe(name: &str) -> Option<Recipe<MaeConfig>> {
         "base" => official(MaeConfig::base(), official_train(1600.0)),
         "large" => official(MaeConfig::large(), official_train(800.0)),
         "huge" => official(MaeConfig::huge(), official_train(1600.0)),
-        // mmselfsup's MAE (the PixMIM baseline, spec §1.4): row-first pos-embed, mm no-decay
+        // mmselfsup's MAE (the PixMIM baseline, numerics §1.4): row-first pos-embed, mm no-decay
         // keys, mmengine LinearLR(1e-4) + cosine, 300 epochs, 8 x 512.
         // Not reproduced: mm's N(0, 1e-6) FFN bias init (Xavier weights, zero bias here).
         "mm" => {

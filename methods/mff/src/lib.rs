@@ -1,5 +1,5 @@
 //! MFF, "Improving Pixel-based MIM by Reducing Wasted Modeling Capability" (mmpretrain `MFF`,
-//! spec §4): MAE whose latent is a learned softmax fusion of shallow and deep encoder layers.
+//! numerics §4): MAE whose latent is a learned softmax fusion of shallow and deep encoder layers.
 pub mod model;
 pub mod presets;
 

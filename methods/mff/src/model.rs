@@ -1,4 +1,4 @@
-//! The MFF network (spec §4.1): MAE plus one Linear projection per fused layer except the last,
+//! The MFF network (numerics §4.1): MAE plus one Linear projection per fused layer except the last,
 //! and `proj_weights` (6, 1, 1, 1) initialised to ones; latent = LN(Σ softmax(w)_k · f_k) over
 //! all tokens including cls. Decoder, target and loss are MAE's.
 use burn::module::Param;

@@ -1,4 +1,4 @@
-//! MFF recipes as typed code (spec §4.2): mmpretrain's MAE 300e recipe (row-first pos-embed,
+//! MFF recipes as typed code (numerics §4.2): mmpretrain's MAE 300e recipe (row-first pos-embed,
 //! mm no-decay keys, LinearLR(1e-4) + cosine, 8 x 512, seed 2) with PixMIM's Simple Resized
 //! Crop.
 use pixmim_core::config::NoDecayRule;

@@ -1,7 +1,7 @@
 //! Augmentations. This module: RandomResizedCrop + horizontal flip + ImageNet
-//! normalisation, MAE's train transform (spec §1.1), with torchvision's box sampling.
+//! normalisation, MAE's train transform (numerics §1.1), with torchvision's box sampling.
 //! [`center_crop`]: the evaluation transform. SRC lives in the PixMIM plugin. Resampling uses `fast_image_resize`
-//! (CatmullRom = PIL's bicubic, antialiased); it is not bit-exact to Pillow (spec §7.1).
+//! (CatmullRom = PIL's bicubic, antialiased); it is not bit-exact to Pillow (numerics §7.1).
 use fast_image_resize::{
     images::{Image, ImageRef},
     FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
@@ -56,7 +56,7 @@ pub struct RandomResizedCropParams {
     pub hflip: f64,
 }
 impl RandomResizedCropParams {
-    /// MAE's `RandomResizedCrop(scale=(0.2, 1.0), interpolation=3)` + flip (spec §1.1).
+    /// MAE's `RandomResizedCrop(scale=(0.2, 1.0), interpolation=3)` + flip (numerics §1.1).
     pub fn official() -> Self {
         Self {
             scale: default_scale(),
@@ -310,7 +310,7 @@ fn build_rrc(params: &toml::Table, g: &Geometry) -> Result<Box<dyn Augmentation>
 inventory::submit! {
     AugmentationRegistration {
         name: "rrc",
-        description: "RandomResizedCrop + flip (MAE, spec §1.1)",
+        description: "RandomResizedCrop + flip (MAE, numerics §1.1)",
         params: &["scale", "ratio", "interpolation", "hflip"],
         build: build_rrc,
     }

@@ -1,10 +1,10 @@
 //! Checkpoint key layouts. pixmim's own names are the official repos' (facebookresearch/mae,
 //! ConvMAE, long_seq_mae); mmselfsup / mmpretrain (PixMIM, MFF, their MAE) nest the encoder
-//! under `backbone.` and the decoder under `neck.` with mmcv block names (spec §0.9); timm's
+//! under `backbone.` and the decoder under `neck.` with mmcv block names (numerics §0.9); timm's
 //! VisionTransformer is the official encoder alone.
 use crate::checkpoint::HostTensor;
 
-/// Block-internal renames, official -> mm (spec §0.9).
+/// Block-internal renames, official -> mm (numerics §0.9).
 const BLOCK: &[(&str, &str)] = &[
     ("norm1.", "ln1."),
     ("norm2.", "ln2."),

@@ -11,7 +11,7 @@
 //! at `x`, written with constants the kernel returned. burn 0.21 offers no custom backward
 //! for the `Dispatch` backend the methods run on, and this needs none. At a tiny MAE
 //! decoder block's shapes (flex, batch 64), forward + backward of GELU went from 27 to 8 ms
-//! and of softmax from 11 to 4 ms; the tiny MAE step from 0.35 to 0.28 s (README, "CPU
+//! and of softmax from 11 to 4 ms; the tiny MAE step from 0.35 to 0.28 s (docs/performance.md, "CPU
 //! backends").
 use burn::prelude::*;
 use burn::tensor::DType;

@@ -1,4 +1,4 @@
-//! Patch embedding (spec §0.2): Conv2d(kernel = stride = p), done as patch extraction in the
+//! Patch embedding (numerics §0.2): Conv2d(kernel = stride = p), done as patch extraction in the
 //! conv's (c, i, j) order + one matmul, which is the same arithmetic and much faster on CPU.
 //! The weight keeps the conv's (D, C, p, p) shape so checkpoints map 1:1 (`patch_embed.proj`).
 use burn::module::Param;
@@ -21,7 +21,7 @@ pub struct PatchEmbed<B: Backend> {
 
 impl<B: Backend> PatchEmbed<B> {
     /// MAE init: xavier_uniform on the weight viewed as (D, C*p*p); the bias keeps PyTorch's
-    /// conv default U(+-1/sqrt(C*p*p)) (spec §0.10).
+    /// conv default U(+-1/sqrt(C*p*p)) (numerics §0.10).
     pub fn new(
         in_chans: usize,
         dim: usize,

@@ -1,4 +1,4 @@
-//! Fixed 2-D sin-cos position embeddings, both orientations (spec §0.3), and their addition
+//! Fixed 2-D sin-cos position embeddings, both orientations (numerics §0.3), and their addition
 //! to a batch of tokens.
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};

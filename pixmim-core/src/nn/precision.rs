@@ -1,5 +1,5 @@
 //! Mixed precision for the transformer blocks, the rule `torch.autocast` applies in the official
-//! AMP recipe (spec §1.3): the matrix products (the four linear layers of a block and the two
+//! AMP recipe (numerics §1.3): the matrix products (the four linear layers of a block and the two
 //! attention products) take bf16 inputs and hand back f32; LayerNorm, softmax, GELU, the
 //! residual stream, the loss and AdamW's master weights stay f32. The casts are ordinary autodiff
 //! ops, so every parameter's gradient arrives in f32.
@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 pub enum Precision {
     /// Everything in f32 (the reference numerics; the test vectors are checked in it on the
     /// CPU). On a CUDA card with TF32 tensor cores, burn-cuda's matmuls round f32 inputs to
-    /// TF32 (cubek's default strategy), as PyTorch does with `allow_tf32`; README, "GPU".
+    /// TF32 (cubek's default strategy), as PyTorch does with `allow_tf32`; docs/performance.md, "GPU".
     #[default]
     F32,
     /// Matrix products in bf16, the rest in f32.

@@ -1,5 +1,5 @@
-//! The pre-norm ViT block (spec §0.1): qkv bias, explicit softmax attention, exact (erf)
-//! GELU, no layer-scale. Drop-path (stochastic depth) is off in pretraining (spec §0.5) and
+//! The pre-norm ViT block (numerics §0.1): qkv bias, explicit softmax attention, exact (erf)
+//! GELU, no layer-scale. Drop-path (stochastic depth) is off in pretraining (numerics §0.5) and
 //! used only by fine-tuning (paper Table 9). Field names follow the timm/official checkpoint keys
 //! (`norm1`, `attn.qkv`, `attn.proj`, `norm2`, `mlp.fc1`, `mlp.fc2`). The matrix products run
 //! in the block's [`Precision`] (f32 unless training asks for bf16).
@@ -15,7 +15,7 @@ pub struct BlockConfig {
     pub dim: usize,
     pub num_heads: usize,
     pub mlp_ratio: f64,
-    /// LayerNorm eps: 1e-6 in every ViT block of the five methods (spec §0.7).
+    /// LayerNorm eps: 1e-6 in every ViT block of the five methods (numerics §0.7).
     pub ln_eps: f64,
 }
 
@@ -93,7 +93,7 @@ pub enum HeadLayout {
     /// `FlexTensor::to_contiguous` only tiles layouts that collapse to 2-D), and the batched
     /// layout pays that copy four times per block (merge forward; q, k, v backward): 9% of a
     /// tiny MAE step. Per head, only k's transposed gradient is still such a copy; the rest
-    /// are row copies (README, "CPU backends"). On a GPU this would be h times the launches.
+    /// are row copies (docs/performance.md, "CPU backends"). On a GPU this would be h times the launches.
     PerHead,
 }
 
@@ -256,7 +256,7 @@ mod tests {
         assert_eq!(drop_path_rates(0.1, 1), vec![0.0]);
     }
 
-    /// One block against a direct f64 evaluation of spec §0.1 on a tiny input.
+    /// One block against a direct f64 evaluation of numerics §0.1 on a tiny input.
     #[test]
     fn block_matches_a_direct_evaluation() {
         let dev = Default::default();

@@ -1,4 +1,4 @@
-//! AdamW exactly as PyTorch (spec §0.8), with a per-parameter no-decay set decided by name.
+//! AdamW exactly as PyTorch (numerics §0.8), with a per-parameter no-decay set decided by name.
 //!
 //! burn's own AdamW has one weight decay for all parameters and different defaults, so the
 //! references' grouping (official timm rule vs mmengine keys) needs its own optimiser. All
@@ -40,7 +40,7 @@ pub struct AdamW<B: AutodiffBackend> {
     pub state: HashMap<ParamId, Moments<B::InnerBackend>>,
 }
 
-/// Does the reference skip weight decay for this parameter? (spec §0.8)
+/// Does the reference skip weight decay for this parameter? (numerics §0.8)
 pub fn skips_decay(rule: NoDecayRule, p: &ParamInfo) -> bool {
     match rule {
         // timm add_weight_decay: ndim == 1 or name ends with .bias. cls/mask tokens are 3-D,

@@ -1,4 +1,4 @@
-//! Learning-rate schedules (spec §0.11).
+//! Learning-rate schedules (numerics §0.11).
 use crate::config::{ScheduleConfig, ScheduleKind};
 
 #[derive(Clone, Debug)]

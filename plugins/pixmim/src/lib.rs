@@ -1,5 +1,5 @@
 //! PixMIM (Liu et al., 2023; mmselfsup 1.x) as a plugin: it swaps exactly two parts of any
-//! method (spec §2, §2.4): the augmentation becomes the Simple Resized Crop and the target
+//! method (numerics §2, §2.4): the augmentation becomes the Simple Resized Crop and the target
 //! becomes the low-frequency image. Model, masking, norm_pix, loss, optimiser and schedule stay
 //! the method's own.
 pub mod lowpass;
@@ -25,7 +25,7 @@ impl Plugin for PixMim {
     }
     fn apply(&self, cfg: &mut toml::Table) -> Result<()> {
         // Whole sections are replaced: SRC's keys are not RRC's. The radius is left unset so
-        // that it scales with the image (spec §11.1) unless the user sets target.radius.
+        // that it scales with the image (numerics §11.1) unless the user sets target.radius.
         let src = Component::new("src", &SrcParams::pixmim());
         cfg.insert("augmentation".into(), src.to_table().into());
         cfg.insert(

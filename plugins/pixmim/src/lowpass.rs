@@ -1,4 +1,4 @@
-//! PixMIM's low-frequency target (spec §2.1; mmselfsup `LowFreqTargetGenerator`).
+//! PixMIM's low-frequency target (numerics §2.1; mmselfsup `LowFreqTargetGenerator`).
 //!
 //! target = normalise(| ifft2( fftshift(fft2(u)) ⊙ M ) |), u the de-normalised image, M the
 //! closed disk (i - (H-1)/2)² + (j - (W-1)/2)² ≤ r² on the *shifted* grid, no ifftshift, the
@@ -42,7 +42,7 @@ pub struct LowPassFilter {
     col_inv: Arc<dyn Fft<f32>>,
 }
 
-/// Default radius: 40 at 224, scaled with the shorter side (spec §11.1).
+/// Default radius: 40 at 224, scaled with the shorter side (numerics §11.1).
 pub fn default_radius(height: usize, width: usize) -> f64 {
     40.0 * height.min(width) as f64 / 224.0
 }
@@ -215,7 +215,7 @@ impl LowPassFilter {
 
 /// `[target] name = "lowpass"`, `radius` (optional: 40 at 224, scaled with the image),
 /// `on_device` (true: next to the model as DFT matrix products; false: with rustfft in the data
-/// workers; unset: on the device when it is a GPU, see README "PixMIM").
+/// workers; unset: on the device when it is a GPU, see docs/performance.md, "The low-pass target").
 pub struct LowPassTarget {
     pub filter: LowPassFilter,
     pub on_device: Option<bool>,
@@ -304,7 +304,7 @@ fn build(params: &toml::Table, g: &Geometry) -> Result<Box<dyn TargetGenerator>>
 inventory::submit! {
     TargetRegistration {
         name: "lowpass",
-        description: "PixMIM low-frequency target: ideal circular low-pass filter (spec §2.1)",
+        description: "PixMIM low-frequency target: ideal circular low-pass filter (numerics §2.1)",
         params: &["radius", "on_device"],
         build,
     }

@@ -1,5 +1,5 @@
 //! The low-pass target on the training device: the same filter as [`LowPassFilter`] written as
-//! DFT matrix products (spec §2.1), pruned to the frequency rows and columns the disk keeps, so
+//! DFT matrix products (numerics §2.1), pruned to the frequency rows and columns the disk keeps, so
 //! a GPU computes it next to the model instead of in the data workers.
 //!
 //! For one channel U (H, W): Y = | Ih[:, R] · (M ⊙ (Fh[R, :] · U · Fw[:, K])) · Iw[K, :] | / (HW),

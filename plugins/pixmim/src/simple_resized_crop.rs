@@ -1,4 +1,4 @@
-//! Simple Resized Crop (SRC), PixMIM's train transform (spec §2.2):
+//! Simple Resized Crop (SRC), PixMIM's train transform (numerics §2.2):
 //! `Resize(S)` (shorter side to S, longer side int(S*long/short), bilinear, antialiased) ->
 //! `RandomCrop(S, padding=4, padding_mode='reflect')` (top drawn first, then left) ->
 //! `RandomHorizontalFlip(0.5)`. DeiT III's variant uses bicubic (`interpolation = "bicubic"`).
@@ -26,7 +26,7 @@ pub struct SrcParams {
     pub hflip: f64,
 }
 impl SrcParams {
-    /// PixMIM's pipeline (spec §2.2): bilinear resize, reflect padding 4, flip 0.5.
+    /// PixMIM's pipeline (numerics §2.2): bilinear resize, reflect padding 4, flip 0.5.
     pub fn pixmim() -> Self {
         Self {
             interpolation: bilinear(),
@@ -193,7 +193,7 @@ fn build(params: &toml::Table, g: &Geometry) -> Result<Box<dyn Augmentation>> {
 inventory::submit! {
     AugmentationRegistration {
         name: "src",
-        description: "Simple Resized Crop: resize, reflect-pad 4, random crop, flip (PixMIM, spec §2.2)",
+        description: "Simple Resized Crop: resize, reflect-pad 4, random crop, flip (PixMIM, numerics §2.2)",
         params: &["interpolation", "padding", "hflip"],
         build,
     }
