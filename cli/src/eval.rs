@@ -278,7 +278,7 @@ fn linear(a: &LinearArgs) -> Result<()> {
     let mut log = match &a.out {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            Some(pixmim_core::engine::metrics::MetricsLog::open(
+            Some(pixmim_core::log::MetricsLog::open(
                 &dir.join("metrics.jsonl"),
                 0,
             )?)

@@ -20,6 +20,7 @@ pub mod error;
 pub mod eval;
 pub mod init;
 pub mod interop;
+pub mod log;
 pub mod loss;
 pub mod mask;
 pub mod masking;

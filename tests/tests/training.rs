@@ -87,7 +87,7 @@ fn run_on(
 }
 
 fn final_weights(out: &Path) -> HashMap<String, HostTensor> {
-    let last = pixmim_core::engine::train::list_checkpoints(out)
+    let last = pixmim_core::checkpoint::run::list_checkpoints(out)
         .unwrap()
         .pop()
         .unwrap()
@@ -122,7 +122,7 @@ fn tiny_mae_loss_falls_on_the_sample_images() {
     for k in ["step", "epoch", "loss", "lr", "img_s"] {
         assert!(lines[0].get(k).is_some(), "metrics lack {k}");
     }
-    let ckpts = pixmim_core::engine::train::list_checkpoints(&out).unwrap();
+    let ckpts = pixmim_core::checkpoint::run::list_checkpoints(&out).unwrap();
     assert_eq!(ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), vec![40, 80]);
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -379,7 +379,7 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_its_last_good_checkpoint() {
         msg.contains("step") && (msg.contains("NaN") || msg.contains("inf")),
         "{msg}"
     );
-    let ckpts = pixmim_core::engine::train::list_checkpoints(&out).unwrap();
+    let ckpts = pixmim_core::checkpoint::run::list_checkpoints(&out).unwrap();
     let (step, last) = ckpts.last().expect("at least one good checkpoint");
     assert!(*step < 40, "the run must stop early");
     assert!(
@@ -404,7 +404,7 @@ fn reconstruct_runs_each_batch_through_one_loaded_model() {
     use pixmim_core::traits::ImageBatch;
     let out = out_dir("reconstruct");
     run(&["train.steps=2", "train.batch_size=4"], &out, false, None);
-    let checkpoint = pixmim_core::engine::train::list_checkpoints(&out)
+    let checkpoint = pixmim_core::checkpoint::run::list_checkpoints(&out)
         .unwrap()
         .pop()
         .unwrap()

@@ -1,8 +1,7 @@
 //! Data parallelism over a device list (`--device cuda:0,cuda:1,...`, or `flex,flex` on a
-//! CPU): the batch split evenly, one replica and one thread per device, each shard's
-//! gradients kept on its device for burn's `MultiGradientsParams` (nothing all-reduced by
-//! hand). Training and `pixmim bench` run their steps through this one function.
-use burn::module::AutodiffModule;
+//! CPU): the threads the shards of a step run on, one per device, and the tagging of each
+//! shard's gradients with its device for burn's `MultiGradientsParams` (nothing all-reduced
+//! by hand). The step itself is [`crate::engine::step`].
 use burn::optim::{GradientsParams, MultiGradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::DeviceOps as InnerDevice;
@@ -14,82 +13,24 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, Result};
-use crate::masking::MaskBatch;
-use crate::traits::{Autoencoder, ImageBatch, TargetGenerator};
-use crate::RunBackend;
 
-type B = RunBackend;
-
-/// One step's inputs on the host: the batch, its host-made target (None when the target is
-/// made on the device or is the input), and its masks.
-pub struct StepInputs<'a> {
-    pub images: &'a ImageBatch,
-    pub target: Option<&'a ImageBatch>,
-    pub mask: &'a MaskBatch,
-}
-
-/// What one device computed: its replica (for the gradients' parameter ids), its share of
-/// the batch loss, and the gradients of that share.
-pub struct Shard<M> {
-    pub replica: M,
-    /// The shard's mean loss over the number of devices: the shards' losses sum to the
-    /// batch's mean loss, and their gradients to the batch's gradient.
-    pub loss: Tensor<B, 1>,
-    pub grads: GradientsParams,
-}
-
-/// Forward and backward of `inputs` split evenly over `devices`, shard d on device d.
-///
-/// Each shard's loss is scaled by 1/devices, so the summed gradients are the full batch's
-/// (every sample masks the same number of patches, so the mean of the shard means is the
-/// batch mean), and its gradients additionally by 1/`accum` (train.accum_iter).
-///
-/// One worker per device, as burn-train's multi-device workers: a replica forked with
-/// `fork` gets fresh leaf parameters and so its own autodiff graph, and the
-/// shards' forward and backward passes run at once instead of one host thread launching
-/// every device's work in turn. On a 2-core CPU this is also what keeps both cores busy:
-/// burn's CPU backends run most elementwise ops on one thread (docs/performance.md, "CPU backends").
-/// The workers are the threads of [`shard_pool`].
-pub fn forward_backward<M>(
-    model: &M,
+/// `shard(d, device d, items[d])` for every device at once, one worker per device as
+/// burn-train's multi-device workers, on the threads of [`shard_pool`]: the shards' forward and
+/// backward passes run together instead of one host thread launching every device's work in
+/// turn. On a 2-core CPU this is also what keeps both cores busy: burn's CPU backends run most
+/// elementwise ops on one thread (docs/performance.md, "CPU backends"). A shard that panics
+/// is an error naming its device.
+pub fn run_shards<T: Send, R: Send>(
     devices: &[DispatchDevice],
-    inputs: &StepInputs,
-    target_gen: &dyn TargetGenerator,
-    accum: usize,
-) -> Result<Vec<Shard<M>>>
-where
-    M: Autoencoder<B> + AutodiffModule<B> + 'static,
-{
-    let n = devices.len();
-    let batch = inputs.images.batch;
-    if n == 0 || !batch.is_multiple_of(n) {
-        return Err(Error::config(
-            "train.batch_size",
-            format!("{batch} does not split evenly over {n} devices"),
-        ));
-    }
-    let per = batch / n;
-    let replicas: Vec<M> = devices.iter().map(|dev| model.clone().fork(dev)).collect();
-    let results: Vec<_> = shard_pool(n)?.install(|| {
-        replicas
+    items: Vec<T>,
+    shard: impl Fn(usize, &DispatchDevice, T) -> R + Sync,
+) -> Result<Vec<R>> {
+    let results: Vec<_> = shard_pool(devices.len())?.install(|| {
+        items
             .into_par_iter()
             .zip(devices)
             .enumerate()
-            .map(|(d, (replica, dev))| {
-                let (images, mask) = (
-                    inputs.images.rows(d * per, per),
-                    inputs.mask.rows(d * per, per),
-                );
-                let target = inputs.target.map(|t| t.rows(d * per, per));
-                let shard = StepInputs {
-                    images: &images,
-                    target: target.as_ref(),
-                    mask: &mask,
-                };
-                panic::catch_unwind(AssertUnwindSafe(|| {
-                    shard_forward_backward(replica, dev, &shard, target_gen, n, accum)
-                }))
-            })
+            .map(|(d, (item, dev))| panic::catch_unwind(AssertUnwindSafe(|| shard(d, dev, item))))
             .collect()
     });
     results
@@ -99,36 +40,6 @@ where
             r.map_err(|_| Error::Training(format!("the shard on device {d} panicked (see above)")))
         })
         .collect()
-}
-
-/// One device's share: its rows of the batch through its replica, loss and gradients.
-fn shard_forward_backward<M>(
-    replica: M,
-    dev: &DispatchDevice,
-    inputs: &StepInputs,
-    target_gen: &dyn TargetGenerator,
-    devices: usize,
-    accum: usize,
-) -> Shard<M>
-where
-    M: Autoencoder<B> + AutodiffModule<B>,
-{
-    let images = inputs.images.to_tensor::<B>(dev);
-    let target = super::target_tensor(target_gen, inputs.target, images.clone());
-    let mask = inputs.mask.to_tensors::<B>(dev);
-    let pred = replica.forward(images, &mask);
-    let loss = replica.loss(pred, target, mask.mask.clone()) / devices as f64;
-    let scaled = if accum > 1 {
-        loss.clone() / accum as f64
-    } else {
-        loss.clone()
-    };
-    let grads = GradientsParams::from_grads(scaled.backward(), &replica);
-    Shard {
-        replica,
-        loss,
-        grads,
-    }
 }
 
 /// Run `op` on the step threads: the pool of [`shard_pool`] that one device uses, where the

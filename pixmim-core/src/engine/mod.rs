@@ -1,7 +1,7 @@
 //! The generic training engine and the jobs a method runs through it.
 pub mod data_parallel;
-pub mod metrics;
 pub mod reconstruct;
+pub mod step;
 pub mod step_bench;
 pub mod train;
 

@@ -1,16 +1,15 @@
 //! Timing of one training step (target + forward + backward + AdamW) on synthetic images,
 //! without the data pipeline: what `pixmim bench` reports per method and preset.
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
-use burn::optim::GradientsParams;
-use burn::prelude::*;
 use burn::DispatchDevice;
 use rand::SeedableRng;
 
 use crate::bench::median;
 use crate::device::{device_memory, release_device_memory, DeviceMemory, DeviceSpec};
-use crate::engine::data_parallel::{forward_backward, multi_gradients, StepInputs};
+use crate::engine::step::{Step, StepInputs};
 use crate::error::Result;
 use crate::optim::AdamW;
 use crate::registry::Composed;
@@ -89,49 +88,47 @@ where
         target_s: Vec::new(),
         device_memory: None,
     };
-    let sample_memory = |timing: &mut StepTiming, warm_up: bool| {
-        if !warm_up || devices.len() > 1 {
-            return;
-        }
-        if let Some(m) = device_memory(&device) {
-            timing.device_memory = Some(timing.device_memory.unwrap_or_default().max(m));
+    // One device's pools, read during the warm-up steps only: after the forward pass (the
+    // activations backward will read) and after the step.
+    let seen = Arc::new(Mutex::new(None::<DeviceMemory>));
+    let sample = {
+        let seen = Arc::clone(&seen);
+        move |dev: &DispatchDevice| {
+            if let Some(m) = device_memory(dev) {
+                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                *seen = Some(seen.unwrap_or_default().max(m));
+            }
         }
     };
+    let one_device = devices.len() == 1;
+    let mut step = Step::<M>::new(devices, 1);
     for i in 0..opts.warmup + opts.steps {
+        let warm_up = i < opts.warmup && one_device;
+        let probe = sample.clone();
+        step.set_forward_probe(
+            warm_up.then(|| Arc::new(move |_, dev: &DispatchDevice| probe(dev)) as _),
+        );
         let t0 = Instant::now();
         let host = super::host_target(c.parts.target.as_ref(), &images, on_device);
         let target_s = t0.elapsed().as_secs_f64();
         let mask = c.parts.masking.sample(opts.batch, &mut rng);
-        if devices.len() == 1 {
-            let x = images.to_tensor::<B>(&device);
-            let target = super::target_tensor(c.parts.target.as_ref(), host.as_ref(), x.clone());
-            let mask = mask.to_tensors::<B>(&device);
-            let pred = model.forward(x, &mask);
-            let loss = model.loss(pred, target, mask.mask.clone());
-            sample_memory(&mut timing, i < opts.warmup); // the activations backward will read
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(1e-4, model, grads);
-        } else {
-            // The training loop's data-parallel step (engine::data_parallel).
-            let inputs = StepInputs {
-                images: &images,
-                target: host.as_ref(),
-                mask: &mask,
-            };
-            let shards = forward_backward(&model, &devices, &inputs, c.parts.target.as_ref(), 1)?;
-            let multi = multi_gradients(shards.into_iter().map(|s| s.grads), &devices);
-            model = optim.step_multi(1e-4, model, multi);
-        }
+        let inputs = StepInputs {
+            images: &images,
+            target: host.as_ref(),
+            mask: &mask,
+        };
+        step.accumulate(&model, &inputs, c.parts.target.as_ref())?;
+        model = step.update(model, &mut optim, 1e-4);
         // GPU backends queue work; wait for the step to finish before stopping the clock.
-        for d in &devices {
-            <B as Backend>::sync(d)
-                .map_err(|e| crate::Error::Device(format!("waiting for the step: {e:?}")))?;
+        step.sync()?;
+        if warm_up {
+            sample(&device);
         }
-        sample_memory(&mut timing, i < opts.warmup);
         if i >= opts.warmup {
             timing.step_s.push(t0.elapsed().as_secs_f64());
             timing.target_s.push(target_s);
         }
     }
+    timing.device_memory = *seen.lock().unwrap_or_else(|e| e.into_inner());
     Ok(timing)
 }

@@ -168,7 +168,7 @@ where
     })?;
     let n = ds.len();
     let bs = opts.batch_size.max(1);
-    let bar = crate::engine::metrics::progress_bar(n as u64, "features");
+    let bar = crate::log::progress_bar(n as u64, "features");
     let mut data = Vec::new();
     let mut dim = 0;
     for start in (0..n).step_by(bs) {

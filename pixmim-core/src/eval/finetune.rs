@@ -27,8 +27,8 @@ use crate::checkpoint::{self, param_infos, ParamInfo};
 use crate::config::{NoDecayRule, OptimConfig, ScheduleKind};
 use crate::data::loader::{stream_index, views, Source};
 use crate::device::DeviceSpec;
-use crate::engine::metrics::MetricsLog;
 use crate::error::{Error, Result};
+use crate::log::MetricsLog;
 use crate::optim::{AdamW, LrSchedule};
 use crate::registry::Composed;
 use crate::traits::{Augmentation, Autoencoder};
@@ -263,7 +263,7 @@ where
     };
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
     let mut metrics = MetricsLog::open(&opts.out.join("metrics.jsonl"), 0)?;
-    let bar = crate::engine::metrics::progress_bar((opts.epochs * ipe) as u64, "finetune");
+    let bar = crate::log::progress_bar((opts.epochs * ipe) as u64, "finetune");
     let mut cache = None;
     let mut results = Vec::new();
     for epoch in 0..opts.epochs {

@@ -12,6 +12,8 @@ use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{Error, Result};
 
+pub mod run;
+
 /// A parameter as the checkpoint sees it.
 #[derive(Clone, Debug)]
 pub struct ParamInfo {

@@ -1,4 +1,5 @@
-//! `OUT/metrics.jsonl`: one JSON object per logged iteration.
+//! What a run reports as it goes: `OUT/metrics.jsonl` (one JSON object per logged iteration)
+//! and a progress bar.
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

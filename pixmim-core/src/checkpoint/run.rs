@@ -1,0 +1,223 @@
+//! A training run's folder: `config.toml`, `metrics.jsonl`, `bad_files.txt` and
+//! `checkpoints/step-NNNNNNNN.safetensors`, each checkpoint the model's parameters plus AdamW's
+//! moments (`optim.exp_avg.<name>`, `optim.exp_avg_sq.<name>`, their step counts in the
+//! metadata), so that a resumed run continues bit for bit.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::{AutodiffModule, ParamId};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde_json::{json, Map, Value};
+
+use crate::checkpoint::{self, HostTensor};
+use crate::error::{Error, Result};
+use crate::optim::adamw::Moments;
+use crate::optim::AdamW;
+
+/// The folder of one training run.
+pub struct RunDir {
+    pub out: PathBuf,
+}
+
+impl RunDir {
+    /// Open `out` for a run: create its checkpoint folder and clear writes a killed process
+    /// left. Checkpoints already there are an error unless the run resumes.
+    pub fn open(out: &Path, resume: bool) -> Result<Self> {
+        let dir = Self {
+            out: out.to_path_buf(),
+        };
+        let ckdir = dir.checkpoint_dir();
+        std::fs::create_dir_all(&ckdir).map_err(|e| Error::io(&ckdir, e))?;
+        dir.remove_partial_writes()?;
+        if !resume && !dir.checkpoints()?.is_empty() {
+            return Err(Error::Usage(format!(
+                "{} already holds checkpoints; pass --resume to continue that run, or choose another --out",
+                out.display()
+            )));
+        }
+        Ok(dir)
+    }
+
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.out.join("checkpoints")
+    }
+
+    /// Checkpoints, oldest first, with the iteration they resume at.
+    pub fn checkpoints(&self) -> Result<Vec<(usize, PathBuf)>> {
+        list_checkpoints(&self.out)
+    }
+
+    pub fn latest(&self) -> Result<Option<PathBuf>> {
+        Ok(self.checkpoints()?.pop().map(|(_, p)| p))
+    }
+
+    /// The run's resolved config, as the run will use it.
+    pub fn write_config(&self, config: &toml::Table) -> Result<()> {
+        checkpoint::atomic_write(
+            &self.out.join("config.toml"),
+            toml::to_string(config).unwrap_or_default().as_bytes(),
+        )
+    }
+
+    /// Write the checkpoint after `iteration` steps, then keep the newest `keep`.
+    ///
+    /// A checkpoint is only worth keeping if it can be resumed from: parameters holding NaN or
+    /// Inf are an error and the last good checkpoint stays.
+    pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        iteration: usize,
+        model: &M,
+        optim: &AdamW<B>,
+        (method, config): (&str, &toml::Table),
+        keep: usize,
+    ) -> Result<PathBuf> {
+        let mut tensors = checkpoint::export_params(model);
+        if let Some((name, _)) = tensors
+            .iter()
+            .find(|(_, t)| t.data.iter().any(|v| !v.is_finite()))
+        {
+            return Err(Error::Training(format!(
+                "`{name}` holds NaN or Inf after step {iteration}: stopping without writing a checkpoint"
+            )));
+        }
+        let mut steps = Map::new();
+        let mut names: Vec<(&ParamId, &String)> = optim.names.iter().collect();
+        names.sort_by(|a, b| a.1.cmp(b.1));
+        for (id, name) in names {
+            if let Some(m) = optim.state.get(id) {
+                tensors.push((format!("optim.exp_avg.{name}"), host(&m.exp_avg)));
+                tensors.push((format!("optim.exp_avg_sq.{name}"), host(&m.exp_avg_sq)));
+                steps.insert(name.clone(), json!(m.step));
+            }
+        }
+        let mut meta = checkpoint::run_metadata(method, iteration, config);
+        meta.insert("optim_steps".to_string(), Value::Object(steps).to_string());
+        let path = self
+            .checkpoint_dir()
+            .join(format!("step-{iteration:08}.safetensors"));
+        checkpoint::write_safetensors(&path, &tensors, meta)?;
+        let all = self.checkpoints()?;
+        if all.len() > keep {
+            for (_, p) in &all[..all.len() - keep] {
+                std::fs::remove_file(p).map_err(|e| Error::io(p, e))?;
+            }
+        }
+        Ok(path)
+    }
+
+    /// A process killed while writing a checkpoint leaves only its temporary file (the rename
+    /// never happened); remove it so it is never mistaken for a checkpoint or left to pile up.
+    fn remove_partial_writes(&self) -> Result<()> {
+        let ckdir = self.checkpoint_dir();
+        for entry in std::fs::read_dir(&ckdir).map_err(|e| Error::io(&ckdir, e))? {
+            let p = entry.map_err(|e| Error::io(&ckdir, e))?.path();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                eprintln!(
+                    "removing {} (a checkpoint write that never finished)",
+                    p.display()
+                );
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checkpoints in run folder `out`, oldest first, with the iteration they resume at.
+pub fn list_checkpoints(out: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let dir = out.join("checkpoints");
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut v: Vec<(usize, PathBuf)> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::io(&dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?;
+            let n = name.strip_prefix("step-")?.strip_suffix(".safetensors")?;
+            Some((n.parse().ok()?, p))
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn host<I: Backend>(t: &Tensor<I, 1>) -> HostTensor {
+    HostTensor {
+        shape: vec![t.dims()[0]],
+        data: t
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32"),
+    }
+}
+
+/// Load a training checkpoint of `method` into `model` and `optim`; returns the iteration to
+/// continue from.
+pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
+    path: &Path,
+    model: M,
+    optim: &mut AdamW<B>,
+    method: &str,
+    device: &burn::tensor::Device<B::InnerBackend>,
+) -> Result<(M, usize)> {
+    let (tensors, meta) = checkpoint::read_safetensors(path)?;
+    let bad = |msg: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg,
+    };
+    if meta.get("format").map(String::as_str) != Some(checkpoint::FORMAT) {
+        return Err(bad(format!("not a {} file", checkpoint::FORMAT)));
+    }
+    if meta.get("method").map(String::as_str) != Some(method) {
+        return Err(bad(format!(
+            "was written by method `{}`, this run is `{method}`",
+            meta.get("method").cloned().unwrap_or_default(),
+        )));
+    }
+    let iteration: usize = meta
+        .get("iteration")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("has no iteration".into()))?;
+    let params: HashMap<String, HostTensor> = tensors
+        .iter()
+        .filter(|(k, _)| !k.starts_with("optim."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let (model, unused) = checkpoint::import_params(model, &params, path)?;
+    if !unused.is_empty() {
+        return Err(bad(format!(
+            "has parameters this model lacks: {}",
+            unused.join(", ")
+        )));
+    }
+    let steps: Map<String, Value> = meta
+        .get("optim_steps")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    for (id, name) in optim.names.clone() {
+        let (Some(m), Some(v)) = (
+            tensors.get(&format!("optim.exp_avg.{name}")),
+            tensors.get(&format!("optim.exp_avg_sq.{name}")),
+        ) else {
+            continue;
+        };
+        let step = steps.get(&name).and_then(Value::as_u64).unwrap_or(0);
+        let t = |h: &HostTensor| {
+            Tensor::from_data(TensorData::new(h.data.clone(), [h.data.len()]), device)
+        };
+        optim.state.insert(
+            id,
+            Moments {
+                exp_avg: t(m),
+                exp_avg_sq: t(v),
+                step,
+            },
+        );
+    }
+    Ok((model, iteration))
+}

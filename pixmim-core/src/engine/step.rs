@@ -1,0 +1,154 @@
+//! The training step, written once: target -> forward -> masked loss -> backward, the
+//! gradients accumulated (over `train.accum_iter` batches and over devices) until
+//! [`Step::update`] hands them to AdamW. Training, `pixmim bench` and data parallelism all
+//! run it; one device is the data-parallel path with one shard.
+use std::sync::Arc;
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use burn::DispatchDevice;
+
+use crate::engine::data_parallel::{multi_gradients, run_shards};
+use crate::error::{Error, Result};
+use crate::mask::MaskBatch;
+use crate::optim::AdamW;
+use crate::traits::{Autoencoder, ImageBatch, TargetGenerator};
+use crate::RunBackend;
+
+type B = RunBackend;
+
+/// One batch on the host: the images, the target the data workers made (None when the
+/// target is made on the device or is the input), and the masks.
+pub struct StepInputs<'a> {
+    pub images: &'a ImageBatch,
+    pub target: Option<&'a ImageBatch>,
+    pub mask: &'a MaskBatch,
+}
+
+impl StepInputs<'_> {
+    fn rows(&self, start: usize, n: usize) -> (ImageBatch, Option<ImageBatch>, MaskBatch) {
+        (
+            self.images.rows(start, n),
+            self.target.map(|t| t.rows(start, n)),
+            self.mask.rows(start, n),
+        )
+    }
+}
+
+/// Called on each shard's thread after its forward pass, before backward frees the
+/// activations (the bench reads a GPU's memory pools there): `(shard, device)`.
+pub type ForwardProbe = Arc<dyn Fn(usize, &DispatchDevice) + Send + Sync>;
+
+/// The step of a run on `devices`, holding the gradients accumulated since the last update.
+pub struct Step<M> {
+    devices: Vec<DispatchDevice>,
+    /// `train.accum_iter`: each batch's loss is scaled by 1/accum before backward, so the
+    /// accumulated gradient is the mean over the accumulated batches.
+    accum: usize,
+    accumulators: Vec<GradientsAccumulator<M>>,
+    probe: Option<ForwardProbe>,
+}
+
+impl<M> Step<M>
+where
+    M: Autoencoder<B> + AutodiffModule<B> + 'static,
+{
+    pub fn new(devices: Vec<DispatchDevice>, accum: usize) -> Self {
+        let accumulators = devices
+            .iter()
+            .map(|_| GradientsAccumulator::new())
+            .collect();
+        Self {
+            devices,
+            accum: accum.max(1),
+            accumulators,
+            probe: None,
+        }
+    }
+
+    pub fn devices(&self) -> &[DispatchDevice] {
+        &self.devices
+    }
+
+    pub fn set_forward_probe(&mut self, probe: Option<ForwardProbe>) {
+        self.probe = probe;
+    }
+
+    /// Forward and backward of `inputs`, split evenly over the devices (shard d, rows
+    /// [d*B/n, (d+1)*B/n), on device d, each on its own thread), adding the gradients to the
+    /// accumulated ones. Returns the batch's mean loss, read once every shard's work is queued.
+    ///
+    /// Each shard's loss is scaled by 1/devices, so the shards' gradients sum to the batch's
+    /// (every sample masks the same number of patches, so the mean of the shard means is the
+    /// batch mean). Each shard runs a replica made with `fork`, which gives it fresh leaf
+    /// parameters and so its own autodiff graph, with the model's parameter ids.
+    pub fn accumulate(
+        &mut self,
+        model: &M,
+        inputs: &StepInputs,
+        target_gen: &dyn TargetGenerator,
+    ) -> Result<f64> {
+        let n = self.devices.len();
+        let batch = inputs.images.batch;
+        if n == 0 || !batch.is_multiple_of(n) {
+            return Err(Error::config(
+                "train.batch_size",
+                format!("{batch} does not split evenly over {n} devices"),
+            ));
+        }
+        let per = batch / n;
+        let (accum, probe) = (self.accum, self.probe.clone());
+        let replicas = self
+            .devices
+            .iter()
+            .map(|dev| model.clone().fork(dev))
+            .collect();
+        let shards = run_shards(&self.devices, replicas, |d, dev, replica: M| {
+            let (images, target, mask) = inputs.rows(d * per, per);
+            let images = images.to_tensor::<B>(dev);
+            let target = crate::target::target_tensor(target_gen, target.as_ref(), images.clone());
+            let mask = mask.to_tensors::<B>(dev);
+            let pred = replica.forward(images, &mask);
+            if let Some(probe) = &probe {
+                probe(d, dev);
+            }
+            let loss = replica.loss(pred, target, mask.mask.clone());
+            // Division by one is exact but would add a node to the graph.
+            let loss = if n > 1 { loss / n as f64 } else { loss };
+            let scaled = if accum > 1 {
+                loss.clone() / accum as f64
+            } else {
+                loss.clone()
+            };
+            let grads = GradientsParams::from_grads(scaled.backward(), &replica);
+            (replica, loss, grads)
+        })?;
+        let mut losses = Vec::with_capacity(n);
+        for ((replica, loss, grads), acc) in shards.into_iter().zip(&mut self.accumulators) {
+            acc.accumulate(&replica, grads);
+            losses.push(loss);
+        }
+        Ok(losses.into_iter().map(|l| l.into_scalar() as f64).sum())
+    }
+
+    /// One AdamW update of `model` with the gradients accumulated since the last one.
+    pub fn update(&mut self, model: M, optim: &mut AdamW<B>, lr: f64) -> M {
+        let mut grads: Vec<GradientsParams> =
+            self.accumulators.iter_mut().map(|a| a.grads()).collect();
+        if grads.len() == 1 {
+            optim.step(lr, model, grads.pop().expect("one device"))
+        } else {
+            optim.step_multi(lr, model, multi_gradients(grads, &self.devices))
+        }
+    }
+
+    /// Wait until every device has finished the work queued so far (GPU backends queue it).
+    pub fn sync(&self) -> Result<()> {
+        for d in &self.devices {
+            <B as Backend>::sync(d)
+                .map_err(|e| Error::Device(format!("waiting for the step: {e:?}")))?;
+        }
+        Ok(())
+    }
+}
