@@ -4,18 +4,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use pixmim_core::analyze::coverage::{coverage, view_masking, Foreground};
-use pixmim_core::analyze::frequency::{band_edges, band_mse, psnr, to_unit_pixels};
-use pixmim_core::analyze::plot::{line_plot, Series};
-use pixmim_core::augment::CenterCrop;
-use pixmim_core::data::loader::{views, Source};
-use pixmim_core::data::seed::{derive, Purpose};
-use pixmim_core::data::Dataset;
-use pixmim_core::device::DeviceSpec;
-use pixmim_core::engine::{Job, ReconstructInput, ReconstructOptions, Reconstruction};
-use pixmim_core::patchify::{patchify_host, unpatchify_host};
-use pixmim_core::registry::{self, Geometry};
-use pixmim_core::{Error, Result};
+use pixmim::analyze::coverage::{coverage, view_masking, Foreground};
+use pixmim::analyze::frequency::{band_edges, band_mse, psnr, to_unit_pixels};
+use pixmim::analyze::plot::{line_plot, Series};
+use pixmim::augment::CenterCrop;
+use pixmim::data::loader::{views, Source};
+use pixmim::data::seed::{derive, Purpose};
+use pixmim::data::Dataset;
+use pixmim::device::DeviceSpec;
+use pixmim::job::{ReconstructInput, ReconstructOptions, Reconstruction};
+use pixmim::patchify::{patchify_host, unpatchify_host};
+use pixmim::registry::{self, Geometry};
+use pixmim::{Error, Result};
 
 use crate::Compose;
 
@@ -94,7 +94,7 @@ pub fn run(cmd: &AnalyzeCommand) -> Result<()> {
 }
 
 fn write_text(path: &Path, text: &str) -> Result<()> {
-    pixmim_core::checkpoint::atomic_write(path, text.as_bytes())
+    pixmim::checkpoint::atomic_write(path, text.as_bytes())
 }
 
 /// Mean band PSNR of one checkpoint over `images`.
@@ -134,15 +134,12 @@ fn band_psnr(a: &FrequencyArgs, checkpoint: &Path, source: &Arc<Source>) -> Resu
         Ok(())
     };
     // One model load per checkpoint; the chunks are decoded as their turn comes.
-    c.method.run(Job::Reconstruct(
-        &c,
-        ReconstructOptions {
-            checkpoint: checkpoint.to_path_buf(),
-            device: DeviceSpec::parse(&a.device)?,
-            inputs: Box::new(inputs),
-            each: Box::new(each),
-        },
-    ))?;
+    c.reconstruct(ReconstructOptions {
+        checkpoint: checkpoint.to_path_buf(),
+        device: DeviceSpec::parse(&a.device)?,
+        inputs: Box::new(inputs),
+        each: Box::new(each),
+    })?;
     Ok(sums.iter().map(|s| s / n as f64).collect())
 }
 

@@ -4,12 +4,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use pixmim_core::bench;
-use pixmim_core::device::{DeviceMemory, DeviceSpec};
-use pixmim_core::engine::{Job, JobOutput, StepBenchOptions, StepTiming};
-use pixmim_core::nn::Precision;
-use pixmim_core::registry::{self, Composed, Request};
-use pixmim_core::{Error, Result};
+use pixmim::bench;
+use pixmim::device::{DeviceMemory, DeviceSpec};
+use pixmim::job::{StepBenchOptions, StepTiming};
+use pixmim::nn::Precision;
+use pixmim::registry::{self, Composed, Request};
+use pixmim::{Error, Result};
 use serde_json::{json, Map, Value};
 
 #[derive(Args)]
@@ -92,10 +92,7 @@ fn composed(method: &str, preset: &str, plugins: &[&str], sets: Vec<String>) -> 
 }
 
 fn time_steps(c: &Composed, opts: &StepBenchOptions) -> Result<StepTiming> {
-    match c.method.run(Job::BenchStep(c, opts))? {
-        JobOutput::StepTiming(t) => Ok(t),
-        _ => unreachable!("BenchStep returns StepTiming"),
-    }
+    c.bench_step(opts)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -174,7 +171,7 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
     let result = (|| -> Result<()> {
         if a.only.contains(&Part::Pipeline) {
             let files = match &a.data {
-                Some(d) => pixmim_core::data::Dataset::open(d)?.items,
+                Some(d) => pixmim::data::Dataset::open(d)?.items,
                 None => {
                     let samples = samples.ok_or_else(|| {
                         Error::Usage("no --data given and data/samples was not found".into())
@@ -400,7 +397,7 @@ fn steps(
 /// The first GPU's name and the peak the FLOP utilisation divides by (`--peak-tflops`, else
 /// the card's data sheet), times the number of devices; `None` when neither is known.
 fn card_peak(a: &BenchArgs, index: usize, devices: usize, report: &mut Report) -> Option<f64> {
-    let card = pixmim_core::device::cuda_card_name(index);
+    let card = pixmim::device::cuda_card_name(index);
     let peak = a
         .peak_tflops
         .or_else(|| card.as_deref().and_then(bench::dense_bf16_peak_tflops));
@@ -515,7 +512,7 @@ fn device_lowpass_ms(c: &Composed, device: &DeviceSpec, batch: usize) -> Result<
     use burn::prelude::*;
     let dev = device.device()?;
     let (h, w) = c.geometry.image;
-    let x = Tensor::<pixmim_core::RunBackend, 4>::random(
+    let x = Tensor::<pixmim::RunBackend, 4>::random(
         [batch, 3, h, w],
         burn::tensor::Distribution::Normal(0.0, 1.0),
         &dev,
@@ -599,5 +596,5 @@ fn save(path: &Path, obj: &Value, rows: &[Row], a: &BenchArgs) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    pixmim_core::checkpoint::atomic_write(path, md.as_bytes())
+    pixmim::checkpoint::atomic_write(path, md.as_bytes())
 }

@@ -4,19 +4,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use pixmim_core::augment::CenterCrop;
-use pixmim_core::data::loader::Source;
-use pixmim_core::data::Dataset;
-use pixmim_core::device::DeviceSpec;
-use pixmim_core::engine::{Job, JobOutput};
-use pixmim_core::eval::features::cache_path;
-use pixmim_core::eval::{
-    knn_classify, linear_probe, FeatureOptions, Features, FinetuneOptions, LinearProbeConfig, Pool,
-    ProbeOptimizer,
-};
-use pixmim_core::registry::{self, Composed};
-use pixmim_core::traits::Augmentation;
-use pixmim_core::{Error, Result};
+use pixmim::augment::CenterCrop;
+use pixmim::data::loader::Source;
+use pixmim::data::Dataset;
+use pixmim::device::DeviceSpec;
+use pixmim::eval::features::cache_path;
+use pixmim::eval::{knn_classify, linear_probe, LinearProbeConfig, ProbeOptimizer};
+use pixmim::job::{FeatureOptions, Features, FinetuneOptions, Pool};
+use pixmim::registry::{self, Composed};
+use pixmim::traits::Augmentation;
+use pixmim::{Error, Result};
 
 use crate::Compose;
 
@@ -207,10 +204,7 @@ fn features_of(
         batch_size: d.eval_batch,
         pool: a.pool,
     };
-    let f = match c.method.run(Job::Features(c, &opts))? {
-        JobOutput::Features(f) => f,
-        _ => unreachable!("Features returns Features"),
-    };
+    let f = c.features(&opts)?;
     eprintln!(
         "features of {}: {} x {} in {:.1}s",
         data.display(),
@@ -278,7 +272,7 @@ fn linear(a: &LinearArgs) -> Result<()> {
     let mut log = match &a.out {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            Some(pixmim_core::log::MetricsLog::open(
+            Some(pixmim::log::MetricsLog::open(
                 &dir.join("metrics.jsonl"),
                 0,
             )?)
@@ -349,10 +343,7 @@ fn finetune(a: &FinetuneArgs) -> Result<()> {
         seed: a.seed,
     };
     opts.validate()?;
-    let s = match c.method.run(Job::Finetune(&c, &opts))? {
-        JobOutput::Finetuned(s) => s,
-        _ => unreachable!("Finetune returns Finetuned"),
-    };
+    let s = c.finetune(&opts)?;
     let best = s
         .epochs
         .iter()

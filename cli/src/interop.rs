@@ -2,9 +2,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use pixmim_core::engine::{Job, JobOutput};
-use pixmim_core::interop::{self, Format, ImportOptions};
-use pixmim_core::{Error, Result};
+use pixmim::interop::{self, Format};
+use pixmim::job::ImportOptions;
+use pixmim::{Error, Result};
 
 use crate::Compose;
 
@@ -58,10 +58,7 @@ pub fn import(a: &ImportArgs) -> Result<()> {
         tensors,
         out: a.out.clone(),
     };
-    let report = match c.method.run(Job::Import(&c, &opts))? {
-        JobOutput::Imported(r) => r,
-        _ => unreachable!("Import returns Imported"),
-    };
+    let report = c.import(&opts)?;
     if !report.fresh.is_empty() {
         eprintln!(
             "note: the file has no decoder; {} decoder parameters are freshly initialised",

@@ -3,17 +3,17 @@ mod analyze;
 mod bench;
 mod eval;
 mod interop;
-mod linked;
 mod reconstruct;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use pixmim_core::device::DeviceSpec;
-use pixmim_core::engine::{default_out_dir, Job, JobOutput, TrainOptions};
-use pixmim_core::registry::{self, Composed, Request};
-use pixmim_core::{Error, Result};
+use pixmim::device::DeviceSpec;
+use pixmim::engine::default_out_dir;
+use pixmim::job::TrainOptions;
+use pixmim::registry::{self, Composed, Request};
+use pixmim::{Error, Result};
 
 /// Tensors of a training step are freed and reallocated every op; glibc malloc unmapped those
 /// pages and the kernel zeroed them again on the next op. mimalloc, told never to give freed
@@ -188,7 +188,7 @@ fn checkpoint_config(
 ) -> Result<Composed> {
     let mut sets = c.sets.clone();
     sets.extend(extra_sets);
-    let (_, meta) = pixmim_core::checkpoint::read_safetensors(checkpoint)?;
+    let (_, meta) = pixmim::checkpoint::read_safetensors(checkpoint)?;
     match (&c.method, meta.get("config")) {
         (None, Some(text)) => {
             let table: toml::Table = text.parse().map_err(|e| Error::Checkpoint {
@@ -212,7 +212,7 @@ fn list() {
     for p in registry::plugins() {
         println!("{}  {}", p.name(), p.description());
     }
-    use pixmim_core::traits::{Augmentation, Corruption, TargetGenerator};
+    use pixmim::traits::{Augmentation, Corruption, TargetGenerator};
     for (kind, items) in [
         ("target", registry::component_names::<dyn TargetGenerator>()),
         (
@@ -232,9 +232,9 @@ fn is_npy(p: &std::path::Path) -> bool {
 }
 
 fn target(a: &TargetArgs) -> Result<()> {
-    use pixmim_core::traits::ImageBatch;
+    use pixmim::traits::ImageBatch;
     let (h, w, data) = if is_npy(&a.input) {
-        let (shape, v) = pixmim_core::npy::read(&a.input)?;
+        let (shape, v) = pixmim::npy::read(&a.input)?;
         match shape[..] {
             [3, h, w] => (h, w, v),
             _ => {
@@ -245,9 +245,9 @@ fn target(a: &TargetArgs) -> Result<()> {
             }
         }
     } else {
-        let img = pixmim_core::data::dataset::decode(&a.input)?;
+        let img = pixmim::data::dataset::decode(&a.input)?;
         let (w, h) = (img.width() as usize, img.height() as usize);
-        (h, w, pixmim_core::augment::normalise_image(&img))
+        (h, w, pixmim::augment::normalise_image(&img))
     };
     let mut params = toml::Table::new();
     if let Some(r) = a.radius {
@@ -267,9 +267,9 @@ fn target(a: &TargetArgs) -> Result<()> {
     };
     let out = generator.generate(&batch).unwrap_or(batch);
     if is_npy(&a.output) {
-        pixmim_core::npy::write(&a.output, &[3, h, w], &out.data)?;
+        pixmim::npy::write(&a.output, &[3, h, w], &out.data)?;
     } else {
-        pixmim_core::augment::to_rgb_image(&out.data, h, w)
+        pixmim::augment::to_rgb_image(&out.data, h, w)
             .save(&a.output)
             .map_err(|e| Error::data(&a.output, format!("cannot write: {e}")))?;
     }
@@ -294,7 +294,7 @@ fn preview(a: &PreviewArgs) -> Result<()> {
                 "no --data given and the sample images (data/samples) were not found".into(),
             )
         })?;
-    pixmim_core::preview::preview(&composed, &data, a.count, &a.out)?;
+    pixmim::preview::preview(&composed, &data, a.count, &a.out)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }
@@ -307,14 +307,10 @@ fn info(a: &InfoArgs) -> Result<()> {
     println!("# augmentation: {}", composed.parts.augmentation.describe());
     println!("# masking: {}", composed.parts.masking.describe());
     println!("# target: {}", composed.parts.target.describe());
-    match composed.method.run(Job::Count(&composed))? {
-        JobOutput::Params { trainable, frozen } => {
-            println!("trainable parameters: {trainable}");
-            println!("frozen parameters: {frozen}");
-            print_memory(&composed, &a.device, &devices, (trainable, frozen))?;
-        }
-        _ => unreachable!("Count returns Params"),
-    }
+    let (trainable, frozen) = composed.count_params()?;
+    println!("trainable parameters: {trainable}");
+    println!("frozen parameters: {frozen}");
+    print_memory(&composed, &a.device, &devices, (trainable, frozen))?;
     Ok(())
 }
 
@@ -325,9 +321,9 @@ fn print_memory(
     devices: &[DeviceSpec],
     counts: (usize, usize),
 ) -> Result<()> {
-    use pixmim_core::memory::gib;
+    use pixmim::memory::gib;
     let specs: Vec<&DeviceSpec> = devices.iter().collect();
-    let plan = pixmim_core::engine::memory_plan(c, &specs, counts)?;
+    let plan = pixmim::engine::memory_plan(c, &specs, counts)?;
     let on = DeviceSpec::describe(given, devices);
     let activations = match plan.step.activation_floats_per_image {
         Some(_) => gib(plan.step.per_image_bytes()),
@@ -339,7 +335,7 @@ fn print_memory(
         gib(plan.bytes()),
         gib(plan.step.model_bytes()),
     );
-    match pixmim_core::engine::available_memory(&specs)? {
+    match pixmim::engine::available_memory(&specs)? {
         Some((available, what)) => {
             let fits = if plan.bytes() <= available as f64 {
                 "fits"
@@ -433,27 +429,23 @@ fn train(a: &TrainArgs) -> Result<()> {
         on,
         out.display()
     );
-    match composed.method.run(Job::Train(&composed, &opts))? {
-        JobOutput::Trained(s) => {
-            let n = s.losses.len();
-            let k = (n / 10).max(1);
-            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-            // Peak resident memory: what the memory pre-flight estimates on a CPU.
-            let peak = pixmim_core::bench::peak_rss_bytes()
-                .map(|b| format!("  peak memory {}", pixmim_core::memory::gib(b as f64)))
-                .unwrap_or_default();
-            println!(
-                "done: steps {}..{}  loss {:.4} -> {:.4} (mean of first/last {k})  {:.1} img/s{peak}  -> {}",
-                s.start_iteration,
-                s.total_iterations,
-                mean(&s.losses[..k.min(n)]),
-                mean(&s.losses[n.saturating_sub(k)..]),
-                s.images_per_second,
-                s.out.display()
-            );
-        }
-        _ => unreachable!("Train returns Trained"),
-    }
+    let s = composed.train(&opts)?;
+    let n = s.losses.len();
+    let k = (n / 10).max(1);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    // Peak resident memory: what the memory pre-flight estimates on a CPU.
+    let peak = pixmim::bench::peak_rss_bytes()
+        .map(|b| format!("  peak memory {}", pixmim::memory::gib(b as f64)))
+        .unwrap_or_default();
+    println!(
+        "done: steps {}..{}  loss {:.4} -> {:.4} (mean of first/last {k})  {:.1} img/s{peak}  -> {}",
+        s.start_iteration,
+        s.total_iterations,
+        mean(&s.losses[..k.min(n)]),
+        mean(&s.losses[n.saturating_sub(k)..]),
+        s.images_per_second,
+        s.out.display()
+    );
     Ok(())
 }
 

@@ -4,15 +4,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use pixmim_core::augment::{resize_normalise, to_rgb_image, CropBox, Interpolation};
-use pixmim_core::checkpoint::HostTensor;
-use pixmim_core::device::DeviceSpec;
-use pixmim_core::engine::{Job, ReconstructInput, ReconstructOptions};
-use pixmim_core::patchify::{patchify_host, unpatchify_host};
-use pixmim_core::preview::{grey_out_masked, write_grid};
-use pixmim_core::registry::Composed;
-use pixmim_core::traits::ImageBatch;
-use pixmim_core::{Error, Result};
+use pixmim::augment::{resize_normalise, to_rgb_image, CropBox, Interpolation};
+use pixmim::checkpoint::HostTensor;
+use pixmim::device::DeviceSpec;
+use pixmim::job::{ReconstructInput, ReconstructOptions};
+use pixmim::patchify::{patchify_host, unpatchify_host};
+use pixmim::preview::{grey_out_masked, write_grid};
+use pixmim::registry::Composed;
+use pixmim::traits::ImageBatch;
+use pixmim::{Error, Result};
 
 use crate::Compose;
 
@@ -59,7 +59,7 @@ fn config(a: &ReconstructArgs) -> Result<Composed> {
 
 fn load_image(a: &ReconstructArgs, (h, w): (usize, usize)) -> Result<ImageBatch> {
     let data = if a.image.extension().and_then(|e| e.to_str()) == Some("npy") {
-        let (shape, v) = pixmim_core::npy::read(&a.image)?;
+        let (shape, v) = pixmim::npy::read(&a.image)?;
         if shape[..] != [3, h, w] && shape[..] != [1, 3, h, w] {
             return Err(Error::data(
                 &a.image,
@@ -68,7 +68,7 @@ fn load_image(a: &ReconstructArgs, (h, w): (usize, usize)) -> Result<ImageBatch>
         }
         v
     } else {
-        let img = pixmim_core::data::dataset::decode(&a.image)?;
+        let img = pixmim::data::dataset::decode(&a.image)?;
         // Resize the short side to the model's size and centre-crop (crop first, same result).
         let (iw, ih) = img.dimensions();
         let side = iw.min(ih);
@@ -92,7 +92,7 @@ fn load_image(a: &ReconstructArgs, (h, w): (usize, usize)) -> Result<ImageBatch>
 }
 
 fn read_noise(path: &PathBuf) -> Result<Vec<f32>> {
-    let (shape, v) = pixmim_core::npy::read(path)?;
+    let (shape, v) = pixmim::npy::read(path)?;
     match shape[..] {
         [_] | [1, _] => Ok(v),
         _ => Err(Error::data(
@@ -114,18 +114,15 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         seed: a.seed,
     };
     let mut rec = None;
-    c.method.run(Job::Reconstruct(
-        &c,
-        ReconstructOptions {
-            checkpoint: a.checkpoint.clone(),
-            device,
-            inputs: Box::new(std::iter::once(Ok(input))),
-            each: Box::new(|_, r| {
-                rec = Some(r);
-                Ok(())
-            }),
-        },
-    ))?;
+    c.reconstruct(ReconstructOptions {
+        checkpoint: a.checkpoint.clone(),
+        device,
+        inputs: Box::new(std::iter::once(Ok(input))),
+        each: Box::new(|_, r| {
+            rec = Some(r);
+            Ok(())
+        }),
+    })?;
     let rec = rec.expect("one batch in, one reconstruction out");
     let (h, w) = c.geometry.image;
     let (p, grid) = (rec.patch, rec.grid);
@@ -157,7 +154,7 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
             ("method".to_string(), c.method.name().to_string()),
             ("norm_pix".to_string(), rec.norm_pix.to_string()),
         ]);
-        pixmim_core::checkpoint::write_safetensors(dump, &tensors, meta)?;
+        pixmim::checkpoint::write_safetensors(dump, &tensors, meta)?;
     }
     let kept = rec.mask.iter().filter(|&&m| m == 0.0).count();
     eprintln!(

@@ -4,7 +4,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{pixmim, text, tmp, train_tiny};
-use pixmim_core::data::idx::IdxImages;
+use pixmim::data::idx::IdxImages;
 
 /// Two classes a random encoder already separates: dark and bright noisy 28x28 images.
 fn write_idx(dir: &Path, split: &str, n: usize, seed: u32) -> PathBuf {
@@ -222,9 +222,9 @@ fn finetune_trains_the_encoder_and_a_head_and_leaves_the_decoder() {
             .count(),
         2
     );
-    let (before, _) = pixmim_core::checkpoint::read_safetensors(&ck).unwrap();
+    let (before, _) = pixmim::checkpoint::read_safetensors(&ck).unwrap();
     let (after, meta) =
-        pixmim_core::checkpoint::read_safetensors(&out.join("finetuned.safetensors")).unwrap();
+        pixmim::checkpoint::read_safetensors(&out.join("finetuned.safetensors")).unwrap();
     assert_eq!(meta.get("classes").map(String::as_str), Some("2"));
     assert_eq!(after["head.weight"].shape, vec![2, 192]);
     assert_eq!(after["fc_norm.weight"].shape, vec![192]);

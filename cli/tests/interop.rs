@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use pixmim_core::checkpoint::HostTensor;
+use pixmim::checkpoint::HostTensor;
 use pixmim_tests::{load, rel_err};
 
 mod common;
@@ -51,8 +51,8 @@ fn reconstruct_with_the_official_noise_gives_the_official_loss_and_prediction() 
     let (l, d) = (64, 8 * 8 * 3);
     let img0 = &fwd["imgs"].data[..3 * 64 * 64];
     let noise0 = &fwd["noise"].data[..l];
-    pixmim_core::npy::write(&dir.join("img.npy"), &[3, 64, 64], img0).unwrap();
-    pixmim_core::npy::write(&dir.join("noise.npy"), &[1, l], noise0).unwrap();
+    pixmim::npy::write(&dir.join("img.npy"), &[3, 64, 64], img0).unwrap();
+    pixmim::npy::write(&dir.join("noise.npy"), &[1, l], noise0).unwrap();
     let weights = vectors().join("weights.safetensors");
     let (grid, dump) = (dir.join("grid.png"), dir.join("dump.safetensors"));
     let (img, noise) = (dir.join("img.npy"), dir.join("noise.npy"));
@@ -335,7 +335,7 @@ fn every_method_round_trips_through_its_reference_layout() {
 /// ConvMAE one as `load_state_dict(strict=True)` of `models_convmae.py` needs it.
 #[test]
 fn official_state_dicts_import_and_export_back_identically() {
-    use pixmim_core::interop::{read_raw, Format};
+    use pixmim::interop::{read_raw, Format};
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pth");
     let dir = tmp("official");
     let vit = [

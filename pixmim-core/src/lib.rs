@@ -20,11 +20,13 @@ pub mod error;
 pub mod eval;
 pub mod init;
 pub mod interop;
+pub mod job;
 pub mod log;
 pub mod loss;
 pub mod mask;
 pub mod masking;
 pub mod memory;
+pub mod method_def;
 #[cfg(test)]
 mod module_graph;
 pub mod nn;

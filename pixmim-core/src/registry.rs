@@ -9,6 +9,12 @@ use toml::{Table, Value};
 
 use crate::config::{self, DataConfig, OptimConfig, ScheduleConfig, TrainConfig};
 use crate::error::{Error, Result};
+use crate::interop::layout::OfficialLayout;
+use crate::job::{
+    FeatureOptions, Features, FinetuneOptions, FinetuneSummary, ImportOptions, ImportReport,
+    ReconstructOptions, StepBenchOptions, StepTiming, TrainOptions, TrainSummary,
+};
+pub use crate::traits::Parts;
 use crate::traits::{Augmentation, Corruption, TargetGenerator};
 
 /// What the data pipeline needs to know about a model.
@@ -48,23 +54,36 @@ pub trait Method: Sync + Send {
     fn preset(&self, name: &str) -> Option<Table>;
     /// Validate `[model]` and say what the data pipeline must produce.
     fn geometry(&self, model: &Table) -> Result<Geometry>;
-    /// Run a job with this method's model (monomorphises the generic engine).
-    fn run(&self, job: crate::engine::Job<'_>) -> Result<crate::engine::JobOutput>;
     /// How the official code's state dict names and shapes this method's parameters, where
     /// it differs from pixmim's checkpoint (`pixmim import` / `export`).
-    fn official_layout(&self) -> crate::interop::layout::OfficialLayout {
-        crate::interop::layout::OfficialLayout::PLAIN
-    }
+    fn official_layout(&self) -> OfficialLayout;
     /// Floats of activations autodiff keeps per training image with `visible_tokens` patches
     /// (or mask cells) kept, for the memory pre-flight ([`crate::memory`]); `None` leaves
     /// activations out of the estimate (and says so).
     fn activation_floats_per_image(
         &self,
-        _model: &Table,
-        _visible_tokens: usize,
-    ) -> Result<Option<f64>> {
-        Ok(None)
-    }
+        model: &Table,
+        visible_tokens: usize,
+    ) -> Result<Option<f64>>;
+
+    // The jobs, each run with this method's model. Method crates get them from
+    // `crate::method_def::MethodDef`, which monomorphises the generic engine for the model.
+
+    /// (trainable, frozen) parameters.
+    fn count_params(&self, c: &Composed) -> Result<(usize, usize)>;
+    /// Pretrain (or resume) a run.
+    fn train(&self, c: &Composed, opts: &TrainOptions) -> Result<TrainSummary>;
+    /// Time training steps on synthetic images (`pixmim bench`).
+    fn bench_step(&self, c: &Composed, opts: &StepBenchOptions) -> Result<StepTiming>;
+    /// Batches through trained weights loaded once, each handed to `opts.each`; returns how
+    /// many went through.
+    fn reconstruct(&self, c: &Composed, opts: ReconstructOptions<'_>) -> Result<usize>;
+    /// Load a foreign state dict into the model and save it as a pixmim checkpoint.
+    fn import(&self, c: &Composed, opts: &ImportOptions) -> Result<ImportReport>;
+    /// Frozen encoder features of a labelled dataset (kNN, linear probe).
+    fn features(&self, c: &Composed, opts: &FeatureOptions) -> Result<Features>;
+    /// Encoder + classifier head trained end to end.
+    fn finetune(&self, c: &Composed, opts: &FinetuneOptions) -> Result<FinetuneSummary>;
 }
 
 /// A plugin swaps parts of whatever method it is composed with.
@@ -289,13 +308,6 @@ pub struct Request {
     pub sets: Vec<String>,
 }
 
-/// A run's augmentation, masking and target generator, shared with the data workers.
-pub struct Parts {
-    pub augmentation: Box<dyn Augmentation>,
-    pub masking: Box<dyn Corruption>,
-    pub target: Box<dyn TargetGenerator>,
-}
-
 /// A fully resolved and validated run.
 pub struct Composed {
     /// The whole config, as written to `OUT/config.toml`.
@@ -312,7 +324,30 @@ pub struct Composed {
     pub data: DataConfig,
 }
 
+/// The library API: each job of the composed method, with its own result type.
 impl Composed {
+    pub fn count_params(&self) -> Result<(usize, usize)> {
+        self.method.count_params(self)
+    }
+    pub fn train(&self, opts: &TrainOptions) -> Result<TrainSummary> {
+        self.method.train(self, opts)
+    }
+    pub fn bench_step(&self, opts: &StepBenchOptions) -> Result<StepTiming> {
+        self.method.bench_step(self, opts)
+    }
+    pub fn reconstruct(&self, opts: ReconstructOptions<'_>) -> Result<usize> {
+        self.method.reconstruct(self, opts)
+    }
+    pub fn import(&self, opts: &ImportOptions) -> Result<ImportReport> {
+        self.method.import(self, opts)
+    }
+    pub fn features(&self, opts: &FeatureOptions) -> Result<Features> {
+        self.method.features(self, opts)
+    }
+    pub fn finetune(&self, opts: &FinetuneOptions) -> Result<FinetuneSummary> {
+        self.method.finetune(self, opts)
+    }
+
     pub fn model_table(&self) -> Table {
         self.table
             .get("model")

@@ -176,3 +176,10 @@ pub trait Autoencoder<B: Backend>: Module<B> {
         crate::loss::masked_mse(pred, t, mask)
     }
 }
+
+/// A run's augmentation, masking and target generator, shared with the data workers.
+pub struct Parts {
+    pub augmentation: Box<dyn Augmentation>,
+    pub masking: Box<dyn Corruption>,
+    pub target: Box<dyn TargetGenerator>,
+}

@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use burn::prelude::*;
-use pixmim_core::device::DeviceSpec;
-use pixmim_plugin_pixmim::{LowPassFilter, LowPassOnDevice};
+use pixmim::device::DeviceSpec;
+use pixmim::plugin_pixmim::{LowPassFilter, LowPassOnDevice};
 
 fn main() {
     let (h, w, r) = (224, 224, 40.0);
@@ -32,10 +32,10 @@ fn main() {
         );
     }
     // The target generator as the data workers run it: a batch, parallel over all cores.
-    use pixmim_core::traits::{ImageBatch, TargetGenerator};
+    use pixmim::traits::{ImageBatch, TargetGenerator};
     let threads = rayon::current_num_threads();
     for (size, batch) in [(224usize, 64usize), (32, 16)] {
-        let t = pixmim_plugin_pixmim::LowPassTarget::new(size, size, None).unwrap();
+        let t = pixmim::plugin_pixmim::LowPassTarget::new(size, size, None).unwrap();
         let x = ImageBatch {
             batch,
             channels: 3,
@@ -60,8 +60,8 @@ fn main() {
     }
     for spec in [DeviceSpec::NdArray, DeviceSpec::Flex] {
         let dev = spec.device().unwrap();
-        let d = LowPassOnDevice::<pixmim_core::RunBackend>::new(&f, &dev);
-        let x = Tensor::<pixmim_core::RunBackend, 4>::random(
+        let d = LowPassOnDevice::<pixmim::RunBackend>::new(&f, &dev);
+        let x = Tensor::<pixmim::RunBackend, 4>::random(
             [64, 3, h, w],
             burn::tensor::Distribution::Default,
             &dev,

@@ -5,16 +5,16 @@ use burn::backend::{Autodiff, Flex, NdArray};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use pixmim_core::config::{NoDecayRule, OptimConfig};
-use pixmim_core::masking::RandomMasking;
-use pixmim_core::optim::AdamW;
-use pixmim_core::traits::{Autoencoder, Corruption};
-use pixmim_mae::MaeConfig;
+use pixmim::config::{NoDecayRule, OptimConfig};
+use pixmim::mae::MaeConfig;
+use pixmim::masking::RandomMasking;
+use pixmim::optim::AdamW;
+use pixmim::traits::{Autoencoder, Corruption};
 use rand::SeedableRng;
 
 fn time<B: AutodiffBackend>(name: &str, dev: B::Device, batch: usize) {
     let cfg = MaeConfig::from_table(
-        &pixmim_mae::presets::preset("tiny").unwrap()["model"]
+        &pixmim::mae::presets::preset("tiny").unwrap()["model"]
             .as_table()
             .unwrap()
             .clone(),
@@ -65,12 +65,12 @@ fn main() {
         .unwrap_or(64);
     time::<Autodiff<Flex>>("Autodiff<Flex>", Default::default(), batch);
     time::<Autodiff<NdArray>>("Autodiff<NdArray>", Default::default(), batch);
-    time::<pixmim_core::RunBackend>(
+    time::<pixmim::RunBackend>(
         "Dispatch(Autodiff(Flex))",
         burn::DispatchDevice::autodiff(burn::DispatchDevice::Flex(Default::default())),
         batch,
     );
-    time::<pixmim_core::RunBackend>(
+    time::<pixmim::RunBackend>(
         "Dispatch(Autodiff(NdArray))",
         burn::DispatchDevice::autodiff(burn::DispatchDevice::NdArray(Default::default())),
         batch,

@@ -2,7 +2,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use pixmim_core::checkpoint::{read_safetensors, HostTensor};
+use pixmim::checkpoint::{read_safetensors, HostTensor};
 
 /// Folder of vectors copied from the reference implementations (see their READMEs).
 pub fn vectors(name: &str) -> PathBuf {

@@ -4,17 +4,14 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pixmim_core::config::OnError;
-use pixmim_core::data::dataset::decode;
-use pixmim_core::data::loader::{make_batch, Source};
-use pixmim_core::data::{BadFiles, Dataset};
-use pixmim_core::device::DeviceSpec;
-use pixmim_core::engine::{Job, JobOutput, TrainOptions};
-use pixmim_core::registry::{compose, Composed, Request};
+use pixmim::config::OnError;
+use pixmim::data::dataset::decode;
+use pixmim::data::loader::{make_batch, Source};
+use pixmim::data::{BadFiles, Dataset};
+use pixmim::device::DeviceSpec;
+use pixmim::job::TrainOptions;
+use pixmim::registry::{compose, Composed, Request};
 use pixmim_tests::corpus::write_corpus;
-
-use pixmim_mae as _;
-use pixmim_plugin_pixmim as _;
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pixmim-bad-{name}-{}", std::process::id()));
@@ -75,7 +72,7 @@ fn odd_files_decode_upright_to_8_bit_rgb_and_bad_ones_name_their_path() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn batches(source: &Source, c: &Composed, iterations: usize) -> Vec<pixmim_core::Result<()>> {
+fn batches(source: &Source, c: &Composed, iterations: usize) -> Vec<pixmim::Result<()>> {
     let mut cache = None;
     (0..iterations)
         .map(|it| {
@@ -190,9 +187,7 @@ fn training_with_skip_counts_bad_files_in_the_metrics() {
         progress: false,
         stop_after: None,
     };
-    let JobOutput::Trained(s) = c.method.run(Job::Train(&c, &opts)).unwrap() else {
-        unreachable!()
-    };
+    let s = c.train(&opts).unwrap();
     assert_eq!(s.losses.len(), 3);
     let last: HashMap<String, serde_json::Value> = serde_json::from_str(
         std::fs::read_to_string(out.join("metrics.jsonl"))

@@ -1,15 +1,9 @@
 //! Issue 24: a component is one `--set section.name=...` away on every method's presets: the
 //! earlier layers' keys the new component does not take are dropped, the user's own are
 //! checked strictly, and each registration declares exactly the keys its parser takes.
-use pixmim_core::registry::component_names;
-use pixmim_core::registry::{component_param_keys, compose, methods, Request, COMPONENT_SECTIONS};
-use pixmim_core::traits::{Augmentation, Corruption, TargetGenerator};
-
-use pixmim_convmae as _;
-use pixmim_lsmae as _;
-use pixmim_mae as _;
-use pixmim_mff as _;
-use pixmim_plugin_pixmim as _;
+use pixmim::registry::component_names;
+use pixmim::registry::{component_param_keys, compose, methods, Request, COMPONENT_SECTIONS};
+use pixmim::traits::{Augmentation, Corruption, TargetGenerator};
 
 fn names(section: &str) -> Vec<&'static str> {
     let v = match section {
@@ -111,7 +105,7 @@ fn swapping_keeps_shared_keys_and_checks_the_users_own() {
 /// unknown key lists the fields it expected.
 #[test]
 fn declared_params_match_what_each_component_parses() {
-    let geometry = pixmim_core::registry::Geometry {
+    let geometry = pixmim::registry::Geometry {
         image: (32, 32),
         mask_grid: (8, 8),
     };
@@ -121,10 +115,10 @@ fn declared_params_match_what_each_component_parses() {
             probe.insert("not_a_key".into(), 1.into());
             let msg = match section {
                 "augmentation" => {
-                    pixmim_core::registry::build_augmentation(name, &probe, &geometry).err()
+                    pixmim::registry::build_augmentation(name, &probe, &geometry).err()
                 }
-                "target" => pixmim_core::registry::build_target(name, &probe, &geometry).err(),
-                _ => pixmim_core::registry::build_masking(name, &probe, &geometry).err(),
+                "target" => pixmim::registry::build_target(name, &probe, &geometry).err(),
+                _ => pixmim::registry::build_masking(name, &probe, &geometry).err(),
             }
             .expect("an unknown key is refused")
             .to_string();

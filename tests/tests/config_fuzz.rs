@@ -2,14 +2,8 @@
 //! error (exit code 2) with a message, and an unknown key is named.
 use std::path::PathBuf;
 
-use pixmim_core::registry::{compose, Request};
+use pixmim::registry::{compose, Request};
 use proptest::prelude::*;
-
-use pixmim_convmae as _;
-use pixmim_lsmae as _;
-use pixmim_mae as _;
-use pixmim_mff as _;
-use pixmim_plugin_pixmim as _;
 
 /// Keys that exist in some preset, so overrides reach the validators, not only the
 /// unknown-key check.
@@ -254,7 +248,7 @@ proptest! {
             config_file: None,
         });
         match r {
-            Ok(c) => prop_assert!(c.geometry.image.0 <= pixmim_core::registry::MAX_IMAGE_SIDE),
+            Ok(c) => prop_assert!(c.geometry.image.0 <= pixmim::registry::MAX_IMAGE_SIDE),
             Err(e) => prop_assert_eq!(e.exit_code(), 2, "{}", e),
         }
     }

@@ -3,9 +3,9 @@
 //! of its manifest.
 use std::path::Path;
 
-use pixmim_core::traits::{ImageBatch, TargetGenerator};
-use pixmim_core::{IMAGENET_MEAN, IMAGENET_STD};
-use pixmim_plugin_pixmim::LowPassTarget;
+use pixmim::plugin_pixmim::LowPassTarget;
+use pixmim::traits::{ImageBatch, TargetGenerator};
+use pixmim::{IMAGENET_MEAN, IMAGENET_STD};
 use pixmim_tests::{max_abs_err, vectors};
 
 /// Read a little-endian C-order `.npy` of f32 or u8 as f32 values and its shape.
@@ -89,9 +89,9 @@ fn matches_mmselfsup_on_every_vector() {
 #[test]
 fn device_path_matches_mmselfsup_too() {
     use burn::prelude::*;
-    use pixmim_core::device::DeviceSpec;
-    use pixmim_plugin_pixmim::{LowPassFilter, LowPassOnDevice};
-    type B = pixmim_core::RunBackend;
+    use pixmim::device::DeviceSpec;
+    use pixmim::plugin_pixmim::{LowPassFilter, LowPassOnDevice};
+    type B = pixmim::RunBackend;
     let dir = vectors("lowpass");
     for spec in [DeviceSpec::NdArray, DeviceSpec::Flex] {
         let device = spec.device().unwrap();

@@ -7,17 +7,17 @@ use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use pixmim_core::checkpoint::{export_params, import_params, HostTensor};
-use pixmim_core::config::{NoDecayRule, OptimConfig};
-use pixmim_core::device::DeviceSpec;
-use pixmim_core::loss::{masked_mse, norm_pix};
-use pixmim_core::masking::MaskBatch;
-use pixmim_core::nn::PosEmbedOrientation;
-use pixmim_core::optim::AdamW;
-use pixmim_core::patchify::patchify;
-use pixmim_core::traits::Autoencoder;
-use pixmim_core::RunBackend as B;
-use pixmim_mae::{Mae, MaeConfig};
+use pixmim::checkpoint::{export_params, import_params, HostTensor};
+use pixmim::config::{NoDecayRule, OptimConfig};
+use pixmim::device::DeviceSpec;
+use pixmim::loss::{masked_mse, norm_pix};
+use pixmim::mae::{Mae, MaeConfig};
+use pixmim::masking::MaskBatch;
+use pixmim::nn::PosEmbedOrientation;
+use pixmim::optim::AdamW;
+use pixmim::patchify::patchify;
+use pixmim::traits::Autoencoder;
+use pixmim::RunBackend as B;
 use pixmim_tests::{load, max_abs_err, rel_err, vectors};
 
 fn config() -> MaeConfig {
@@ -81,10 +81,7 @@ fn parity(spec: DeviceSpec) {
     let dev = spec.train_device().unwrap();
     let fwd = load(&vectors("mae").join("forward.safetensors"));
     let model = reference_model(&dev);
-    assert_eq!(
-        pixmim_core::checkpoint::count_params(&model),
-        (473_184, 10_400)
-    );
+    assert_eq!(pixmim::checkpoint::count_params(&model), (473_184, 10_400));
 
     // Masking from the reference noise reproduces its ids_restore and mask exactly.
     let noise = &fwd["noise"];
@@ -196,7 +193,7 @@ fn reference_gradients(model: &Mae<B>, want: &HashMap<String, HostTensor>) -> Gr
 #[test]
 fn base_preset_has_the_official_parameter_counts() {
     let cfg = MaeConfig::from_table(
-        &pixmim_mae::presets::preset("base").unwrap()["model"]
+        &pixmim::mae::presets::preset("base").unwrap()["model"]
             .as_table()
             .unwrap()
             .clone(),
@@ -205,7 +202,7 @@ fn base_preset_has_the_official_parameter_counts() {
     let dev = DeviceSpec::Flex.train_device().unwrap();
     let model = cfg.init::<B>(&dev, 0);
     assert_eq!(
-        pixmim_core::checkpoint::count_params(&model),
+        pixmim::checkpoint::count_params(&model),
         (111_655_680, 252_160)
     );
 }

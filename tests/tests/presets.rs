@@ -2,14 +2,7 @@
 //! builds: (trainable, frozen) parameter counts. MAE's base/large/huge, ConvMAE-B, MFF-B and
 //! LSMAE-B are the official models' published or computed counts (numerics §1.2, §3.2, §4.1,
 //! §5.3); the others pin pixmim's own presets so that none changes unnoticed.
-use pixmim_core::engine::{Job, JobOutput};
-use pixmim_core::registry::{compose, methods, Request};
-
-use pixmim_convmae as _;
-use pixmim_lsmae as _;
-use pixmim_mae as _;
-use pixmim_mff as _;
-use pixmim_plugin_pixmim as _;
+use pixmim::registry::{compose, methods, Request};
 
 const COUNTS: &[(&str, &str, usize, usize)] = &[
     ("convmae", "base", 114_790_528, 250_880),
@@ -37,9 +30,7 @@ fn every_preset_builds_the_model_it_names() {
                 ..Default::default()
             })
             .unwrap_or_else(|e| panic!("{} {preset}: {e}", m.name()));
-            let JobOutput::Params { trainable, frozen } = m.run(Job::Count(&c)).unwrap() else {
-                unreachable!("Count returns Params")
-            };
+            let (trainable, frozen) = c.count_params().unwrap();
             let want = COUNTS
                 .iter()
                 .find(|(mm, p, ..)| *mm == m.name() && p == preset)

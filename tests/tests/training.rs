@@ -2,17 +2,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use pixmim_core::checkpoint::{read_safetensors, HostTensor};
-use pixmim_core::device::DeviceSpec;
-use pixmim_core::engine::{Job, JobOutput, TrainOptions, TrainSummary};
-use pixmim_core::registry::{compose, Request};
+use pixmim::checkpoint::{read_safetensors, HostTensor};
+use pixmim::device::DeviceSpec;
+use pixmim::job::{TrainOptions, TrainSummary};
+use pixmim::registry::{compose, Request};
 
 // Link the method and plugin crates so their registrations are present.
-use pixmim_convmae as _;
-use pixmim_lsmae as _;
-use pixmim_mae as _;
-use pixmim_mff as _;
-use pixmim_plugin_pixmim as _;
 
 fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples")
@@ -76,18 +71,11 @@ fn run_on(
         progress: false,
         stop_after,
     };
-    match c
-        .method
-        .run(Job::Train(&c, &opts))
-        .unwrap_or_else(|e| panic!("{e}"))
-    {
-        JobOutput::Trained(s) => s,
-        _ => unreachable!(),
-    }
+    c.train(&opts).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn final_weights(out: &Path) -> HashMap<String, HostTensor> {
-    let last = pixmim_core::checkpoint::run::list_checkpoints(out)
+    let last = pixmim::checkpoint::run::list_checkpoints(out)
         .unwrap()
         .pop()
         .unwrap()
@@ -122,7 +110,7 @@ fn tiny_mae_loss_falls_on_the_sample_images() {
     for k in ["step", "epoch", "loss", "lr", "img_s"] {
         assert!(lines[0].get(k).is_some(), "metrics lack {k}");
     }
-    let ckpts = pixmim_core::checkpoint::run::list_checkpoints(&out).unwrap();
+    let ckpts = pixmim::checkpoint::run::list_checkpoints(&out).unwrap();
     assert_eq!(ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), vec![40, 80]);
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -200,7 +188,7 @@ fn data_parallel_on_two_devices_matches_one_device() {
         progress: false,
         stop_after: None,
     };
-    let e = c.method.run(Job::Train(&c, &opts)).err().expect("refused");
+    let e = c.train(&opts).expect_err("refused");
     assert!(e.to_string().contains("train.batch_size"), "{e}");
     for d in [one, two, opts.out] {
         let _ = std::fs::remove_dir_all(d);
@@ -246,12 +234,7 @@ fn a_stopped_run_resumes_to_bit_identical_weights() {
         progress: false,
         stop_after: None,
     };
-    let err = c
-        .method
-        .run(Job::Train(&c, &opts))
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = c.train(&opts).expect_err("refused").to_string();
     assert!(err.contains("--resume"), "{err}");
     let _ = std::fs::remove_dir_all(&whole);
     let _ = std::fs::remove_dir_all(&split);
@@ -370,7 +353,7 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_its_last_good_checkpoint() {
         progress: false,
         stop_after: None,
     };
-    let Err(e) = c.method.run(Job::Train(&c, &opts)) else {
+    let Err(e) = c.train(&opts) else {
         panic!("a run with lr 1e30 must diverge")
     };
     assert_eq!(e.exit_code(), 1, "{e}");
@@ -379,7 +362,7 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_its_last_good_checkpoint() {
         msg.contains("step") && (msg.contains("NaN") || msg.contains("inf")),
         "{msg}"
     );
-    let ckpts = pixmim_core::checkpoint::run::list_checkpoints(&out).unwrap();
+    let ckpts = pixmim::checkpoint::run::list_checkpoints(&out).unwrap();
     let (step, last) = ckpts.last().expect("at least one good checkpoint");
     assert!(*step < 40, "the run must stop early");
     assert!(
@@ -395,16 +378,16 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_its_last_good_checkpoint() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// `Job::Reconstruct` loads the checkpoint once and runs every batch through it in order:
+/// `Composed::reconstruct` loads the checkpoint once and runs every batch through it in order:
 /// each batch's result equals the same batch on its own, the model is not changed between
 /// batches, and a failing input stops the job with that input's error.
 #[test]
 fn reconstruct_runs_each_batch_through_one_loaded_model() {
-    use pixmim_core::engine::{ReconstructInput, ReconstructOptions, Reconstruction};
-    use pixmim_core::traits::ImageBatch;
+    use pixmim::job::{ReconstructInput, ReconstructOptions, Reconstruction};
+    use pixmim::traits::ImageBatch;
     let out = out_dir("reconstruct");
     run(&["train.steps=2", "train.batch_size=4"], &out, false, None);
-    let checkpoint = pixmim_core::checkpoint::run::list_checkpoints(&out)
+    let checkpoint = pixmim::checkpoint::run::list_checkpoints(&out)
         .unwrap()
         .pop()
         .unwrap()
@@ -430,20 +413,17 @@ fn reconstruct_runs_each_batch_through_one_loaded_model() {
         noise: None,
         seed,
     };
-    let job = |inputs: Vec<pixmim_core::Result<ReconstructInput>>| {
+    let job = |inputs: Vec<pixmim::Result<ReconstructInput>>| {
         let mut seen: Vec<(u64, Reconstruction)> = Vec::new();
-        let r = c.method.run(Job::Reconstruct(
-            &c,
-            ReconstructOptions {
-                checkpoint: checkpoint.clone(),
-                device: DeviceSpec::NdArray,
-                inputs: Box::new(inputs.into_iter()),
-                each: Box::new(|i, rec| {
-                    seen.push((i.seed, rec));
-                    Ok(())
-                }),
-            },
-        ));
+        let r = c.reconstruct(ReconstructOptions {
+            checkpoint: checkpoint.clone(),
+            device: DeviceSpec::NdArray,
+            inputs: Box::new(inputs.into_iter()),
+            each: Box::new(|i, rec| {
+                seen.push((i.seed, rec));
+                Ok(())
+            }),
+        });
         (r, seen)
     };
     let (r, all) = job(vec![
@@ -451,11 +431,7 @@ fn reconstruct_runs_each_batch_through_one_loaded_model() {
         Ok(input(1, 1, 2)),
         Ok(input(2, 0, 1)),
     ]);
-    assert!(
-        matches!(r, Ok(JobOutput::Reconstructed { batches: 3 })),
-        "{:?}",
-        r.err()
-    );
+    assert!(matches!(r, Ok(3)), "{:?}", r.err());
     assert_eq!(
         all.iter().map(|(s, r)| (*s, r.batch)).collect::<Vec<_>>(),
         [(1, 2), (2, 1), (1, 2)]
@@ -474,12 +450,9 @@ fn reconstruct_runs_each_batch_through_one_loaded_model() {
         assert!(r.loss.is_finite(), "loss {}", r.loss);
     }
     // An input that fails stops the job with its error, after the batches before it.
-    let bad = pixmim_core::Error::Usage("batch two could not be read".into());
+    let bad = pixmim::Error::Usage("batch two could not be read".into());
     let (r, seen) = job(vec![Ok(input(1, 0, 1)), Err(bad), Ok(input(1, 1, 2))]);
-    let e = r
-        .err()
-        .expect("the failing input fails the job")
-        .to_string();
+    let e = r.expect_err("the failing input fails the job").to_string();
     assert!(e.contains("batch two could not be read"), "{e}");
     assert_eq!(seen.len(), 1);
     // A batch of the wrong size is refused, naming both shapes.
@@ -489,30 +462,56 @@ fn reconstruct_runs_each_batch_through_one_loaded_model() {
         noise: None,
         seed: 0,
     })]);
-    let e = r.err().expect("a wrong-size batch fails").to_string();
+    let e = r.expect_err("a wrong-size batch fails").to_string();
     assert!(e.contains(&format!("Bx3x{h}x{w}")), "{e}");
     let _ = std::fs::remove_dir_all(&out);
 }
 
-/// Every job runs on the step threads (`engine::run_job`): the model is built there, and the
-/// job's passes and the matrix products they start run on the shard pool, not on the thread
-/// that asked for the job.
+/// Every job runs on the step threads (`method_def::MethodDef`): the model is built there, and
+/// the job's passes and the matrix products they start run on the shard pool, not on the
+/// thread that asked for the job.
 #[test]
 fn jobs_run_on_the_step_threads() {
+    use pixmim::method_def::{MethodDef, ModelConfig};
+    use pixmim::registry::{Geometry, Method};
+    use std::sync::Mutex;
+
+    static BUILT_ON: Mutex<String> = Mutex::new(String::new());
+    /// MAE's network, noting the thread that builds it.
+    struct Noting(pixmim::mae::MaeConfig);
+    impl ModelConfig for Noting {
+        type Model = pixmim::mae::Mae<pixmim::RunBackend>;
+        fn from_table(model: &toml::Table) -> pixmim::Result<Self> {
+            pixmim::mae::MaeConfig::from_table(model).map(Noting)
+        }
+        fn geometry(&self) -> pixmim::Result<Geometry> {
+            self.0.geometry()
+        }
+        fn init(&self, device: &burn::DispatchDevice, seed: u64) -> Self::Model {
+            *BUILT_ON.lock().unwrap() = std::thread::current().name().unwrap_or("").to_owned();
+            self.0.init(device, seed)
+        }
+    }
+    static NOTING: MethodDef<Noting> = MethodDef {
+        name: "noting",
+        description: "MAE, noting where it is built",
+        presets: &[],
+        preset: |_| None,
+        official_layout: pixmim::interop::OfficialLayout::PLAIN,
+        model: std::marker::PhantomData,
+    };
     let c = compose(&Request {
         method: "mae".into(),
         preset: Some("tiny".into()),
         ..Default::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let cfg = pixmim_mae::MaeConfig::from_table(&c.model_table()).unwrap();
-    let built_on = std::sync::Mutex::new(String::new());
-    let out = pixmim_core::engine::run_job(Job::Count(&c), |device, seed| {
-        *built_on.lock().unwrap() = std::thread::current().name().unwrap_or("").to_owned();
-        cfg.init(device, seed)
-    })
-    .unwrap();
-    assert!(matches!(out, JobOutput::Params { .. }));
-    let name = built_on.into_inner().unwrap();
+    let (trainable, _) = NOTING.count_params(&c).unwrap();
+    assert_eq!(
+        trainable,
+        c.count_params().unwrap().0,
+        "the same network as mae"
+    );
+    let name = BUILT_ON.lock().unwrap().clone();
     assert!(name.starts_with("pixmim-shard-"), "the job ran on `{name}`");
 }

@@ -4,43 +4,22 @@
 pub mod model;
 pub mod presets;
 
-use pixmim_core::engine::{run_job, Job, JobOutput};
-use pixmim_core::registry::{Geometry, Method, MethodRegistration};
-use pixmim_core::Result;
+use std::marker::PhantomData;
+
+use pixmim_core::interop::OfficialLayout;
+use pixmim_core::method_def::MethodDef;
+use pixmim_core::registry::MethodRegistration;
 
 pub use model::{Mae, MaeConfig};
 
-pub struct MaeMethod;
+pub static MAE: MethodDef<MaeConfig> = MethodDef {
+    name: "mae",
+    description:
+        "Masked Autoencoder, ViT encoder + light decoder (He et al. 2022; facebookresearch/mae)",
+    presets: presets::NAMES,
+    preset: presets::preset,
+    official_layout: OfficialLayout::PLAIN,
+    model: PhantomData,
+};
 
-impl Method for MaeMethod {
-    fn name(&self) -> &'static str {
-        "mae"
-    }
-    fn description(&self) -> &'static str {
-        "Masked Autoencoder, ViT encoder + light decoder (He et al. 2022; facebookresearch/mae)"
-    }
-    fn presets(&self) -> &'static [&'static str] {
-        presets::NAMES
-    }
-    fn preset(&self, name: &str) -> Option<toml::Table> {
-        presets::preset(name)
-    }
-    fn geometry(&self, model: &toml::Table) -> Result<Geometry> {
-        MaeConfig::from_table(model)?.geometry()
-    }
-    fn run(&self, job: Job<'_>) -> Result<JobOutput> {
-        let cfg = MaeConfig::from_table(&job.composed().model_table())?;
-        run_job(job, move |device, seed| cfg.init(device, seed))
-    }
-    fn activation_floats_per_image(
-        &self,
-        model: &toml::Table,
-        visible: usize,
-    ) -> Result<Option<f64>> {
-        Ok(Some(
-            MaeConfig::from_table(model)?.activation_floats_per_image(visible),
-        ))
-    }
-}
-
-pixmim_core::inventory::submit! { MethodRegistration(&MaeMethod) }
+pixmim_core::inventory::submit! { MethodRegistration(&MAE) }

@@ -339,6 +339,23 @@ impl<B: Backend> Autoencoder<B> for Mae<B> {
     }
 }
 
+/// What the registered method needs of the network (`pixmim_core::method_def`).
+impl pixmim_core::method_def::ModelConfig for MaeConfig {
+    type Model = Mae<pixmim_core::RunBackend>;
+    fn from_table(model: &toml::Table) -> Result<Self> {
+        MaeConfig::from_table(model)
+    }
+    fn geometry(&self) -> Result<Geometry> {
+        self.geometry()
+    }
+    fn init(&self, device: &burn::DispatchDevice, seed: u64) -> Self::Model {
+        MaeConfig::init(self, device, seed)
+    }
+    fn activation_floats_per_image(&self, visible: usize) -> Option<f64> {
+        Some(self.activation_floats_per_image(visible))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

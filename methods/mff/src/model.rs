@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use pixmim_core::init::HostInit;
 use pixmim_core::masking::MaskTensors;
 use pixmim_core::nn::LinearRows;
+use pixmim_core::registry::Geometry;
 use pixmim_core::traits::Autoencoder;
 use pixmim_core::{Error, Result};
 use pixmim_mae::{Mae, MaeConfig};
@@ -167,6 +168,25 @@ impl<B: Backend> Autoencoder<B> for Mff<B> {
             .enumerate()
             .map(|(i, v)| (format!("weight_{i}"), *v as f64))
             .collect()
+    }
+}
+
+/// What the registered method needs of the network (`pixmim_core::method_def`).
+impl pixmim_core::method_def::ModelConfig for MffConfig {
+    type Model = Mff<pixmim_core::RunBackend>;
+    fn from_table(model: &toml::Table) -> Result<Self> {
+        MffConfig::from_table(model)
+    }
+    fn geometry(&self) -> Result<Geometry> {
+        self.mae.geometry()
+    }
+    fn init(&self, device: &burn::DispatchDevice, seed: u64) -> Self::Model {
+        MffConfig::init(self, device, seed)
+    }
+    fn activation_floats_per_image(&self, visible: usize) -> Option<f64> {
+        // MAE's, plus each fused layer's projection and its weighted copy.
+        let fused = 2.0 * (self.out_indices.len() * (visible + 1) * self.mae.embed_dim) as f64;
+        Some(self.mae.activation_floats_per_image(visible) + fused)
     }
 }
 

@@ -18,8 +18,7 @@ use super::seed::{rng, Purpose};
 use crate::config::OnError;
 use crate::error::{Error, Result};
 use crate::mask::MaskBatch;
-use crate::registry::Parts;
-use crate::traits::{Augmentation, ImageBatch};
+use crate::traits::{Augmentation, ImageBatch, Parts};
 
 pub struct Batch {
     pub iteration: usize,

@@ -1,7 +1,5 @@
 //! Images through a trained model with a given (or seeded) mask: the prediction, the
 //! target and the loss, as the official forward pass computes them (`pixmim reconstruct`).
-use std::path::PathBuf;
-
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::DispatchDevice;
@@ -10,53 +8,12 @@ use crate::checkpoint;
 use crate::data::seed::{rng, Purpose};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
+use crate::job::{ReconstructInput, ReconstructOptions, Reconstruction};
 use crate::registry::Composed;
-use crate::traits::{Autoencoder, ImageBatch};
+use crate::traits::Autoencoder;
 use crate::RunBackend;
 
 type B = RunBackend;
-
-/// One batch to reconstruct and how to mask it.
-#[derive(Clone, Debug)]
-pub struct ReconstructInput {
-    /// Normalised images (B, 3, H, W).
-    pub image: ImageBatch,
-    /// Per-patch (or per-unit) noise (B x noise_len) deciding the masks; `None` draws them
-    /// from `seed`.
-    pub noise: Option<Vec<f32>>,
-    pub seed: u64,
-}
-
-/// Batches through one model loaded once (`pixmim reconstruct`: one batch; `pixmim analyze
-/// frequency`: every chunk of a dataset, per checkpoint).
-pub struct ReconstructOptions<'a> {
-    /// Weights in the official key layout (a pixmim checkpoint, or an exported/imported file).
-    pub checkpoint: PathBuf,
-    pub device: DeviceSpec,
-    /// The batches, made one at a time as their turn comes.
-    pub inputs: Box<dyn Iterator<Item = Result<ReconstructInput>> + Send + 'a>,
-    /// Receives each batch with its reconstruction, in order.
-    pub each: Box<dyn FnMut(ReconstructInput, Reconstruction) -> Result<()> + Send + 'a>,
-}
-
-/// Everything for the batch, flattened row-major.
-#[derive(Clone, Debug)]
-pub struct Reconstruction {
-    /// The batch's masked loss.
-    pub loss: f32,
-    pub batch: usize,
-    /// (B, L, p*p*3) in (row, col, channel) patch order.
-    pub pred: Vec<f32>,
-    /// (B, L), 1 = removed.
-    pub mask: Vec<f32>,
-    /// (B, L, p*p*3), after norm_pix when the model uses it.
-    pub target: Vec<f32>,
-    /// (B, L, p*p*3): the target before norm_pix (the input's patches, or the low-pass target).
-    pub target_pixels: Vec<f32>,
-    pub patch: usize,
-    pub grid: (usize, usize),
-    pub norm_pix: bool,
-}
 
 impl Reconstruction {
     fn patch_len(&self) -> usize {

@@ -11,38 +11,13 @@ use crate::bench::median;
 use crate::device::{device_memory, release_device_memory, DeviceMemory, DeviceSpec};
 use crate::engine::step::{Step, StepInputs};
 use crate::error::Result;
+use crate::job::{StepBenchOptions, StepTiming};
 use crate::optim::AdamW;
 use crate::registry::Composed;
 use crate::traits::Autoencoder;
 use crate::RunBackend;
 
 type B = RunBackend;
-
-#[derive(Clone, Debug)]
-pub struct StepBenchOptions {
-    pub device: DeviceSpec,
-    /// More devices for data parallelism, as `TrainOptions::replicas` (`--device flex,flex`).
-    pub replicas: Vec<DeviceSpec>,
-    pub batch: usize,
-    /// Steps run before timing starts (kernel compilation, allocator warm-up).
-    pub warmup: usize,
-    /// Timed steps; the median is reported.
-    pub steps: usize,
-}
-
-#[derive(Clone, Debug)]
-pub struct StepTiming {
-    pub batch: usize,
-    /// Seconds per step, each timed step.
-    pub step_s: Vec<f64>,
-    /// Seconds per step spent making the target on the host (part of `step_s`).
-    pub target_s: Vec<f64>,
-    /// A GPU's memory pools, the largest figures seen after the forward pass and after the
-    /// step of the warm-up steps: asking waits on the device's queue, so the timed steps
-    /// don't. `None` on the CPU backends, without warm-up steps, and for a data-parallel step
-    /// (burn-cuda keeps a pool per thread's stream; its shards run on other threads).
-    pub device_memory: Option<DeviceMemory>,
-}
 
 impl StepTiming {
     pub fn median_step_s(&self) -> f64 {

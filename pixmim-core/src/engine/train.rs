@@ -1,7 +1,7 @@
 //! The training loop: batches from the data workers through the [`Step`], AdamW at each
 //! accumulation boundary with the official schedule, metrics, checkpoints and exact resume.
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ use crate::data::Dataset;
 use crate::device::DeviceSpec;
 use crate::engine::step::{Step, StepInputs};
 use crate::error::{Error, Result};
+use crate::job::{TrainOptions, TrainSummary};
 use crate::log::{progress_bar, MetricsLog};
 use crate::optim::{AdamW, LrSchedule};
 use crate::registry::Composed;
@@ -25,32 +26,6 @@ use crate::traits::Autoencoder;
 use crate::RunBackend;
 
 type B = RunBackend;
-
-pub struct TrainOptions {
-    pub out: PathBuf,
-    pub device: DeviceSpec,
-    /// More devices for data parallelism (`--device cuda:0,cuda:1,...` puts cuda:1.. here).
-    /// Each step's batch is split evenly over `device` and these; the effective batch and so
-    /// the lr are the same as on one device (docs/performance.md, "GPU").
-    pub replicas: Vec<DeviceSpec>,
-    /// Continue from the newest checkpoint in `out/checkpoints`.
-    pub resume: bool,
-    /// Show a progress bar when stderr is a terminal.
-    pub progress: bool,
-    /// Stop after this many iterations as if the process were killed there (tests of resume;
-    /// the schedule still spans the full run).
-    pub stop_after: Option<usize>,
-}
-
-#[derive(Clone, Debug)]
-pub struct TrainSummary {
-    pub out: PathBuf,
-    pub start_iteration: usize,
-    pub total_iterations: usize,
-    /// Loss of each iteration run in this call.
-    pub losses: Vec<f64>,
-    pub images_per_second: f64,
-}
 
 pub fn train<M, F>(c: &Composed, opts: &TrainOptions, build: F) -> Result<TrainSummary>
 where

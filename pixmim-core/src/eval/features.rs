@@ -5,33 +5,21 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::DispatchDevice;
-use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, HostTensor};
-use crate::data::loader::{views, Source};
-use crate::device::DeviceSpec;
+use crate::data::loader::views;
 use crate::error::{Error, Result};
+use crate::job::{FeatureOptions, Features, Pool};
 use crate::masking::{MaskBatch, MaskTensors};
 use crate::registry::Composed;
 use crate::traits::{Augmentation, Autoencoder};
 use crate::RunBackend;
 
 type B = RunBackend;
-
-/// How tokens become one vector per image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum Pool {
-    /// The cls token (models without one fall back to `mean`).
-    Cls,
-    /// The mean of the patch tokens (the cls token excluded).
-    Mean,
-}
 
 impl std::str::FromStr for Pool {
     type Err = Error;
@@ -44,24 +32,6 @@ impl std::str::FromStr for Pool {
             ))),
         }
     }
-}
-
-pub struct FeatureOptions {
-    pub checkpoint: PathBuf,
-    pub device: DeviceSpec,
-    pub source: Arc<Source>,
-    /// The eval transform (no randomness is used).
-    pub transform: Arc<dyn Augmentation>,
-    pub batch_size: usize,
-    pub pool: Pool,
-}
-
-/// (N, D) features, row-major, with their labels.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Features {
-    pub dim: usize,
-    pub data: Vec<f32>,
-    pub labels: Vec<usize>,
 }
 
 impl Features {

@@ -8,8 +8,6 @@
 //! RandAugment, random erasing, mixup or cutmix. The encoder's final norm stays before the
 //! pooling (MAE drops it when it adds `fc_norm`).
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use burn::module::{AutodiffModule, Param, ParamId};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -21,42 +19,20 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use serde_json::json;
 
-use super::features::{all_visible_tensors, pool_tokens, Pool};
-use super::linear_probe::{accuracy, EpochResult};
+use super::features::{all_visible_tensors, pool_tokens};
+use super::linear_probe::accuracy;
 use crate::checkpoint::{self, param_infos, ParamInfo};
 use crate::config::{NoDecayRule, OptimConfig, ScheduleKind};
 use crate::data::loader::{stream_index, views, Source};
-use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
+use crate::job::{EpochResult, FinetuneOptions, FinetuneSummary};
 use crate::log::MetricsLog;
 use crate::optim::{AdamW, LrSchedule};
 use crate::registry::Composed;
-use crate::traits::{Augmentation, Autoencoder};
+use crate::traits::Autoencoder;
 use crate::RunBackend;
 
 type B = RunBackend;
-
-pub struct FinetuneOptions {
-    pub checkpoint: PathBuf,
-    pub device: DeviceSpec,
-    /// Metrics (`metrics.jsonl`) and the fine-tuned weights (`finetuned.safetensors`).
-    pub out: PathBuf,
-    pub train: Arc<Source>,
-    pub val: Arc<Source>,
-    pub train_transform: Arc<dyn Augmentation>,
-    pub val_transform: Arc<dyn Augmentation>,
-    pub epochs: usize,
-    pub warmup_epochs: f64,
-    pub batch_size: usize,
-    pub blr: f64,
-    pub min_lr: f64,
-    pub weight_decay: f64,
-    pub layer_decay: f64,
-    pub drop_path: f64,
-    pub label_smoothing: f64,
-    pub pool: Pool,
-    pub seed: u64,
-}
 
 impl FinetuneOptions {
     pub fn validate(&self) -> Result<()> {
@@ -90,12 +66,6 @@ impl FinetuneOptions {
         }
         Ok(())
     }
-}
-
-#[derive(Clone, Debug)]
-pub struct FinetuneSummary {
-    pub epochs: Vec<EpochResult>,
-    pub weights: PathBuf,
 }
 
 /// `fc_norm` + `head`, as in timm's VisionTransformer with global pooling.

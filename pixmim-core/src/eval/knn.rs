@@ -6,8 +6,8 @@ use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::features::Features;
 use crate::error::{Error, Result};
+use crate::job::Features;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KnnResult {

@@ -12,11 +12,10 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
-use serde::Serialize;
 
-use super::features::Features;
 use crate::config::ScheduleKind;
 use crate::error::{Error, Result};
+use crate::job::{EpochResult, Features};
 use crate::optim::{Lars, LrSchedule};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,16 +78,6 @@ impl LinearProbeConfig {
         }
         Ok(())
     }
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct EpochResult {
-    pub epoch: usize,
-    pub lr: f64,
-    pub train_loss: f64,
-    /// Validation accuracy in [0, 1].
-    pub top1: f64,
-    pub top5: f64,
 }
 
 /// BatchNorm1d(affine=False, eps=1e-6, momentum=0.1) + Linear.

@@ -6,7 +6,5 @@ pub mod finetune;
 pub mod knn;
 pub mod linear_probe;
 
-pub use features::{FeatureOptions, Features, Pool};
-pub use finetune::{FinetuneOptions, FinetuneSummary};
 pub use knn::{knn_classify, KnnResult};
 pub use linear_probe::{linear_probe, LinearProbeConfig, ProbeOptimizer};

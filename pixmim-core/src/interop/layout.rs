@@ -79,10 +79,9 @@ pub fn mm_to_official(name: &str) -> Option<String> {
     Some(rename(name, false))
 }
 
-/// The encoder part of an official-layout state dict: what timm's VisionTransformer holds.
-pub fn is_encoder_key(name: &str) -> bool {
-    !(name.starts_with("decoder_") || name == "mask_token")
-}
+/// The decoder's parameters in the official MAE family's state dicts (MAE, ConvMAE, LSMAE,
+/// MFF's official names): `decoder_*` and `mask_token`.
+pub const MAE_DECODER: &[&str] = &["decoder_", "mask_token"];
 
 /// Where a method's official state dict differs from pixmim's checkpoint, which keeps the
 /// official names wherever its modules allow. Each method crate declares its own
@@ -95,6 +94,9 @@ pub struct OfficialLayout {
     /// Official names of 1x1 `Conv2d` weights, (out, in, 1, 1) there, that pixmim computes as
     /// Linear layers over channels: (out, in) in its checkpoints.
     pub conv1x1: fn(&str) -> bool,
+    /// Prefixes of the official names of the decoder's parameters; the rest is the encoder
+    /// (what timm's VisionTransformer holds, and what an encoder-only file may leave out).
+    pub decoder: &'static [&'static str],
 }
 
 impl OfficialLayout {
@@ -102,7 +104,13 @@ impl OfficialLayout {
     pub const PLAIN: OfficialLayout = OfficialLayout {
         renames: &[],
         conv1x1: |_| false,
+        decoder: MAE_DECODER,
     };
+
+    /// Whether official name `name` belongs to the encoder.
+    pub fn is_encoder_key(&self, name: &str) -> bool {
+        !self.decoder.iter().any(|p| name.starts_with(p))
+    }
 
     /// pixmim name -> official name. (Not invertible by name alone: MFF's own `proj_layers`
     /// sit beside its `mae.` ones, so loading goes from the model's names.)
@@ -183,9 +191,10 @@ mod tests {
             assert_eq!(mm_to_official(mm).as_deref(), Some(official));
         }
         assert_eq!(mm_to_official("target_generator.low_pass_filter"), None);
-        assert!(is_encoder_key("blocks.0.attn.qkv.weight"));
-        assert!(!is_encoder_key("decoder_blocks.0.attn.qkv.weight"));
-        assert!(!is_encoder_key("mask_token"));
+        let plain = OfficialLayout::PLAIN;
+        assert!(plain.is_encoder_key("blocks.0.attn.qkv.weight"));
+        assert!(!plain.is_encoder_key("decoder_blocks.0.attn.qkv.weight"));
+        assert!(!plain.is_encoder_key("mask_token"));
     }
 
     #[test]
@@ -196,6 +205,7 @@ mod tests {
                 ("mae.", ""),
             ],
             conv1x1: |k| k.ends_with("conv1.weight"),
+            decoder: MAE_DECODER,
         };
         let t = |shape: &[usize]| HostTensor {
             shape: shape.to_vec(),

@@ -4,7 +4,7 @@
 pub mod layout;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::AutodiffModule;
 use burn::DispatchDevice;
@@ -12,10 +12,11 @@ use burn::DispatchDevice;
 use crate::checkpoint::{self, HostTensor};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
+use crate::job::{ImportOptions, ImportReport};
 use crate::registry::Composed;
 use crate::RunBackend;
 
-pub use layout::{is_encoder_key, mm_to_official, official_to_mm, OfficialLayout};
+pub use layout::{mm_to_official, official_to_mm, OfficialLayout};
 
 /// A checkpoint format of the reference codebases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +158,7 @@ pub fn to_format(
         .iter()
         .filter(|(k, _)| !k.starts_with("optim."))
         .map(|(k, t)| layout.to_official(k, t.clone()))
-        .filter(|(k, _)| format != Format::Timm || is_encoder_key(k))
+        .filter(|(k, _)| format != Format::Timm || layout.is_encoder_key(k))
         .map(|(k, t)| {
             let name = if format.is_mm() {
                 official_to_mm(&k)
@@ -193,21 +194,6 @@ pub fn export(checkpoint_path: &Path, format: Format, out: &Path) -> Result<usiz
     Ok(v.len())
 }
 
-pub struct ImportOptions {
-    pub input: PathBuf,
-    pub tensors: HashMap<String, HostTensor>,
-    pub out: PathBuf,
-}
-
-#[derive(Clone, Debug)]
-pub struct ImportReport {
-    /// Parameters left at their fresh initialisation (the decoder of an encoder-only file).
-    pub fresh: Vec<String>,
-    /// File entries that were not loaded (a classifier head), by name.
-    pub ignored: Vec<String>,
-    pub loaded: usize,
-}
-
 /// Load `opts.tensors` (official names) into the composed method's model and write it as a
 /// pixmim checkpoint. An encoder-only file gets a freshly initialised decoder; anything
 /// else missing, extra or of the wrong shape is refused with the full list.
@@ -220,7 +206,7 @@ where
     let fresh_model = build(&device, c.seed);
     let fresh_params = checkpoint::export_params(&fresh_model);
     let layout = c.method.official_layout();
-    let file_has_decoder = opts.tensors.keys().any(|k| !is_encoder_key(k));
+    let file_has_decoder = opts.tensors.keys().any(|k| !layout.is_encoder_key(k));
     let mut by_model_name = HashMap::new();
     let mut fresh = Vec::new();
     let mut missing = Vec::new();
@@ -232,7 +218,7 @@ where
                 by_model_name.insert(ours.clone(), layout.to_pixmim(&key, t.clone()));
                 used.insert(key);
             }
-            None if !file_has_decoder && !is_encoder_key(&key) => {
+            None if !file_has_decoder && !layout.is_encoder_key(&key) => {
                 fresh.push(key);
                 by_model_name.insert(ours.clone(), init.clone());
             }

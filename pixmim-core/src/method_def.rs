@@ -1,0 +1,127 @@
+//! The one implementation of [`Method`] every method crate uses: a method is its model
+//! config ([`ModelConfig`]: parse, geometry, init), its presets and one registration.
+//!
+//! ```ignore
+//! pub static MAE: MethodDef<MaeConfig> = MethodDef {
+//!     name: "mae",
+//!     description: "Masked Autoencoder ...",
+//!     presets: presets::NAMES,
+//!     preset: presets::preset,
+//!     official_layout: OfficialLayout::PLAIN,
+//!     model: PhantomData,
+//! };
+//! pixmim_core::inventory::submit! { MethodRegistration(&MAE) }
+//! ```
+use std::marker::PhantomData;
+
+use burn::module::AutodiffModule;
+use burn::DispatchDevice;
+use toml::Table;
+
+use crate::checkpoint::count_params;
+use crate::device::DeviceSpec;
+use crate::engine::data_parallel::on_step_threads;
+use crate::error::Result;
+use crate::interop::layout::OfficialLayout;
+use crate::job::{
+    FeatureOptions, Features, FinetuneOptions, FinetuneSummary, ImportOptions, ImportReport,
+    ReconstructOptions, StepBenchOptions, StepTiming, TrainOptions, TrainSummary,
+};
+use crate::registry::{Composed, Geometry, Method};
+use crate::traits::Autoencoder;
+use crate::RunBackend;
+
+/// A method's network as its `[model]` table describes it.
+pub trait ModelConfig: Sized + Send + Sync + 'static {
+    type Model: Autoencoder<RunBackend> + AutodiffModule<RunBackend> + 'static;
+    /// Parse and validate `[model]` (errors name the key).
+    fn from_table(model: &Table) -> Result<Self>;
+    /// What the data pipeline must produce for this network.
+    fn geometry(&self) -> Result<Geometry>;
+    /// The network with its official initialisation, from `seed`.
+    fn init(&self, device: &DispatchDevice, seed: u64) -> Self::Model;
+    /// Floats of activations autodiff keeps per training image with `visible` tokens kept
+    /// (the memory pre-flight); `None` leaves activations out of the estimate.
+    fn activation_floats_per_image(&self, _visible: usize) -> Option<f64> {
+        None
+    }
+}
+
+/// A registered method: names, presets and checkpoint layout around the model config `C`.
+pub struct MethodDef<C> {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Preset names; the first is the default.
+    pub presets: &'static [&'static str],
+    /// A preset as the first config layer.
+    pub preset: fn(&str) -> Option<Table>,
+    /// How the official code's state dict differs from pixmim's names and shapes.
+    pub official_layout: OfficialLayout,
+    pub model: PhantomData<fn() -> C>,
+}
+
+impl<C: ModelConfig> MethodDef<C> {
+    /// `job(c, build)` on the step threads, where every job runs so that the matrix products
+    /// and host kernels of its passes share the thread that runs them
+    /// ([`crate::engine::data_parallel::on_step_threads`]).
+    fn run<R: Send>(
+        &self,
+        c: &Composed,
+        job: impl FnOnce(&(dyn Fn(&DispatchDevice, u64) -> C::Model + Sync)) -> Result<R> + Send,
+    ) -> Result<R> {
+        let cfg = C::from_table(&c.model_table())?;
+        on_step_threads(move || job(&|device: &DispatchDevice, seed| cfg.init(device, seed)))?
+    }
+}
+
+impl<C: ModelConfig> Method for MethodDef<C> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn description(&self) -> &'static str {
+        self.description
+    }
+    fn presets(&self) -> &'static [&'static str] {
+        self.presets
+    }
+    fn preset(&self, name: &str) -> Option<Table> {
+        (self.preset)(name)
+    }
+    fn geometry(&self, model: &Table) -> Result<Geometry> {
+        C::from_table(model)?.geometry()
+    }
+    fn official_layout(&self) -> OfficialLayout {
+        self.official_layout
+    }
+    fn activation_floats_per_image(&self, model: &Table, visible: usize) -> Result<Option<f64>> {
+        Ok(C::from_table(model)?.activation_floats_per_image(visible))
+    }
+    fn count_params(&self, c: &Composed) -> Result<(usize, usize)> {
+        self.run(c, |build| {
+            let model = build(&DeviceSpec::NdArray.train_device()?, c.seed);
+            Ok(count_params(&model))
+        })
+    }
+    fn train(&self, c: &Composed, opts: &TrainOptions) -> Result<TrainSummary> {
+        self.run(c, |build| crate::engine::train::train(c, opts, build))
+    }
+    fn bench_step(&self, c: &Composed, opts: &StepBenchOptions) -> Result<StepTiming> {
+        self.run(c, |build| {
+            crate::engine::step_bench::time_steps(c, opts, build)
+        })
+    }
+    fn reconstruct(&self, c: &Composed, opts: ReconstructOptions<'_>) -> Result<usize> {
+        self.run(c, |build| {
+            crate::engine::reconstruct::reconstruct(c, opts, build)
+        })
+    }
+    fn import(&self, c: &Composed, opts: &ImportOptions) -> Result<ImportReport> {
+        self.run(c, |build| crate::interop::import_into(c, opts, build))
+    }
+    fn features(&self, c: &Composed, opts: &FeatureOptions) -> Result<Features> {
+        self.run(c, |build| crate::eval::features::extract(c, opts, build))
+    }
+    fn finetune(&self, c: &Composed, opts: &FinetuneOptions) -> Result<FinetuneSummary> {
+        self.run(c, |build| crate::eval::finetune::finetune(c, opts, build))
+    }
+}
