@@ -26,8 +26,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// crate names no constant for it. A test checks the index by its default (1000 ms in the bundled `options.c`).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Never purge freed memory back to the OS (a CPU training step: -25% wall time on the
-/// tiny MAE, bench/results/2026-11-27-cpu2-dev.md), unless `MIMALLOC_PURGE_DELAY` says otherwise.
+/// Never purge freed memory back to the OS (a CPU step re-faults its multi-MB tensors
+/// otherwise; docs/performance.md, "CPU backends"), unless `MIMALLOC_PURGE_DELAY` says otherwise.
 fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: called first thing in main, before any other thread exists.
@@ -390,22 +390,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         }
         composed
     };
-    // --steps / --epochs replace the run length of the preset.
-    let train_table = composed
-        .table
-        .entry("train")
-        .or_insert(toml::Value::Table(Default::default()));
-    if let (Some(s), Some(t)) = (a.steps, train_table.as_table_mut()) {
-        composed.train.steps = Some(s);
-        t.insert("steps".into(), (s as i64).into());
-    }
-    if let (Some(e), Some(t)) = (a.epochs, train_table.as_table_mut()) {
-        composed.train.epochs = Some(e);
-        composed.train.steps = None;
-        t.insert("epochs".into(), e.into());
-        t.remove("steps");
-    }
-    composed.train.validate()?;
+    composed.set_run_length(a.steps, a.epochs)?;
     let out = a
         .out
         .clone()

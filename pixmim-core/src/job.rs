@@ -34,6 +34,20 @@ pub struct TrainOptions {
     pub stop_after: Option<usize>,
 }
 
+impl TrainOptions {
+    /// A fresh run in `out` on one device, without a progress bar.
+    pub fn new(out: impl Into<PathBuf>, device: DeviceSpec) -> Self {
+        Self {
+            out: out.into(),
+            device,
+            replicas: Vec::new(),
+            resume: false,
+            progress: false,
+            stop_after: None,
+        }
+    }
+}
+
 /// What a pretraining call did.
 #[derive(Clone, Debug)]
 pub struct TrainSummary {

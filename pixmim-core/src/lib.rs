@@ -12,6 +12,7 @@ pub mod analyze;
 pub mod augment;
 pub mod bench;
 pub mod checkpoint;
+pub mod component;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -8,8 +8,8 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::Deserialize;
 
+use crate::component::{CorruptionRegistration, Geometry};
 use crate::error::{Error, Result};
-use crate::registry::{CorruptionRegistration, Geometry};
 use crate::traits::Corruption;
 
 pub use crate::mask::{

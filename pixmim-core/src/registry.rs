@@ -7,6 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 use toml::{Table, Value};
 
+pub use crate::component::{
+    AugmentationRegistration, ComponentRegistration, CorruptionRegistration, Geometry,
+    TargetRegistration, MAX_IMAGE_SIDE,
+};
 use crate::config::{self, DataConfig, OptimConfig, ScheduleConfig, TrainConfig};
 use crate::error::{Error, Result};
 use crate::interop::layout::OfficialLayout;
@@ -16,33 +20,6 @@ use crate::job::{
 };
 pub use crate::traits::Parts;
 use crate::traits::{Augmentation, Corruption, TargetGenerator};
-
-/// What the data pipeline needs to know about a model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Geometry {
-    /// Input image (height, width).
-    pub image: (usize, usize),
-    /// Mask grid (rows, cols): one mask decision per cell.
-    pub mask_grid: (usize, usize),
-}
-
-/// The largest image side a run may ask for. Pretraining uses 224-448 and dense fine-tuning
-/// up to 1024; far beyond that a typo (an extra zero) would allocate gigabytes per image in
-/// the targets and position embeddings before anything could say so.
-pub const MAX_IMAGE_SIDE: usize = 4096;
-
-impl Geometry {
-    pub fn check_size(&self) -> Result<()> {
-        let (h, w) = self.image;
-        if h > MAX_IMAGE_SIDE || w > MAX_IMAGE_SIDE {
-            return Err(Error::config(
-                "model.img_size",
-                format!("{h}x{w} is larger than pixmim supports ({MAX_IMAGE_SIDE} per side)"),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// A MIM method: its presets, and the entry points that run its model.
 pub trait Method: Sync + Send {
@@ -97,24 +74,8 @@ pub trait Plugin: Sync + Send {
 pub struct MethodRegistration(pub &'static dyn Method);
 pub struct PluginRegistration(pub &'static dyn Plugin);
 
-/// A registered component constructor: `build(params, geometry)`.
-pub struct ComponentRegistration<T: ?Sized + 'static> {
-    pub name: &'static str,
-    pub description: &'static str,
-    /// The keys `build` takes besides `name`: a later config layer that switches to this
-    /// component drops the earlier layers' other keys ([`compose`]).
-    pub params: &'static [&'static str],
-    pub build: fn(&Table, &Geometry) -> Result<Box<T>>,
-}
-pub type AugmentationRegistration = ComponentRegistration<dyn Augmentation>;
-pub type CorruptionRegistration = ComponentRegistration<dyn Corruption>;
-pub type TargetRegistration = ComponentRegistration<dyn TargetGenerator>;
-
 inventory::collect!(MethodRegistration);
 inventory::collect!(PluginRegistration);
-inventory::collect!(AugmentationRegistration);
-inventory::collect!(CorruptionRegistration);
-inventory::collect!(TargetRegistration);
 
 pub fn methods() -> Vec<&'static dyn Method> {
     let mut v: Vec<_> = inventory::iter::<MethodRegistration>
@@ -346,6 +307,27 @@ impl Composed {
     }
     pub fn finetune(&self, opts: &FinetuneOptions) -> Result<FinetuneSummary> {
         self.method.finetune(self, opts)
+    }
+
+    /// Replace the run length of the preset (`--steps` / `--epochs`): in the table written to
+    /// `config.toml` and in the parsed `[train]`, which is re-read from it so the two agree.
+    pub fn set_run_length(&mut self, steps: Option<usize>, epochs: Option<f64>) -> Result<()> {
+        let train = self
+            .table
+            .entry("train")
+            .or_insert(Value::Table(Table::new()));
+        let Some(t) = train.as_table_mut() else {
+            return Err(Error::config("train", "must be a table"));
+        };
+        if let Some(s) = steps {
+            t.insert("steps".into(), Value::Integer(s as i64));
+        }
+        if let Some(e) = epochs {
+            t.insert("epochs".into(), Value::Float(e));
+            t.remove("steps");
+        }
+        self.train = config::section(&self.table, "train")?;
+        self.train.validate()
     }
 
     pub fn model_table(&self) -> Table {

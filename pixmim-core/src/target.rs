@@ -1,7 +1,7 @@
 //! The raw-pixel target (MAE): the normalised input itself. Plugins register others
 //! (PixMIM's low-pass target lives in `plugins/pixmim`).
+use crate::component::{Geometry, TargetRegistration};
 use crate::error::Result;
-use crate::registry::{Geometry, TargetRegistration};
 use crate::traits::{ImageBatch, TargetGenerator};
 use crate::RunBackend;
 
@@ -48,8 +48,8 @@ pub fn target_tensor(
 }
 
 /// Where this run makes the target: where the generator's config says, else on the device
-/// when it is a GPU (the device path costs 0.03 ms/image on an H200 and saves uploading a
-/// second batch of images; bench/results/2026-11-27-h200.md) and on the host (the data
+/// when it is a GPU (the device path is cheap there and saves uploading a second batch of
+/// images; docs/performance.md, "GPU") and on the host (the data
 /// workers, in parallel with the step) on a CPU.
 pub fn target_on_device(
     generator: &dyn crate::traits::TargetGenerator,

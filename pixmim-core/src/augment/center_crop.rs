@@ -5,8 +5,8 @@ use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use super::{resize_region_normalise, Interpolation};
+use crate::component::{AugmentationRegistration, Geometry};
 use crate::error::{Error, Result};
-use crate::registry::{AugmentationRegistration, Geometry};
 use crate::traits::{Augmentation, ViewMap};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

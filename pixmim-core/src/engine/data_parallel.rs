@@ -56,11 +56,9 @@ pub fn on_step_threads<R: Send>(op: impl FnOnce() -> R + Send) -> Result<R> {
 /// device list that needs that many threads.
 ///
 /// The shards' matrix products and pixmim's host kernels are rayon work too, and run on
-/// this pool's threads. Before, each step spawned a thread per shard that handed its
-/// products to the global pool and slept until they were done, so `--device flex,flex`
-/// on 2 cores switched between four threads; the tiny MAE step went 0.22-0.23 s ->
-/// 0.18-0.20 s when the shards and their products shared two threads
-/// (bench/results/2026-11-28-cpu2-shard-pool.md).
+/// this pool's threads: a shard thread that handed its products to the global pool and slept
+/// until they were done would make `--device flex,flex` on 2 cores switch between four
+/// threads (docs/performance.md, "CPU backends").
 fn shard_pool(devices: usize) -> Result<Arc<ThreadPool>> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
     let threads = devices.max(rayon::current_num_threads());

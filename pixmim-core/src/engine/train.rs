@@ -92,7 +92,6 @@ where
         _ => {}
     }
     run.write_config(&c.table)?;
-    let mut metrics = MetricsLog::open(&run.out.join("metrics.jsonl"), start)?;
 
     let workers = if c.train.num_workers == 0 {
         std::thread::available_parallelism()
@@ -117,20 +116,10 @@ where
         super::target_on_device(c.parts.target.as_ref(), &opts.device),
     );
 
-    let bar = if opts.progress && std::io::stderr().is_terminal() {
-        let pb = progress_bar(total as u64, "train");
-        pb.set_position(start as u64);
-        Some(pb)
-    } else {
-        None
-    };
-
+    let mut report = Report::open(&run, (start, total), ipe, opts.progress, bad_files)?;
     let mut step = Step::<M>::new(devices, accum);
     let mut lr_now = sched.at(start);
     let mut losses = Vec::new();
-    let t0 = Instant::now();
-    let mut t_log = Instant::now();
-    let mut imgs_since_log = 0usize;
     for it in start..total {
         let b = loader
             .next()
@@ -154,38 +143,9 @@ where
             model = step.update(model, &mut optim, lr_now);
         }
         losses.push(loss);
-        imgs_since_log += batch;
-
+        report.step(batch);
         if done % c.train.log_every == 0 || done == total {
-            let img_s = imgs_since_log as f64 / t_log.elapsed().as_secs_f64().max(1e-9);
-            let mut fields = Map::new();
-            fields.insert("step".into(), json!(it));
-            fields.insert("epoch".into(), json!(it as f64 / ipe as f64));
-            fields.insert("loss".into(), json!(loss));
-            fields.insert("lr".into(), json!(lr_now));
-            fields.insert("img_s".into(), json!(img_s));
-            if let Some(norm) = &optim.last_grad_norm {
-                // Before clipping, of the last update (`optim.clip_grad` is set).
-                let norm = norm.clone().into_scalar() as f64;
-                fields.insert("grad_norm".into(), json!(norm));
-            }
-            fields.insert("elapsed_s".into(), json!(t0.elapsed().as_secs_f64()));
-            fields.insert("bad_files".into(), json!(bad_files.count()));
-            for (k, v) in model.metrics() {
-                fields.insert(k, json!(v));
-            }
-            metrics.log(fields)?;
-            let line =
-                format!("step {done}/{total}  loss {loss:.4}  lr {lr_now:.3e}  {img_s:.1} img/s");
-            match &bar {
-                Some(pb) => pb.set_message(line),
-                None => eprintln!("{line}"),
-            }
-            t_log = Instant::now();
-            imgs_since_log = 0;
-        }
-        if let Some(pb) = &bar {
-            pb.set_position(done as u64);
+            report.log(it, loss, lr_now, &optim, model.metrics())?;
         }
         if boundary && (done % c.train.checkpoint_every == 0 || done == total) {
             let method = (c.method.name(), &c.table);
@@ -201,10 +161,7 @@ where
             break;
         }
     }
-    if let Some(pb) = bar {
-        pb.finish();
-    }
-    let secs = t0.elapsed().as_secs_f64().max(1e-9);
+    let secs = report.finish();
     Ok(TrainSummary {
         out: run.out.clone(),
         start_iteration: start,
@@ -212,6 +169,107 @@ where
         images_per_second: (losses.len() * batch) as f64 / secs,
         losses,
     })
+}
+
+/// What a run reports as it goes: a line per logged step in `metrics.jsonl`, and on stderr as
+/// a progress bar's message on a terminal or as a plain line otherwise.
+struct Report {
+    metrics: MetricsLog,
+    bar: Option<indicatif::ProgressBar>,
+    bad_files: Arc<BadFiles>,
+    total: usize,
+    iterations_per_epoch: usize,
+    started: Instant,
+    since_log: Instant,
+    images_since_log: usize,
+}
+
+impl Report {
+    fn open(
+        run: &RunDir,
+        (start, total): (usize, usize),
+        iterations_per_epoch: usize,
+        progress: bool,
+        bad_files: Arc<BadFiles>,
+    ) -> Result<Self> {
+        let bar = (progress && std::io::stderr().is_terminal()).then(|| {
+            let pb = progress_bar(total as u64, "train");
+            pb.set_position(start as u64);
+            pb
+        });
+        Ok(Self {
+            // Lines logged after the checkpoint a run resumes from are logged again.
+            metrics: MetricsLog::open(&run.out.join("metrics.jsonl"), start)?,
+            bar,
+            bad_files,
+            total,
+            iterations_per_epoch,
+            started: Instant::now(),
+            since_log: Instant::now(),
+            images_since_log: 0,
+        })
+    }
+
+    /// One more step of `batch` images done.
+    fn step(&mut self, batch: usize) {
+        self.images_since_log += batch;
+        if let Some(pb) = &self.bar {
+            pb.inc(1);
+        }
+    }
+
+    /// Log iteration `it`: loss, lr, speed since the last log, the gradient norm when
+    /// clipping, bad files so far, and the model's own metrics (MFF's fusion weights).
+    fn log(
+        &mut self,
+        it: usize,
+        loss: f64,
+        lr: f64,
+        optim: &AdamW<B>,
+        model_metrics: Vec<(String, f64)>,
+    ) -> Result<()> {
+        let img_s = self.images_since_log as f64 / self.since_log.elapsed().as_secs_f64().max(1e-9);
+        let mut fields = Map::new();
+        fields.insert("step".into(), json!(it));
+        fields.insert(
+            "epoch".into(),
+            json!(it as f64 / self.iterations_per_epoch as f64),
+        );
+        fields.insert("loss".into(), json!(loss));
+        fields.insert("lr".into(), json!(lr));
+        fields.insert("img_s".into(), json!(img_s));
+        if let Some(norm) = &optim.last_grad_norm {
+            // Before clipping, of the last update (`optim.clip_grad` is set).
+            let norm = norm.clone().into_scalar() as f64;
+            fields.insert("grad_norm".into(), json!(norm));
+        }
+        fields.insert(
+            "elapsed_s".into(),
+            json!(self.started.elapsed().as_secs_f64()),
+        );
+        fields.insert("bad_files".into(), json!(self.bad_files.count()));
+        for (k, v) in model_metrics {
+            fields.insert(k, json!(v));
+        }
+        self.metrics.log(fields)?;
+        let (done, total) = (it + 1, self.total);
+        let line = format!("step {done}/{total}  loss {loss:.4}  lr {lr:.3e}  {img_s:.1} img/s");
+        match &self.bar {
+            Some(pb) => pb.set_message(line),
+            None => eprintln!("{line}"),
+        }
+        self.since_log = Instant::now();
+        self.images_since_log = 0;
+        Ok(())
+    }
+
+    /// Seconds since the run (or resume) started.
+    fn finish(self) -> f64 {
+        if let Some(pb) = self.bar {
+            pb.finish();
+        }
+        self.started.elapsed().as_secs_f64().max(1e-9)
+    }
 }
 
 fn check_finite(loss: f64, it: usize, last_good: Option<&Path>) -> Result<()> {

@@ -9,18 +9,15 @@
 //! `x - x.detach()` is exactly zero, so the forward value is `value` to the bit, while its
 //! gradient is the identity, so the backward pass applies `J`, the Jacobian of the function
 //! at `x`, written with constants the kernel returned. burn 0.21 offers no custom backward
-//! for the `Dispatch` backend the methods run on, and this needs none. At a tiny MAE
-//! decoder block's shapes (flex, batch 64), forward + backward of GELU went from 27 to 8 ms
-//! and of softmax from 11 to 4 ms; the tiny MAE step from 0.35 to 0.28 s (docs/performance.md, "CPU
-//! backends").
+//! for the `Dispatch` backend the methods run on, and this needs none. Per-element libm was
+//! the largest cost of a CPU step; what this saves is in docs/performance.md, "CPU backends".
 use burn::prelude::*;
 use burn::tensor::DType;
 
 use super::vmath;
 
-/// Take the host path? On burn-flex with f32 data: flex reads a tensor out in 0.2 ms per
-/// million values. burn-ndarray 0.21 takes 30 ms for the same read, more than its
-/// per-element libm costs, so ndarray keeps burn's ops.
+/// Take the host path? On burn-flex with f32 data, where reading a tensor out is a copy.
+/// burn-ndarray 0.21's read costs more than its per-element libm, so ndarray keeps burn's ops.
 fn host_kernels<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
     x.dtype() == DType::F32 && crate::device::is_flex::<B>(&x.device())
 }
