@@ -35,7 +35,13 @@ fn main() {
     use pixmim::traits::{ImageBatch, TargetGenerator};
     let threads = rayon::current_num_threads();
     for (size, batch) in [(224usize, 64usize), (32, 16)] {
-        let t = pixmim::plugin_pixmim::LowPassTarget::new(size, size, None).unwrap();
+        let t = pixmim::plugin_pixmim::FrequencyTarget::new(
+            size,
+            size,
+            None,
+            pixmim::plugin_pixmim::Band::Low,
+        )
+        .unwrap();
         let x = ImageBatch {
             batch,
             channels: 3,
@@ -53,7 +59,7 @@ fn main() {
         }
         let per_batch = t0.elapsed().as_secs_f64() / reps as f64;
         println!(
-            "LowPassTarget {size}x{size}, batch {batch}, {threads} threads: {:.1} img/s ({:.3} ms per batch)",
+            "FrequencyTarget {size}x{size}, batch {batch}, {threads} threads: {:.1} img/s ({:.3} ms per batch)",
             batch as f64 / per_batch,
             per_batch * 1e3
         );
@@ -66,9 +72,11 @@ fn main() {
             burn::tensor::Distribution::Default,
             &dev,
         );
-        let _ = d.target(x.clone()).into_data();
+        let _ = d
+            .target(x.clone(), pixmim::plugin_pixmim::Band::Low)
+            .into_data();
         let t = Instant::now();
-        let _ = d.target(x).into_data();
+        let _ = d.target(x, pixmim::plugin_pixmim::Band::Low).into_data();
         println!(
             "{:34} {:.3} ms/image (batch 64)",
             format!("DFT matmuls on {spec:?}"),

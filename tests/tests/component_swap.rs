@@ -141,3 +141,47 @@ fn declared_params_match_what_each_component_parses() {
         }
     }
 }
+
+/// Every registered augmentation and target generator trains with every method's tiny preset:
+/// two steps on the sample photos with finite losses (the loss-falls tests train longer).
+#[test]
+fn every_augmentation_and_target_trains_with_every_method() {
+    use pixmim::device::DeviceSpec;
+    use pixmim::job::TrainOptions;
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples");
+    let mut runs = 0;
+    for m in methods() {
+        for section in ["augmentation", "target"] {
+            for name in names(section) {
+                let sets = vec![
+                    format!("{section}.name={name:?}"),
+                    format!("data.path={:?}", samples.display().to_string()),
+                    "train.steps=2".to_string(),
+                    "train.batch_size=4".to_string(),
+                ];
+                let c = compose(&request(m.name(), "tiny", &sets))
+                    .unwrap_or_else(|e| panic!("{} {section}={name}: {e}", m.name()));
+                let out = std::env::temp_dir().join(format!(
+                    "pixmim-swap-{}-{name}-{}",
+                    m.name(),
+                    std::process::id()
+                ));
+                let _ = std::fs::remove_dir_all(&out);
+                let s = c
+                    .train(&TrainOptions::new(&out, DeviceSpec::Flex))
+                    .unwrap_or_else(|e| panic!("{} {section}={name}: {e}", m.name()));
+                assert_eq!(s.losses.len(), 2, "{} {section}={name}", m.name());
+                assert!(
+                    s.losses.iter().all(|l| l.is_finite() && *l > 0.0),
+                    "{} {section}={name}: {:?}",
+                    m.name(),
+                    s.losses
+                );
+                let _ = std::fs::remove_dir_all(&out);
+                runs += 1;
+            }
+        }
+    }
+    // Four methods x (rrc, src, center_crop, resize + pixel, lowpass, highpass) at least.
+    assert!(runs >= 4 * 7, "only {runs} runs");
+}

@@ -3,7 +3,7 @@
 //! of its manifest.
 use std::path::Path;
 
-use pixmim::plugin_pixmim::LowPassTarget;
+use pixmim::plugin_pixmim::{Band, FrequencyTarget};
 use pixmim::traits::{ImageBatch, TargetGenerator};
 use pixmim::{IMAGENET_MEAN, IMAGENET_STD};
 use pixmim_tests::{max_abs_err, vectors};
@@ -63,7 +63,7 @@ fn matches_mmselfsup_on_every_vector() {
         for r in [10, 40, 112] {
             let name = format!("{input}_r{r}_expected.npy");
             let (_, want) = npy(&dir.join(&name));
-            let t = LowPassTarget::new(h, w, Some(r as f64)).unwrap();
+            let t = FrequencyTarget::new(h, w, Some(r as f64), Band::Low).unwrap();
             assert_eq!(
                 t.filter.mask_ones() as u64,
                 manifest["files"][&name]["mask_ones"].as_u64().unwrap(),
@@ -107,7 +107,7 @@ fn device_path_matches_mmselfsup_too() {
                 let f = LowPassOnDevice::<B>::new(&LowPassFilter::new(h, w, r as f64), &device);
                 let xt =
                     Tensor::<B, 4>::from_data(TensorData::new(x.clone(), [1, 3, h, w]), &device);
-                let got: Vec<f32> = f.target(xt).into_data().to_vec().unwrap();
+                let got: Vec<f32> = f.target(xt, Band::Low).into_data().to_vec().unwrap();
                 let err = max_abs_err(&got, &want);
                 assert!(
                     err < 1e-5,

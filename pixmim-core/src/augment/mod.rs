@@ -10,12 +10,13 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::component::{AugmentationRegistration, Geometry};
 use crate::error::{Error, Result};
-use crate::registry::{AugmentationRegistration, Geometry};
 use crate::traits::{Augmentation, ViewMap};
 use crate::{IMAGENET_MEAN, IMAGENET_STD};
 
 pub mod center_crop;
+pub mod resize;
 pub use center_crop::CenterCrop;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use pixmim_core::recipe::Component;
 use pixmim_core::registry::{Plugin, PluginRegistration};
 use pixmim_core::Result;
 
-pub use lowpass::{LowPassFilter, LowPassTarget};
+pub use lowpass::{Band, FrequencyTarget, LowPassFilter};
 pub use lowpass_device::LowPassOnDevice;
 pub use simple_resized_crop::{SimpleResizedCrop, SrcParams};
 

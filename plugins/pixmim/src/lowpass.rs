@@ -6,6 +6,10 @@
 //! unit-modulus phase, so we filter in natural frequency order with the mask rolled back,
 //! M'[k][l] = M[(k + H/2) mod H][(l + W/2) mod W], and take |·|.
 //!
+//! The high-pass target of the paper's appendix (Table 22, "removing low-freq") is the same
+//! pipeline with the complement 1 - M of the disk ([`Band::High`]). The filter is linear and
+//! IDFT(DFT(u)) = u, so its complex result is u minus the low band's, before the modulus.
+//!
 //! Speed: the disk keeps at most 2r+1 frequency columns, so only those columns are transformed
 //! (forward and inverse), and pairs of real rows share one complex FFT. `apply_naive` is the
 //! plain full 2-D transform, kept for tests and `pixmim bench`.
@@ -26,6 +30,15 @@ use pixmim_core::{Error, Result, RunBackend, IMAGENET_MEAN, IMAGENET_STD};
 use crate::lowpass_device::LowPassOnDevice;
 
 type C = Complex<f32>;
+
+/// Which side of the disk a target keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Band {
+    /// The frequencies inside the disk: PixMIM's low-frequency target.
+    Low,
+    /// Those outside it (the appendix's high-pass ablation).
+    High,
+}
 
 /// The filter for one image size, with its FFT plans (planned once, reused).
 pub struct LowPassFilter {
@@ -101,6 +114,11 @@ impl LowPassFilter {
 
     /// Filter one channel in pixel space: `out = |IDFT(DFT(u) ⊙ M')|`, both (H, W).
     pub fn apply(&self, u: &[f32], out: &mut [f32]) {
+        self.apply_band(u, out, Band::Low)
+    }
+
+    /// [`Self::apply`] keeping `band`: for [`Band::High`], `out = |u - IDFT(DFT(u) ⊙ M')|`.
+    pub fn apply_band(&self, u: &[f32], out: &mut [f32], band: Band) {
         let (h, w) = (self.height, self.width);
         let k = self.kept.len();
         // 1. Row FFTs, two real rows per complex transform; keep only the kept columns.
@@ -155,7 +173,11 @@ impl LowPassFilter {
             }
             self.row_inv.process_with_scratch(&mut buf, &mut scratch);
             for x in 0..w {
-                out[row * w + x] = buf[x].norm() * norm;
+                let low = buf[x] * norm;
+                out[row * w + x] = match band {
+                    Band::Low => low.norm(),
+                    Band::High => (C::new(u[row * w + x], 0.0) - low).norm(),
+                };
             }
         }
     }
@@ -197,6 +219,11 @@ impl LowPassFilter {
 
     /// The PixMIM target of one normalised (3, H, W) image, in normalised space.
     pub fn target(&self, x: &[f32], out: &mut [f32]) {
+        self.target_band(x, out, Band::Low)
+    }
+
+    /// [`Self::target`] keeping `band`.
+    pub fn target_band(&self, x: &[f32], out: &mut [f32], band: Band) {
         let n = self.height * self.width;
         let mut u = vec![0.0f32; n];
         for c in 0..3 {
@@ -205,7 +232,7 @@ impl LowPassFilter {
                 *d = v * s + m;
             }
             let o = &mut out[c * n..(c + 1) * n];
-            self.apply(&u, o);
+            self.apply_band(&u, o, band);
             for v in o.iter_mut() {
                 *v = (*v - m) / s;
             }
@@ -213,11 +240,13 @@ impl LowPassFilter {
     }
 }
 
-/// `[target] name = "lowpass"`, `radius` (optional: 40 at 224, scaled with the image),
-/// `on_device` (true: next to the model as DFT matrix products; false: with rustfft in the data
-/// workers; unset: on the device when it is a GPU, see docs/performance.md, "The low-pass target").
-pub struct LowPassTarget {
+/// `[target] name = "lowpass"` (or `"highpass"`), `radius` (optional: 40 at 224, scaled with
+/// the image), `on_device` (true: next to the model as DFT matrix products; false: with rustfft
+/// in the data workers; unset: on the device when it is a GPU, see docs/performance.md, "The
+/// low-pass target").
+pub struct FrequencyTarget {
     pub filter: LowPassFilter,
+    pub band: Band,
     pub on_device: Option<bool>,
     device_path: Mutex<Option<(DispatchDevice, LowPassOnDevice<RunBackend>)>>,
 }
@@ -231,8 +260,8 @@ struct LowPassParams {
     on_device: Option<bool>,
 }
 
-impl LowPassTarget {
-    pub fn new(height: usize, width: usize, radius: Option<f64>) -> Result<Self> {
+impl FrequencyTarget {
+    pub fn new(height: usize, width: usize, radius: Option<f64>, band: Band) -> Result<Self> {
         let radius = radius.unwrap_or_else(|| default_radius(height, width));
         if !(radius.is_finite() && radius >= 0.0) {
             return Err(Error::config(
@@ -242,21 +271,28 @@ impl LowPassTarget {
         }
         Ok(Self {
             filter: LowPassFilter::new(height, width, radius),
+            band,
             on_device: None,
             device_path: Mutex::new(None),
         })
     }
 }
 
-impl TargetGenerator for LowPassTarget {
+impl TargetGenerator for FrequencyTarget {
     fn describe(&self) -> String {
         let f = &self.filter;
+        let (what, kept) = match self.band {
+            Band::Low => ("low-pass (PixMIM)", f.mask_ones()),
+            Band::High => (
+                "high-pass (PixMIM appendix)",
+                f.height * f.width - f.mask_ones(),
+            ),
+        };
         format!(
-            "low-pass (PixMIM), radius {} at {}x{} ({} of {} frequency bins kept)",
+            "{what}, radius {} at {}x{} ({kept} of {} frequency bins kept)",
             f.radius,
             f.height,
             f.width,
-            f.mask_ones(),
             f.height * f.width
         )
     }
@@ -277,7 +313,10 @@ impl TargetGenerator for LowPassTarget {
         if slot.as_ref().map(|(d, _)| d != &device).unwrap_or(true) {
             *slot = Some((device.clone(), LowPassOnDevice::new(&self.filter, &device)));
         }
-        slot.as_ref().expect("just built").1.target(images)
+        slot.as_ref()
+            .expect("just built")
+            .1
+            .target(images, self.band)
     }
     fn generate(&self, images: &ImageBatch) -> Option<ImageBatch> {
         assert_eq!(
@@ -289,14 +328,14 @@ impl TargetGenerator for LowPassTarget {
         out.data
             .par_chunks_mut(n)
             .zip(images.data.par_chunks(n))
-            .for_each(|(o, x)| self.filter.target(x, o));
+            .for_each(|(o, x)| self.filter.target_band(x, o, self.band));
         Some(out)
     }
 }
 
-fn build(params: &toml::Table, g: &Geometry) -> Result<Box<dyn TargetGenerator>> {
+fn build(band: Band, params: &toml::Table, g: &Geometry) -> Result<Box<dyn TargetGenerator>> {
     let p: LowPassParams = pixmim_core::config::parse_params(params, "target")?;
-    let mut t = LowPassTarget::new(g.image.0, g.image.1, p.radius)?;
+    let mut t = FrequencyTarget::new(g.image.0, g.image.1, p.radius, band)?;
     t.on_device = p.on_device;
     Ok(Box::new(t))
 }
@@ -306,7 +345,16 @@ inventory::submit! {
         name: "lowpass",
         description: "PixMIM low-frequency target: ideal circular low-pass filter (numerics §2.1)",
         params: &["radius", "on_device"],
-        build,
+        build: |p, g| build(Band::Low, p, g),
+    }
+}
+
+inventory::submit! {
+    TargetRegistration {
+        name: "highpass",
+        description: "the low-pass pipeline with the complement of its disk (PixMIM Table 22)",
+        params: &["radius", "on_device"],
+        build: |p, g| build(Band::High, p, g),
     }
 }
 
@@ -335,14 +383,14 @@ mod tests {
         };
         let gpu = DeviceSpec::Cuda(0);
         let cpu = DeviceSpec::NdArray;
-        let auto = build(&toml::Table::new(), &g).unwrap();
+        let auto = build(Band::Low, &toml::Table::new(), &g).unwrap();
         assert!(target_on_device(auto.as_ref(), &gpu));
         assert!(!target_on_device(auto.as_ref(), &cpu));
         assert!(!auto.resolved_params().contains_key("on_device"));
         for set in [true, false] {
             let mut t = toml::Table::new();
             t.insert("on_device".into(), set.into());
-            let lp = build(&t, &g).unwrap();
+            let lp = build(Band::Low, &t, &g).unwrap();
             assert_eq!(target_on_device(lp.as_ref(), &gpu), set);
             assert_eq!(target_on_device(lp.as_ref(), &cpu), set);
             assert_eq!(lp.resolved_params()["on_device"].as_bool(), Some(set));
@@ -414,7 +462,7 @@ mod tests {
 
     #[test]
     fn target_is_never_below_minus_mean_over_std() {
-        let t = LowPassTarget::new(32, 32, Some(6.0)).unwrap();
+        let t = FrequencyTarget::new(32, 32, Some(6.0), Band::Low).unwrap();
         let x: Vec<f32> = pseudo_random(3 * 32 * 32, 9)
             .iter()
             .map(|v| (v - 0.5) * 8.0)
@@ -431,6 +479,141 @@ mod tests {
             let floor = -IMAGENET_MEAN[c] / IMAGENET_STD[c] - 1e-5;
             assert!(y.data[c * 1024..(c + 1) * 1024].iter().all(|&v| v >= floor));
         }
-        assert!(LowPassTarget::new(8, 8, Some(-1.0)).is_err());
+        assert!(FrequencyTarget::new(8, 8, Some(-1.0), Band::Low).is_err());
+    }
+
+    /// The high-pass target as its definition states it, in f64: de-normalise, fft2,
+    /// fftshift, keep the complement of the closed disk (i - (H-1)/2)^2 + (j - (W-1)/2)^2 <= r^2,
+    /// ifft2 without ifftshift, complex modulus, re-normalise (numerics §2.1 with 1 - M).
+    fn highpass_f64(x: &[f32], h: usize, w: usize, r: f64) -> Vec<f64> {
+        use std::f64::consts::PI;
+        let n = h * w;
+        let mut out = vec![0.0; 3 * n];
+        for c in 0..3 {
+            let (m, s) = (IMAGENET_MEAN[c] as f64, IMAGENET_STD[c] as f64);
+            let u: Vec<f64> = x[c * n..(c + 1) * n]
+                .iter()
+                .map(|&v| v as f64 * s + m)
+                .collect();
+            // F[k][l] = sum u[a][b] e^{-2 pi i (k a / H + l b / W)}
+            let mut f = vec![(0.0, 0.0); n];
+            for k in 0..h {
+                for l in 0..w {
+                    let (mut re, mut im) = (0.0, 0.0);
+                    for a in 0..h {
+                        for b in 0..w {
+                            let t =
+                                -2.0 * PI * ((k * a) as f64 / h as f64 + (l * b) as f64 / w as f64);
+                            re += u[a * w + b] * t.cos();
+                            im += u[a * w + b] * t.sin();
+                        }
+                    }
+                    f[k * w + l] = (re, im);
+                }
+            }
+            // fftshift: S[i][j] = F[(i - H/2) mod H][(j - W/2) mod W]; keep outside the disk.
+            let (ch, cw) = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
+            let mut sp = vec![(0.0, 0.0); n];
+            for i in 0..h {
+                for j in 0..w {
+                    let inside = (i as f64 - ch).powi(2) + (j as f64 - cw).powi(2) <= r * r;
+                    if !inside {
+                        sp[i * w + j] = f[((i + h - h / 2) % h) * w + (j + w - w / 2) % w];
+                    }
+                }
+            }
+            // ifft2 of the shifted, masked spectrum (no ifftshift), modulus, re-normalise.
+            for a in 0..h {
+                for b in 0..w {
+                    let (mut re, mut im) = (0.0, 0.0);
+                    for i in 0..h {
+                        for j in 0..w {
+                            let t =
+                                2.0 * PI * ((i * a) as f64 / h as f64 + (j * b) as f64 / w as f64);
+                            let (sr, si) = sp[i * w + j];
+                            re += sr * t.cos() - si * t.sin();
+                            im += sr * t.sin() + si * t.cos();
+                        }
+                    }
+                    let y = (re * re + im * im).sqrt() / n as f64;
+                    out[c * n + a * w + b] = (y - m) / s;
+                }
+            }
+        }
+        out
+    }
+
+    /// The high-pass target, on the host and on the device, equals its f64 statement on odd,
+    /// even and non-square sizes, with r = 0, a middle radius and r beyond the corner (where
+    /// nothing is left: the target is the normalised black image).
+    #[test]
+    fn highpass_equals_its_definition_in_f64() {
+        use pixmim_core::device::DeviceSpec;
+        let device = DeviceSpec::NdArray.device().unwrap();
+        for (h, w) in [(7, 9), (8, 8), (6, 10), (5, 5)] {
+            let x = pseudo_random(3 * h * w, (h * 31 + w) as u32);
+            for r in [0.0, 1.5, 3.0, 100.0] {
+                let want = highpass_f64(&x, h, w, r);
+                let t = FrequencyTarget::new(h, w, Some(r), Band::High).unwrap();
+                let img = ImageBatch {
+                    batch: 1,
+                    channels: 3,
+                    height: h,
+                    width: w,
+                    data: x.clone(),
+                };
+                let host = t.generate(&img).unwrap().data;
+                let xt = Tensor::<RunBackend, 4>::from_data(
+                    TensorData::new(x.clone(), [1, 3, h, w]),
+                    &device,
+                );
+                let dev: Vec<f32> = t.generate_on_device(xt).into_data().to_vec().unwrap();
+                for (path, got) in [("host", &host), ("device", &dev)] {
+                    let err = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(&g, &e)| (g as f64 - e).abs())
+                        .fold(0.0, f64::max);
+                    assert!(err < 2e-5, "{path} {h}x{w} r={r}: max abs error {err:.2e}");
+                }
+                if r >= 100.0 {
+                    let black = -IMAGENET_MEAN[0] as f64 / IMAGENET_STD[0] as f64;
+                    assert!((want[0] - black).abs() < 1e-9);
+                }
+            }
+        }
+    }
+
+    /// Low and high bands split the image: low complex + high complex = the image, so where
+    /// one band is everything the other is nothing.
+    #[test]
+    fn low_and_high_pass_are_complements() {
+        let (h, w) = (8, 12);
+        let x = pseudo_random(3 * h * w, 7);
+        let img = ImageBatch {
+            batch: 1,
+            channels: 3,
+            height: h,
+            width: w,
+            data: x.clone(),
+        };
+        let everything = FrequencyTarget::new(h, w, Some(100.0), Band::Low).unwrap();
+        let nothing = FrequencyTarget::new(h, w, Some(100.0), Band::High).unwrap();
+        let low = everything.generate(&img).unwrap().data;
+        let high = nothing.generate(&img).unwrap().data;
+        // The whole spectrum gives |u| = u back (u >= 0 once de-normalised for these inputs).
+        for (i, (&l, &v)) in low.iter().zip(&x).enumerate() {
+            let c = i / (h * w);
+            let u = v * IMAGENET_STD[c] + IMAGENET_MEAN[c];
+            if u >= 0.0 {
+                assert!((l - v).abs() < 1e-5, "{i}: {l} vs {v}");
+            }
+        }
+        let black: Vec<f32> = (0..3)
+            .map(|c| -IMAGENET_MEAN[c] / IMAGENET_STD[c])
+            .collect();
+        for (i, &v) in high.iter().enumerate() {
+            assert!((v - black[i / (h * w)]).abs() < 1e-5, "{i}: {v}");
+        }
     }
 }

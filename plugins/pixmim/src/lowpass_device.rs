@@ -4,10 +4,11 @@
 //!
 //! For one channel U (H, W): Y = | Ih[:, R] · (M ⊙ (Fh[R, :] · U · Fw[:, K])) · Iw[K, :] | / (HW),
 //! with K the kept columns, R the kept rows, F the forward and I the inverse DFT matrices.
+//! The high band is U minus the low band's complex result, before the modulus.
 //! Twiddles are computed in f64 with reduced angles and stored as f32.
 use burn::prelude::*;
 
-use crate::lowpass::LowPassFilter;
+use crate::lowpass::{Band, LowPassFilter};
 use pixmim_core::{IMAGENET_MEAN, IMAGENET_STD};
 
 /// Real and imaginary parts of a complex matrix.
@@ -112,8 +113,8 @@ impl<B: Backend> LowPassOnDevice<B> {
         }
     }
 
-    /// PixMIM target of normalised images (B, 3, H, W), in normalised space.
-    pub fn target(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    /// PixMIM target of normalised images (B, 3, H, W), in normalised space, keeping `band`.
+    pub fn target(&self, x: Tensor<B, 4>, band: Band) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         assert_eq!((h, w), (self.height, self.width));
         let device = x.device();
@@ -124,14 +125,29 @@ impl<B: Backend> LowPassOnDevice<B> {
         // and add the mean back, which keeps the f32 sums small (1e-5 parity on photos).
         let dc = u.clone().mean_dim(2).mean_dim(1); // (N, 1, 1)
         let u = u - dc.clone();
+        let u_centred = u.clone();
         let zeros = u.zeros_like();
-        let (p_re, p_im) = cmul(u, zeros, &self.fw); // (N, H, K)
-        let (q_re, q_im) = lmul(&self.fh, p_re, p_im); // (N, R, K)
-        let m = self.mask.clone().unsqueeze::<3>();
-        let (q_re, q_im) = (q_re * m.clone(), q_im * m);
-        let (r_re, r_im) = lmul(&self.ih, q_re, q_im); // (N, H, K)
-        let (s_re, s_im) = cmul(r_re, r_im, &self.iw); // (N, H, W)
-        let s_re = if self.dc_kept { s_re + dc } else { s_re };
+        // A disk that holds no bin (r < 0.5 on an even size) keeps nothing: no matrices.
+        let (s_re, s_im) = if self.mask.dims().contains(&0) {
+            (zeros.clone(), zeros)
+        } else {
+            let (p_re, p_im) = cmul(u, zeros, &self.fw); // (N, H, K)
+            let (q_re, q_im) = lmul(&self.fh, p_re, p_im); // (N, R, K)
+            let m = self.mask.clone().unsqueeze::<3>();
+            let (q_re, q_im) = (q_re * m.clone(), q_im * m);
+            let (r_re, r_im) = lmul(&self.ih, q_re, q_im); // (N, H, K)
+            cmul(r_re, r_im, &self.iw) // (N, H, W)
+        };
+        let (s_re, s_im) = match band {
+            Band::Low if self.dc_kept => (s_re + dc, s_im),
+            Band::Low => (s_re, s_im),
+            // u - low: the centred image less the filtered part, the mean where the disk
+            // dropped it; the imaginary part changes sign (the modulus does not care).
+            Band::High => {
+                let s_re = u_centred - s_re;
+                (if self.dc_kept { s_re } else { s_re + dc }, s_im)
+            }
+        };
         let y = (s_re.powi_scalar(2) + s_im.powi_scalar(2))
             .sqrt()
             .reshape([b, c, h, w]);
