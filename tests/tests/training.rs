@@ -7,7 +7,6 @@ use pixmim::device::DeviceSpec;
 use pixmim::job::{TrainOptions, TrainSummary};
 use pixmim::registry::{compose, Request};
 
-
 fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples")
 }

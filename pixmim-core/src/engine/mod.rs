@@ -20,6 +20,30 @@ use crate::RunBackend;
 // Where targets are made is the target generator's business; re-exported for the engine's users.
 pub use crate::target::{host_target, target_on_device, target_tensor};
 
+/// The devices of a training run or bench: `first` then `more` (data parallel), each
+/// checked (a missing CUDA driver is an error, not a panic), and `batch` split evenly over them.
+pub fn training_devices<'a>(
+    first: &'a DeviceSpec,
+    more: &'a [DeviceSpec],
+    batch: usize,
+) -> Result<(Vec<&'a DeviceSpec>, Vec<DispatchDevice>)> {
+    let specs: Vec<&DeviceSpec> = std::iter::once(first).chain(more).collect();
+    let devices: Vec<DispatchDevice> = specs
+        .iter()
+        .map(|d| d.train_device())
+        .collect::<Result<_>>()?;
+    if !batch.is_multiple_of(devices.len()) {
+        return Err(crate::Error::config(
+            "train.batch_size",
+            format!(
+                "{batch} does not split evenly over {} devices",
+                devices.len()
+            ),
+        ));
+    }
+    Ok((specs, devices))
+}
+
 /// The model a training run (or the step bench) starts from: built on `device` from `seed`,
 /// its matrix products in `train.precision`, which every device of the run (`specs`) must be
 /// able to compute in (else a config error naming the key). One rule for `train` and `bench`.

@@ -8,7 +8,7 @@ use burn::DispatchDevice;
 use rand::SeedableRng;
 
 use crate::bench::median;
-use crate::device::{device_memory, release_device_memory, DeviceMemory, DeviceSpec};
+use crate::device::{device_memory, release_device_memory, DeviceMemory};
 use crate::engine::step::{Step, StepInputs};
 use crate::error::Result;
 use crate::job::{StepBenchOptions, StepTiming};
@@ -40,13 +40,7 @@ where
     M: Autoencoder<B> + AutodiffModule<B> + 'static,
     F: Fn(&DispatchDevice, u64) -> M,
 {
-    let specs: Vec<&DeviceSpec> = std::iter::once(&opts.device)
-        .chain(&opts.replicas)
-        .collect();
-    let devices: Vec<DispatchDevice> = specs
-        .iter()
-        .map(|d| d.train_device())
-        .collect::<Result<_>>()?;
+    let (specs, devices) = super::training_devices(&opts.device, &opts.replicas, opts.batch)?;
     let device = devices[0].clone();
     for d in &devices {
         release_device_memory(d); // the previous configuration's pages

@@ -15,7 +15,6 @@ use crate::data::loader::{Loader, Source};
 use crate::data::seed::{derive, Purpose};
 use crate::data::BadFiles;
 use crate::data::Dataset;
-use crate::device::DeviceSpec;
 use crate::engine::step::{Step, StepInputs};
 use crate::error::{Error, Result};
 use crate::job::{TrainOptions, TrainSummary};
@@ -57,22 +56,7 @@ where
     let sched = LrSchedule::new(&c.schedule, lr, total as f64 / ipe as f64, ipe);
 
     let run = RunDir::open(&opts.out, opts.resume)?;
-    let specs: Vec<&DeviceSpec> = std::iter::once(&opts.device)
-        .chain(&opts.replicas)
-        .collect();
-    let devices: Vec<DispatchDevice> = specs
-        .iter()
-        .map(|d| d.train_device())
-        .collect::<Result<_>>()?;
-    if !batch.is_multiple_of(devices.len()) {
-        return Err(Error::config(
-            "train.batch_size",
-            format!(
-                "{batch} does not split evenly over {} devices",
-                devices.len()
-            ),
-        ));
-    }
+    let (specs, devices) = super::training_devices(&opts.device, &opts.replicas, batch)?;
     let seed = derive(c.seed, Purpose::Init, 0);
     let mut model = super::model_for_training(c, &specs, &devices[0], seed, &build)?;
     super::memory_preflight(c, &specs, checkpoint::count_params(&model))?;
