@@ -15,6 +15,7 @@ use pixmim::device::DeviceSpec;
 use pixmim::job::{ReconstructInput, ReconstructOptions, Reconstruction};
 use pixmim::patchify::{patchify_host, unpatchify_host};
 use pixmim::registry::{self, Geometry};
+use pixmim::traits::Augmentation;
 use pixmim::{Error, Result};
 
 use crate::Compose;
@@ -67,7 +68,8 @@ pub struct CoverageArgs {
     /// without it, the images' alpha channel is the mask.
     #[arg(long)]
     masks: Option<PathBuf>,
-    /// rrc, src or cc (centre crop); repeat or comma-separate for several.
+    /// Registered augmentations (rrc, src, center_crop or cc, resize, ...); repeat or
+    /// comma-separate for several.
     #[arg(long = "transform", value_delimiter = ',', default_value = "rrc,src")]
     transforms: Vec<String>,
     #[arg(long, default_value_t = 0.75)]
@@ -266,16 +268,17 @@ fn coverage_cmd(a: &CoverageArgs) -> Result<()> {
     let mut csv = String::from("transform,image,j_f,j_mof\n");
     let mut lines = Vec::new();
     for t in &a.transforms {
-        let name = match t.as_str() {
-            "rrc" => "rrc",
-            "src" => "src",
-            "cc" => "center_crop",
-            other => {
-                return Err(Error::Usage(format!(
-                    "--transform must be rrc, src or cc, got `{other}`"
-                )))
-            }
-        };
+        // Any registered augmentation, with its default parameters; `cc` is short for
+        // `center_crop`.
+        let name = if t == "cc" { "center_crop" } else { t.as_str() };
+        let known = registry::component_names::<dyn Augmentation>();
+        if !known.iter().any(|(n, _)| *n == name) {
+            let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+            return Err(Error::Usage(format!(
+                "--transform: unknown augmentation `{t}`; known: {} (or cc)",
+                names.join(", ")
+            )));
+        }
         let aug = registry::build_augmentation(name, &toml::Table::new(), &geometry)?;
         let masking = view_masking(aug.as_ref(), a.patch_size, a.mask_ratio)?;
         let (mut jf, mut jmf) = (0.0, 0.0);

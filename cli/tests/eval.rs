@@ -268,7 +268,7 @@ fn coverage_prints_one_parseable_line_per_transform_from_masks_or_alpha() {
             "--data",
             data.to_str().unwrap(),
             "--transform",
-            "rrc,src,cc",
+            "rrc,src,cc,resize",
             "--img-size",
             "32",
             "--patch-size",
@@ -287,8 +287,8 @@ fn coverage_prints_one_parseable_line_per_transform_from_masks_or_alpha() {
     };
     let out = run(&imgs, Some(&masks));
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3, "{out}");
-    for (line, t) in lines.iter().zip(["rrc", "src", "cc"]) {
+    assert_eq!(lines.len(), 4, "{out}");
+    for (line, t) in lines.iter().zip(["rrc", "src", "cc", "resize"]) {
         // Exactly `TRANSFORM  J(F)=NN.N%  J(MoF)=NN.N%`.
         let rest = line
             .strip_prefix(&format!("{t}  J(F)="))
@@ -320,10 +320,29 @@ fn coverage_prints_one_parseable_line_per_transform_from_masks_or_alpha() {
     assert!((jf(lines[1]) - 86.6).abs() < 4.0, "{}", lines[1]);
     assert!((40.0..70.0).contains(&jf(lines[0])), "{}", lines[0]);
     assert!(lines[2].starts_with("cc  J(F)=76.6%"), "{}", lines[2]);
+    // Resize keeps the whole image: the whole object.
+    assert!(lines[3].starts_with("resize  J(F)=100.0%"), "{}", lines[3]);
     let rows = std::fs::read_to_string(&csv).unwrap();
-    assert_eq!(rows.lines().count(), 1 + 9, "{rows}");
+    assert_eq!(rows.lines().count(), 1 + 12, "{rows}");
     // The alpha channel gives the same answer as mask files.
     assert_eq!(run(&rgba, None), out);
+    // An unknown transform is refused, listing the registered ones.
+    let o = pixmim(&[
+        "analyze",
+        "coverage",
+        "--data",
+        imgs.to_str().unwrap(),
+        "--masks",
+        masks.to_str().unwrap(),
+        "--transform",
+        "nope",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("`nope`") && text(&o).contains("resize"),
+        "{}",
+        text(&o)
+    );
     // Images without alpha and no --masks: refused, naming the image.
     let o = pixmim(&["analyze", "coverage", "--data", imgs.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));

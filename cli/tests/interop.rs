@@ -412,3 +412,92 @@ fn official_state_dicts_import_and_export_back_identically() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `export --to detectron2` and `--to mmseg` write `.pth` files with the key sets and shapes
+/// their code bases load, written down here from the upstream sources: detectron2's ViTDet
+/// configs load the official `mae_pretrain_vit_base.pth` (`{"model": encoder}` in
+/// `models_mae.py`'s names, `?matching_heuristics=True`); mmseg's `configs/mae` load the output
+/// of `tools/model_converters/beit2mmseg.py` (`blocks` -> `layers`, `norm` -> `ln` inside them,
+/// `mlp.fc1` -> `ffn.layers.0.0`, `mlp.fc2` -> `ffn.layers.1`, `patch_embed.proj` ->
+/// `patch_embed.projection`, everything under `backbone.`, a bare state dict). Importing the
+/// detectron2 file back gives the same encoder.
+#[test]
+fn exports_for_detection_and_segmentation_have_the_upstream_keys() {
+    use pixmim::interop::{read_raw, Format};
+    let dir = tmp("dense");
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let weights = vectors().join("weights.safetensors");
+    let mut args = vec!["import", "--from", "official-mae"];
+    args.extend(VECTOR_MODEL);
+    let ours = p("ours.safetensors");
+    args.extend([weights.to_str().unwrap(), "--out", ours.as_str()]);
+    ok(&args);
+    // The vector model: 64 px, patch 8 (64 patches), width 96, depth 3, MLP 384.
+    let (d, hidden, depth) = (96, 384, 3);
+    let block = |prefix: &str, i: usize, mm: bool| -> Vec<(String, Vec<usize>)> {
+        let (n1, n2, fc1, fc2) = if mm {
+            ("ln1", "ln2", "ffn.layers.0.0", "ffn.layers.1")
+        } else {
+            ("norm1", "norm2", "mlp.fc1", "mlp.fc2")
+        };
+        let b = format!("{prefix}{i}.");
+        vec![
+            (format!("{b}{n1}.weight"), vec![d]),
+            (format!("{b}{n1}.bias"), vec![d]),
+            (format!("{b}attn.qkv.weight"), vec![3 * d, d]),
+            (format!("{b}attn.qkv.bias"), vec![3 * d]),
+            (format!("{b}attn.proj.weight"), vec![d, d]),
+            (format!("{b}attn.proj.bias"), vec![d]),
+            (format!("{b}{n2}.weight"), vec![d]),
+            (format!("{b}{n2}.bias"), vec![d]),
+            (format!("{b}{fc1}.weight"), vec![hidden, d]),
+            (format!("{b}{fc1}.bias"), vec![hidden]),
+            (format!("{b}{fc2}.weight"), vec![d, hidden]),
+            (format!("{b}{fc2}.bias"), vec![d]),
+        ]
+    };
+    let expected = |mm: bool| -> HashMap<String, Vec<usize>> {
+        let (pre, layers, proj) = if mm {
+            ("backbone.", "backbone.layers.", "patch_embed.projection")
+        } else {
+            ("", "blocks.", "patch_embed.proj")
+        };
+        let mut v = vec![
+            (format!("{pre}cls_token"), vec![1, 1, d]),
+            (format!("{pre}pos_embed"), vec![1, 65, d]),
+            (format!("{pre}{proj}.weight"), vec![d, 3, 8, 8]),
+            (format!("{pre}{proj}.bias"), vec![d]),
+            (format!("{pre}norm.weight"), vec![d]),
+            (format!("{pre}norm.bias"), vec![d]),
+        ];
+        for i in 0..depth {
+            v.extend(block(layers, i, mm));
+        }
+        v.into_iter().collect()
+    };
+    for (to, mm) in [("detectron2", false), ("mmseg", true)] {
+        let out = p(&format!("{to}.pth"));
+        ok(&["export", "--to", to, &ours, "--out", &out]);
+        let got: HashMap<String, Vec<usize>> = read_raw(Path::new(&out), Format::Official)
+            .unwrap()
+            .into_iter()
+            .map(|(k, t)| (k, t.shape))
+            .collect();
+        assert_eq!(got, expected(mm), "--to {to}");
+    }
+    // detectron2's file is the official encoder: importing it gives our encoder back.
+    let mut args = vec!["import", "--from", "official-mae"];
+    args.extend(VECTOR_MODEL);
+    let d2 = p("detectron2.pth");
+    let back = p("back.safetensors");
+    args.extend([d2.as_str(), "--out", back.as_str()]);
+    let msg = ok(&args);
+    assert!(msg.contains("freshly initialised"), "{msg}");
+    let (a, b) = (load(Path::new(&ours)), load(Path::new(&back)));
+    let encoder: Vec<&String> = a
+        .keys()
+        .filter(|k| !k.starts_with("decoder_") && *k != "mask_token")
+        .collect();
+    same(&a, &b, &encoder);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -71,6 +71,21 @@ pub fn official_to_mm(name: &str) -> String {
     rename(name, true)
 }
 
+/// Official encoder name -> mmsegmentation's, as its `beit2mmseg.py` converter renames the
+/// official MAE encoder: `blocks` -> `layers` with `norm` -> `ln`, `mlp.fc1` -> `ffn.layers.0.0`
+/// and `mlp.fc2` -> `ffn.layers.1` inside them, `patch_embed.proj` -> `patch_embed.projection`,
+/// all under `backbone.` (the final `norm` keeps its name, unlike mmselfsup's `ln1`).
+pub fn official_to_mmseg(name: &str) -> String {
+    let renamed = match name.strip_prefix("blocks.").and_then(split_block) {
+        Some((idx, tail)) => format!("layers.{idx}{}", map_block_tail(tail, true)),
+        None => match name.strip_prefix("patch_embed.proj.") {
+            Some(rest) => format!("patch_embed.projection.{rest}"),
+            None => name.to_string(),
+        },
+    };
+    format!("backbone.{renamed}")
+}
+
 /// mmselfsup / mmpretrain name -> official name; `None` for buffers that are not parameters.
 pub fn mm_to_official(name: &str) -> Option<String> {
     if MM_BUFFERS.iter().any(|b| name.starts_with(b)) {

@@ -16,7 +16,9 @@ use crate::job::{ImportOptions, ImportReport};
 use crate::registry::Composed;
 use crate::RunBackend;
 
-pub use layout::{mm_to_official, official_to_mm, OfficialLayout};
+pub mod pth;
+
+pub use layout::{mm_to_official, official_to_mm, official_to_mmseg, OfficialLayout};
 
 /// A checkpoint format of the reference codebases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +34,12 @@ pub enum Format {
     Mmpretrain,
     /// timm VisionTransformer: the encoder alone, official names.
     Timm,
+    /// detectron2's ViTDet (export only): the encoder alone in the official names, as the
+    /// released `mae_pretrain_vit_*.pth` its configs load (`{"model": encoder}`).
+    Detectron2,
+    /// mmsegmentation's `MAE` backbone (export only): the encoder renamed as its
+    /// `tools/model_converters/beit2mmseg.py` does (numerics §0.9), a bare state dict.
+    Mmseg,
     /// safetensors in any of the layouts above (detected from the keys).
     Safetensors,
 }
@@ -44,6 +52,8 @@ pub const FORMAT_NAMES: &[&str] = &[
     "mmselfsup",
     "mmpretrain",
     "timm",
+    "detectron2",
+    "mmseg",
     "safetensors",
 ];
 
@@ -55,6 +65,8 @@ impl Format {
             "mmselfsup" => Self::Mmselfsup,
             "mmpretrain" => Self::Mmpretrain,
             "timm" => Self::Timm,
+            "detectron2" => Self::Detectron2,
+            "mmseg" => Self::Mmseg,
             "safetensors" => Self::Safetensors,
             _ => {
                 return Err(Error::Usage(format!(
@@ -67,6 +79,18 @@ impl Format {
     fn is_mm(self) -> bool {
         matches!(self, Self::Mmselfsup | Self::Mmpretrain)
     }
+    /// Formats that hold the encoder alone.
+    fn encoder_only(self) -> bool {
+        matches!(self, Self::Timm | Self::Detectron2 | Self::Mmseg)
+    }
+    /// The entry `torch.save` puts the state dict under in this format's `.pth` files, if any.
+    fn pth_key(self) -> Option<&'static str> {
+        match self {
+            Self::Official | Self::Detectron2 | Self::Safetensors => Some("model"),
+            Self::Mmselfsup | Self::Mmpretrain => Some("state_dict"),
+            Self::Timm | Self::Mmseg => None,
+        }
+    }
 }
 
 fn is_mm_key(k: &str) -> bool {
@@ -76,6 +100,11 @@ fn is_mm_key(k: &str) -> bool {
 /// Read a state dict and return it under official names. `.pth` files are read with
 /// burn-store (the `model` or `state_dict` entry, else the top level); safetensors directly.
 pub fn read_state_dict(path: &Path, format: Format) -> Result<HashMap<String, HostTensor>> {
+    if format == Format::Mmseg {
+        return Err(Error::Usage(
+            "--from mmseg: mmseg's layout is for export only; import the pretraining checkpoint it was converted from".into(),
+        ));
+    }
     let raw = read_raw(path, format)?;
     let mm = format.is_mm() || raw.keys().any(|k| is_mm_key(k));
     Ok(raw
@@ -158,10 +187,12 @@ pub fn to_format(
         .iter()
         .filter(|(k, _)| !k.starts_with("optim."))
         .map(|(k, t)| layout.to_official(k, t.clone()))
-        .filter(|(k, _)| format != Format::Timm || layout.is_encoder_key(k))
+        .filter(|(k, _)| !format.encoder_only() || layout.is_encoder_key(k))
         .map(|(k, t)| {
             let name = if format.is_mm() {
                 official_to_mm(&k)
+            } else if format == Format::Mmseg {
+                official_to_mmseg(&k)
             } else {
                 k
             };
@@ -173,7 +204,8 @@ pub fn to_format(
 }
 
 /// Write a pixmim checkpoint (for `export`), in `format`'s layout, with the official layout
-/// of the method named in its metadata.
+/// of the method named in its metadata: a PyTorch `.pth` (`torch.save`'s format, the state
+/// dict under the format's usual entry) when `out` ends in `.pth`, else safetensors.
 pub fn export(checkpoint_path: &Path, format: Format, out: &Path) -> Result<usize> {
     let (tensors, meta) = checkpoint::read_safetensors(checkpoint_path)?;
     let layout = match meta.get("method") {
@@ -186,6 +218,10 @@ pub fn export(checkpoint_path: &Path, format: Format, out: &Path) -> Result<usiz
         None => OfficialLayout::PLAIN,
     };
     let v = to_format(&tensors, &layout, format);
+    if out.extension().and_then(|e| e.to_str()) == Some("pth") {
+        pth::write_pth(out, format.pth_key(), &v)?;
+        return Ok(v.len());
+    }
     let mut m = HashMap::from([("format".to_string(), "pt".to_string())]);
     if let Some(method) = meta.get("method") {
         m.insert("pixmim_method".into(), method.clone());

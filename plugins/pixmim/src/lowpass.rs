@@ -6,9 +6,10 @@
 //! unit-modulus phase, so we filter in natural frequency order with the mask rolled back,
 //! M'[k][l] = M[(k + H/2) mod H][(l + W/2) mod W], and take |·|.
 //!
-//! The high-pass target of the paper's appendix (Table 22, "removing low-freq") is the same
-//! pipeline with the complement 1 - M of the disk ([`Band::High`]). The filter is linear and
-//! IDFT(DFT(u)) = u, so its complex result is u minus the low band's, before the modulus.
+//! The high-pass target of the paper's appendix (Table 22, "removing low-freq"; numerics
+//! §2.3) is the same pipeline with the complement 1 - M of the disk ([`Band::High`]). The
+//! filter is linear and IDFT(DFT(u)) = u, so its complex result is u minus the low band's,
+//! before the modulus.
 //!
 //! Speed: the disk keeps at most 2r+1 frequency columns, so only those columns are transformed
 //! (forward and inverse), and pairs of real rows share one complex FFT. `apply_naive` is the
