@@ -3,6 +3,8 @@ use burn::module::Module;
 use burn::prelude::*;
 use rand::rngs::StdRng;
 
+use crate::data::object_mask::{Foreground, MaskSource};
+
 use crate::mask::MaskTensors;
 
 /// A batch of images on the host, (B, C, H, W) row-major f32, ImageNet-normalised.
@@ -67,6 +69,32 @@ pub trait Augmentation: Send + Sync {
     /// analysis uses it (paper §3.2); `None` when an augmentation cannot say.
     fn view_map(&self, _width: u32, _height: u32, _rng: &mut StdRng) -> Option<ViewMap> {
         None
+    }
+    /// Where the object masks this augmentation needs come from (`background_crop`); the
+    /// data workers then load each image's mask and call [`Self::apply_with_object`].
+    fn object_masks(&self) -> Option<&MaskSource> {
+        None
+    }
+    /// [`Self::apply`] knowing the image's object (when [`Self::object_masks`] asks for it).
+    fn apply_with_object(
+        &self,
+        img: &image::RgbImage,
+        _object: Option<&Foreground>,
+        rng: &mut StdRng,
+        out: &mut [f32],
+    ) {
+        self.apply(img, rng, out)
+    }
+    /// [`Self::view_map`] knowing the image's object, with the draws of
+    /// [`Self::apply_with_object`].
+    fn view_map_with_object(
+        &self,
+        width: u32,
+        height: u32,
+        _object: Option<&Foreground>,
+        rng: &mut StdRng,
+    ) -> Option<ViewMap> {
+        self.view_map(width, height, rng)
     }
 }
 

@@ -153,12 +153,16 @@ fn every_augmentation_and_target_trains_with_every_method() {
     for m in methods() {
         for section in ["augmentation", "target"] {
             for name in names(section) {
-                let sets = vec![
+                let mut sets = vec![
                     format!("{section}.name={name:?}"),
                     format!("data.path={:?}", samples.display().to_string()),
                     "train.steps=2".to_string(),
                     "train.batch_size=4".to_string(),
                 ];
+                if name == "background_crop" {
+                    // The sample photos have no alpha: their non-black pixels are the object.
+                    sets.push("augmentation.masks=\"non_black\"".into());
+                }
                 let c = compose(&request(m.name(), "tiny", &sets))
                     .unwrap_or_else(|e| panic!("{} {section}={name}: {e}", m.name()));
                 let out = std::env::temp_dir().join(format!(
@@ -182,6 +186,31 @@ fn every_augmentation_and_target_trains_with_every_method() {
             }
         }
     }
-    // Four methods x (rrc, src, center_crop, resize + pixel, lowpass, highpass) at least.
-    assert!(runs >= 4 * 7, "only {runs} runs");
+    // Four methods x (rrc, src, center_crop, resize, background_crop + pixel, lowpass,
+    // highpass) at least.
+    assert!(runs >= 4 * 8, "only {runs} runs");
+}
+
+/// `background_crop` needs each image's object mask: photos without alpha are a data error
+/// naming the file (under `data.on_error = "fail"`), never a silent crop of anything.
+#[test]
+fn background_crop_without_masks_is_a_data_error_naming_the_image() {
+    use pixmim::device::DeviceSpec;
+    use pixmim::job::TrainOptions;
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples");
+    let sets = vec![
+        "augmentation.name=\"background_crop\"".to_string(),
+        format!("data.path={:?}", samples.display().to_string()),
+        "train.steps=1".to_string(),
+        "train.batch_size=2".to_string(),
+    ];
+    let c = compose(&request("mae", "tiny", &sets)).unwrap();
+    let out = std::env::temp_dir().join(format!("pixmim-bg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let e = c
+        .train(&TrainOptions::new(&out, DeviceSpec::Flex))
+        .expect_err("no alpha, no masks")
+        .to_string();
+    assert!(e.contains("alpha") && e.contains("data/samples"), "{e}");
+    let _ = std::fs::remove_dir_all(&out);
 }

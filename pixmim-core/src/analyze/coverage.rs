@@ -6,103 +6,15 @@
 //! Each is averaged over `samples` random views per image, then over images. With random
 //! masking at ratio 0.75, J(M o F) is about J(F) / 4, so 25% is its upper bound. The paper's
 //! ImageNet-S figures: RRC 68.3% / 17.1%, SRC 88.2% / 22.1%.
-use std::path::{Path, PathBuf};
-
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+pub use crate::data::object_mask::{find_mask, Foreground};
 use crate::data::seed::derive;
 use crate::data::seed::Purpose;
 use crate::error::{Error, Result};
 use crate::masking::RandomMasking;
 use crate::traits::{Augmentation, Corruption};
-
-/// A binary foreground mask at the image's own size.
-#[derive(Clone, Debug)]
-pub struct Foreground {
-    pub width: usize,
-    pub height: usize,
-    pub inside: Vec<bool>,
-}
-
-impl Foreground {
-    pub fn area(&self) -> usize {
-        self.inside.iter().filter(|&&b| b).count()
-    }
-
-    /// The foreground of `image`: its mask in `masks` (same stem), else its alpha channel.
-    pub fn for_image(image: &Path, masks: Option<&Path>) -> Result<Self> {
-        match masks {
-            Some(dir) => {
-                let size = image::image_dimensions(image)
-                    .map_err(|e| Error::data(image, format!("cannot read: {e}")))?;
-                Self::from_mask_file(&find_mask(dir, image)?, size)
-            }
-            None => Self::from_alpha(image),
-        }
-    }
-
-    /// From a mask image (foreground = luma above 127), checked against the image's size.
-    pub fn from_mask_file(mask: &Path, image_size: (u32, u32)) -> Result<Self> {
-        let m = image::open(mask)
-            .map_err(|e| Error::data(mask, format!("cannot read mask: {e}")))?
-            .into_luma8();
-        if m.dimensions() != image_size {
-            return Err(Error::data(
-                mask,
-                format!(
-                    "mask is {}x{} but its image is {}x{}",
-                    m.width(),
-                    m.height(),
-                    image_size.0,
-                    image_size.1
-                ),
-            ));
-        }
-        Ok(Self {
-            width: m.width() as usize,
-            height: m.height() as usize,
-            inside: m.pixels().map(|p| p.0[0] > 127).collect(),
-        })
-    }
-
-    /// From the alpha channel of an RGBA image (foreground = alpha above 127).
-    pub fn from_alpha(image: &Path) -> Result<Self> {
-        let img =
-            image::open(image).map_err(|e| Error::data(image, format!("cannot read: {e}")))?;
-        if !img.color().has_alpha() {
-            return Err(Error::data(
-                image,
-                "has no alpha channel: pass --masks DIR with a mask image per image",
-            ));
-        }
-        let rgba = img.into_rgba8();
-        Ok(Self {
-            width: rgba.width() as usize,
-            height: rgba.height() as usize,
-            inside: rgba.pixels().map(|p| p.0[3] > 127).collect(),
-        })
-    }
-}
-
-/// The mask file for `image` in `masks`: same file stem, any image extension.
-pub fn find_mask(masks: &Path, image: &Path) -> Result<PathBuf> {
-    let stem = image.file_stem().unwrap_or_default();
-    for ext in ["png", "PNG", "jpg", "jpeg", "bmp"] {
-        let p = masks.join(stem).with_extension(ext);
-        if p.exists() {
-            return Ok(p);
-        }
-    }
-    Err(Error::data(
-        image,
-        format!(
-            "has no mask named {}.* in {}",
-            stem.to_string_lossy(),
-            masks.display()
-        ),
-    ))
-}
 
 /// J(F) and J(M o F) of one foreground over `samples` views, each with its own RNG stream
 /// (`seed`, `key`), so results do not depend on threads or image order.
@@ -126,7 +38,7 @@ pub fn coverage(
         let mut rng =
             StdRng::seed_from_u64(derive(seed, Purpose::Augment, key * 1_000_003 + s as u64));
         let map = augmentation
-            .view_map(fg.width as u32, fg.height as u32, &mut rng)
+            .view_map_with_object(fg.width as u32, fg.height as u32, Some(fg), &mut rng)
             .ok_or_else(|| {
                 Error::Usage(format!(
                     "{} cannot report its crop, so coverage cannot be measured",

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::traits::{Augmentation, ViewMap};
 use crate::{IMAGENET_MEAN, IMAGENET_STD};
 
+pub mod background_crop;
 pub mod center_crop;
 pub mod resize;
 pub use center_crop::CenterCrop;

@@ -16,6 +16,7 @@ use super::bad_files::BadFiles;
 use super::dataset::Dataset;
 use super::seed::{rng, Purpose};
 use crate::config::OnError;
+use crate::data::object_mask::{Foreground, MaskSource};
 use crate::error::{Error, Result};
 use crate::mask::MaskBatch;
 use crate::traits::{Augmentation, ImageBatch, Parts};
@@ -65,6 +66,16 @@ impl Source {
     /// readable item (in dataset order, wrapping) takes its place. Decoding is deterministic,
     /// so the replacement is the same in every run and after every resume.
     pub fn load(&self, i: usize) -> Result<image::RgbImage> {
+        self.load_with_object(i, None).map(|(img, _)| img)
+    }
+
+    /// [`Self::load`], with the item's object mask from `masks` when given; a missing or
+    /// unreadable mask counts as an unreadable item.
+    pub fn load_with_object(
+        &self,
+        i: usize,
+        masks: Option<&MaskSource>,
+    ) -> Result<(image::RgbImage, Option<Foreground>)> {
         let items = &self.dataset.items;
         let mut first_error = None;
         for j in (0..items.len()).map(|d| (i + d) % items.len()) {
@@ -72,8 +83,12 @@ impl Source {
             if self.on_error == OnError::Skip && self.bad.is_known(path) {
                 continue;
             }
-            match self.dataset.read(j) {
-                Ok(img) => return Ok(img),
+            let read = self.dataset.read(j).and_then(|img| {
+                let object = masks.map(|m| m.load(path, &img)).transpose()?;
+                Ok((img, object))
+            });
+            match read {
+                Ok(sample) => return Ok(sample),
                 Err(e) if self.on_error == OnError::Fail => {
                     return Err(match e {
                         Error::Data { path, msg } => Error::data(
@@ -208,11 +223,11 @@ pub fn views(
         .par_chunks_mut(n)
         .zip(items.par_iter())
         .try_for_each(|(out, &(k, i))| -> Result<()> {
-            let img = source.load(i)?;
+            let (img, object) = source.load_with_object(i, augmentation.object_masks())?;
             let mut r = rng(seed, Purpose::Augment, k as u64);
             // An augmentation bug on an odd image must not kill a worker thread silently.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                augmentation.apply(&img, &mut r, out)
+                augmentation.apply_with_object(&img, object.as_ref(), &mut r, out)
             }))
             .map_err(|_| {
                 Error::data(

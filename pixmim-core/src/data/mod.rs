@@ -4,6 +4,7 @@ pub mod complete;
 pub mod dataset;
 pub mod idx;
 pub mod loader;
+pub mod object_mask;
 pub mod seed;
 
 pub use bad_files::BadFiles;
