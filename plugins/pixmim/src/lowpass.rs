@@ -483,11 +483,35 @@ mod tests {
         assert!(FrequencyTarget::new(8, 8, Some(-1.0), Band::Low).is_err());
     }
 
+    /// The plain 2-D DFT in f64: X[k][l] = sum x[a][b] e^{sign 2 pi i (k a / H + l b / W)},
+    /// unnormalised (the inverse is sign = +1 over H W).
+    fn dft2(x: &[(f64, f64)], h: usize, w: usize, sign: f64) -> Vec<(f64, f64)> {
+        use std::f64::consts::PI;
+        let mut out = vec![(0.0, 0.0); h * w];
+        for k in 0..h {
+            for l in 0..w {
+                let (mut re, mut im) = (0.0, 0.0);
+                for a in 0..h {
+                    for b in 0..w {
+                        let t = sign
+                            * 2.0
+                            * PI
+                            * ((k * a) as f64 / h as f64 + (l * b) as f64 / w as f64);
+                        let (xr, xi) = x[a * w + b];
+                        re += xr * t.cos() - xi * t.sin();
+                        im += xr * t.sin() + xi * t.cos();
+                    }
+                }
+                out[k * w + l] = (re, im);
+            }
+        }
+        out
+    }
+
     /// The high-pass target as its definition states it, in f64: de-normalise, fft2,
     /// fftshift, keep the complement of the closed disk (i - (H-1)/2)^2 + (j - (W-1)/2)^2 <= r^2,
     /// ifft2 without ifftshift, complex modulus, re-normalise (numerics §2.1 with 1 - M).
     fn highpass_f64(x: &[f32], h: usize, w: usize, r: f64) -> Vec<f64> {
-        use std::f64::consts::PI;
         let n = h * w;
         let mut out = vec![0.0; 3 * n];
         for c in 0..3 {
@@ -496,22 +520,8 @@ mod tests {
                 .iter()
                 .map(|&v| v as f64 * s + m)
                 .collect();
-            // F[k][l] = sum u[a][b] e^{-2 pi i (k a / H + l b / W)}
-            let mut f = vec![(0.0, 0.0); n];
-            for k in 0..h {
-                for l in 0..w {
-                    let (mut re, mut im) = (0.0, 0.0);
-                    for a in 0..h {
-                        for b in 0..w {
-                            let t =
-                                -2.0 * PI * ((k * a) as f64 / h as f64 + (l * b) as f64 / w as f64);
-                            re += u[a * w + b] * t.cos();
-                            im += u[a * w + b] * t.sin();
-                        }
-                    }
-                    f[k * w + l] = (re, im);
-                }
-            }
+            // F = fft2(u)
+            let f = dft2(&u.iter().map(|&v| (v, 0.0)).collect::<Vec<_>>(), h, w, -1.0);
             // fftshift: S[i][j] = F[(i - H/2) mod H][(j - W/2) mod W]; keep outside the disk.
             let (ch, cw) = ((h as f64 - 1.0) / 2.0, (w as f64 - 1.0) / 2.0);
             let mut sp = vec![(0.0, 0.0); n];
@@ -524,18 +534,10 @@ mod tests {
                 }
             }
             // ifft2 of the shifted, masked spectrum (no ifftshift), modulus, re-normalise.
+            let y = dft2(&sp, h, w, 1.0);
             for a in 0..h {
                 for b in 0..w {
-                    let (mut re, mut im) = (0.0, 0.0);
-                    for i in 0..h {
-                        for j in 0..w {
-                            let t =
-                                2.0 * PI * ((i * a) as f64 / h as f64 + (j * b) as f64 / w as f64);
-                            let (sr, si) = sp[i * w + j];
-                            re += sr * t.cos() - si * t.sin();
-                            im += sr * t.sin() + si * t.cos();
-                        }
-                    }
+                    let (re, im) = y[a * w + b];
                     let y = (re * re + im * im).sqrt() / n as f64;
                     out[c * n + a * w + b] = (y - m) / s;
                 }
