@@ -164,6 +164,24 @@ pub trait TargetGenerator: Send + Sync {
     ) -> Tensor<crate::RunBackend, 4> {
         images
     }
+    /// Initial values of the target's trainable parameters (the adaptive low-pass target's
+    /// radius logit), `None` for a fixed target. A trainable target is made on the device
+    /// and trained with the model ([`crate::target::TargetParams`]).
+    fn trainable(&self) -> Option<Vec<f32>> {
+        None
+    }
+    /// The device path with trainable parameters `theta`, the gradient flowing into them.
+    fn generate_trainable(
+        &self,
+        images: Tensor<crate::RunBackend, 4>,
+        _theta: Tensor<crate::RunBackend, 1>,
+    ) -> Tensor<crate::RunBackend, 4> {
+        self.generate_on_device(images)
+    }
+    /// Scalars to log for parameter values `theta` (e.g. the radius they stand for).
+    fn trainable_metrics(&self, _theta: &[f32]) -> Vec<(String, f64)> {
+        Vec::new()
+    }
 }
 
 /// Encoder + decoder. `forward` returns per-patch predictions (B, L, p*p*3) in the official

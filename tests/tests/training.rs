@@ -513,3 +513,73 @@ fn jobs_run_on_the_step_threads() {
     let name = BUILT_ON.lock().unwrap().clone();
     assert!(name.starts_with("pixmim-shard-"), "the job ran on `{name}`");
 }
+
+/// PixMIM's adaptive low-pass target (appendix Table 21): its radius trains with the model,
+/// is logged at every logged step, is saved in checkpoints with its AdamW moments, and a run
+/// stopped between checkpoints resumes to the same radius and weights, bit for bit.
+#[test]
+fn the_adaptive_radius_trains_is_logged_and_resumes_exactly() {
+    let sets = [
+        "target.name=\"adaptive_lowpass\"",
+        "train.steps=8",
+        "train.checkpoint_every=4",
+        "train.log_every=1",
+    ];
+    let whole = out_dir("adaptive-whole");
+    let first = run(&sets, &whole, false, None);
+    assert!(first.losses.iter().all(|l| l.is_finite()));
+    let weights = final_weights(&whole);
+    for key in [
+        "target.theta",
+        "optim.exp_avg.target.theta",
+        "optim.exp_avg_sq.target.theta",
+    ] {
+        assert!(weights.contains_key(key), "no `{key}` in the checkpoint");
+    }
+    let config = std::fs::read_to_string(whole.join("config.toml")).unwrap();
+    let config: toml::Table = toml::from_str(&config).unwrap();
+    let t = config["target"].as_table().unwrap();
+    let (lo, hi) = (
+        t["radius_min"].as_float().unwrap(),
+        t["radius_max"].as_float().unwrap(),
+    );
+    let init = t["radius_init"].as_float().unwrap();
+    let radii: Vec<f64> = std::fs::read_to_string(whole.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["target_radius"]
+                .as_f64()
+                .expect("target_radius on every line")
+        })
+        .collect();
+    assert_eq!(radii.len(), 8);
+    assert!(radii.iter().all(|r| (lo..=hi).contains(r)), "{radii:?}");
+    // AdamW moves theta by about lr per step: the radius leaves its start.
+    assert!((radii[7] - init).abs() > 1e-4, "{init} -> {radii:?}");
+
+    let split = out_dir("adaptive-split");
+    run(&sets, &split, false, Some(6));
+    let second = run(&sets, &split, true, None);
+    assert_eq!(second.start_iteration, 4);
+    let resumed = final_weights(&split);
+    assert_eq!(weights.len(), resumed.len());
+    for (k, v) in &weights {
+        assert_eq!(v.data, resumed[k].data, "{k} differs after resume");
+    }
+    // A checkpoint with a learnt radius is refused by a run whose target is fixed.
+    let err = std::panic::catch_unwind(|| {
+        run(
+            &["train.steps=10", "train.checkpoint_every=4"],
+            &split,
+            true,
+            None,
+        )
+    })
+    .expect_err("a fixed target cannot resume a trainable one");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("target"), "{msg}");
+    let _ = std::fs::remove_dir_all(&whole);
+    let _ = std::fs::remove_dir_all(&split);
+}

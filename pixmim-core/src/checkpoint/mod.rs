@@ -246,12 +246,13 @@ pub fn import_params<B: Backend, M: Module<B>>(
 }
 
 /// Load a checkpoint's weights into `model`; every model parameter must be in the file with
-/// its shape, and the file may hold nothing else but optimiser state.
+/// its shape, and the file may hold nothing else but optimiser state and a trainable
+/// target's parameters.
 pub fn load_weights<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<M> {
     let (tensors, _) = read_safetensors(path)?;
     let params: HashMap<String, HostTensor> = tensors
         .into_iter()
-        .filter(|(k, _)| !k.starts_with("optim."))
+        .filter(|(k, _)| !k.starts_with("optim.") && !k.starts_with(TARGET_PREFIX))
         .collect();
     let (model, unused) = import_params(model, &params, path)?;
     if !unused.is_empty() {
@@ -265,6 +266,23 @@ pub fn load_weights<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<M
     }
     Ok(model)
 }
+
+/// A trainable target's parameters as a checkpoint holds them (`target.*`, what its run
+/// learnt), or `target` unchanged when it holds none (a fixed target's run, an import).
+pub fn load_target_params<B: Backend, M: Module<B>>(target: M, path: &Path) -> Result<M> {
+    let (tensors, _) = read_safetensors(path)?;
+    let params: HashMap<String, HostTensor> = tensors
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(TARGET_PREFIX)?.to_string(), v)))
+        .collect();
+    if params.is_empty() {
+        return Ok(target);
+    }
+    Ok(import_params(target, &params, path)?.0)
+}
+
+/// Where a training checkpoint keeps a trainable target's parameters (`target.theta`).
+pub const TARGET_PREFIX: &str = "target.";
 
 /// The `format` entry of every checkpoint pixmim writes.
 pub const FORMAT: &str = "pixmim-checkpoint-v1";

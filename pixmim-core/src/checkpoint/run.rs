@@ -1,7 +1,8 @@
 //! A training run's folder: `config.toml`, `metrics.jsonl`, `bad_files.txt` and
 //! `checkpoints/step-NNNNNNNN.safetensors`, each checkpoint the model's parameters plus AdamW's
 //! moments (`optim.exp_avg.<name>`, `optim.exp_avg_sq.<name>`, their step counts in the
-//! metadata), so that a resumed run continues bit for bit.
+//! metadata) and a trainable target's parameters (`target.<name>`), so that a resumed run
+//! continues bit for bit.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -10,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::{json, Map, Value};
 
-use crate::checkpoint::{self, HostTensor};
+use crate::checkpoint::{self, HostTensor, TARGET_PREFIX};
 use crate::error::{Error, Result};
 use crate::optim::adamw::Moments;
 use crate::optim::AdamW;
@@ -64,15 +65,20 @@ impl RunDir {
     ///
     /// A checkpoint is only worth keeping if it can be resumed from: parameters holding NaN or
     /// Inf are an error and the last good checkpoint stays.
-    pub fn save<B: AutodiffBackend, M: AutodiffModule<B>>(
+    pub fn save<B: AutodiffBackend, M: AutodiffModule<B>, T: AutodiffModule<B>>(
         &self,
         iteration: usize,
-        model: &M,
+        (model, target): (&M, &T),
         optim: &AdamW<B>,
         (method, config): (&str, &toml::Table),
         keep: usize,
     ) -> Result<PathBuf> {
         let mut tensors = checkpoint::export_params(model);
+        tensors.extend(
+            checkpoint::export_params(target)
+                .into_iter()
+                .map(|(k, t)| (format!("{TARGET_PREFIX}{k}"), t)),
+        );
         if let Some((name, _)) = tensors
             .iter()
             .find(|(_, t)| t.data.iter().any(|v| !v.is_finite()))
@@ -156,15 +162,15 @@ fn host<I: Backend>(t: &Tensor<I, 1>) -> HostTensor {
     }
 }
 
-/// Load a training checkpoint of `method` into `model` and `optim`; returns the iteration to
-/// continue from.
-pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
+/// Load a training checkpoint of `method` into `model`, the target's parameters and `optim`;
+/// returns the iteration to continue from.
+pub fn load<B: AutodiffBackend, M: AutodiffModule<B>, T: AutodiffModule<B>>(
     path: &Path,
-    model: M,
+    (model, target): (M, T),
     optim: &mut AdamW<B>,
     method: &str,
     device: &burn::tensor::Device<B::InnerBackend>,
-) -> Result<(M, usize)> {
+) -> Result<(M, T, usize)> {
     let (tensors, meta) = checkpoint::read_safetensors(path)?;
     let bad = |msg: String| Error::Checkpoint {
         path: path.to_path_buf(),
@@ -183,15 +189,35 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
         .get("iteration")
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| bad("has no iteration".into()))?;
-    let params: HashMap<String, HostTensor> = tensors
-        .iter()
-        .filter(|(k, _)| !k.starts_with("optim."))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let part = |prefix: &str| -> HashMap<String, HostTensor> {
+        tensors
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
+            .collect()
+    };
+    let mut params = part("");
+    params.retain(|k, _| !k.starts_with("optim.") && !k.starts_with(TARGET_PREFIX));
     let (model, unused) = checkpoint::import_params(model, &params, path)?;
     if !unused.is_empty() {
         return Err(bad(format!(
             "has parameters this model lacks: {}",
+            unused.join(", ")
+        )));
+    }
+    // A run whose target is trainable needs its parameters; one whose target is fixed
+    // refuses them (the config's target changed since the checkpoint).
+    let target_params = part(TARGET_PREFIX);
+    let wanted = checkpoint::export_params(&target);
+    if target_params.is_empty() && !wanted.is_empty() {
+        return Err(bad(format!(
+            "has no trainable target parameters ({TARGET_PREFIX}{}) but this run's target learns them",
+            wanted[0].0
+        )));
+    }
+    let (target, unused) = checkpoint::import_params(target, &target_params, path)?;
+    if !unused.is_empty() {
+        return Err(bad(format!(
+            "holds trainable target parameters ({}) but this run's target has none",
             unused.join(", ")
         )));
     }
@@ -219,5 +245,5 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>>(
             },
         );
     }
-    Ok((model, iteration))
+    Ok((model, target, iteration))
 }

@@ -64,6 +64,18 @@ where
     Ok(build(device, seed).with_precision(c.train.precision))
 }
 
+/// A run's AdamW (`optim.*`) for `model` and a trainable target's parameters (no weight
+/// decay), one place for training and the bench.
+pub fn optimiser<M: Autoencoder<RunBackend> + burn::module::AutodiffModule<RunBackend>>(
+    c: &Composed,
+    model: &M,
+    target: &crate::target::TargetParams<RunBackend>,
+) -> crate::optim::AdamW<RunBackend> {
+    let mut optim = crate::optim::AdamW::new(&c.optim, model);
+    optim.add_undecayed(target, crate::checkpoint::TARGET_PREFIX);
+    optim
+}
+
 /// The memory of a training step of `c` on `specs`, for a model with `(trainable, frozen)`
 /// parameters ([`crate::memory`]).
 pub fn memory_plan(

@@ -10,6 +10,7 @@ use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::job::{ReconstructInput, ReconstructOptions, Reconstruction};
 use crate::registry::Composed;
+use crate::target::TargetParams;
 use crate::traits::Autoencoder;
 use crate::RunBackend;
 
@@ -96,10 +97,12 @@ where
     } = opts;
     let device = spec.train_device()?;
     let model = checkpoint::load_weights(build(&device, c.seed), &checkpoint)?;
+    let target = TargetParams::new(c.parts.target.as_ref(), &device);
+    let target = checkpoint::load_target_params(target, &checkpoint)?;
     let mut n = 0;
     for input in inputs {
         let input = input?;
-        let rec = reconstruct_batch(c, &model, &spec, &device, &input)?;
+        let rec = reconstruct_batch(c, (&model, &target), &spec, &device, &input)?;
         each(input, rec)?;
         n += 1;
     }
@@ -108,7 +111,7 @@ where
 
 fn reconstruct_batch<M: Autoencoder<B>>(
     c: &Composed,
-    model: &M,
+    (model, target): (&M, &TargetParams<B>),
     spec: &DeviceSpec,
     device: &DispatchDevice,
     input: &ReconstructInput,
@@ -132,7 +135,8 @@ fn reconstruct_batch<M: Autoencoder<B>>(
     let x = img.to_tensor::<B>(device);
     let on_device = super::target_on_device(c.parts.target.as_ref(), spec);
     let host_t = super::host_target(c.parts.target.as_ref(), img, on_device);
-    let target_img = super::target_tensor(c.parts.target.as_ref(), host_t.as_ref(), x.clone());
+    let target_img =
+        super::target_tensor(c.parts.target.as_ref(), host_t.as_ref(), target, x.clone());
     let pred = model.forward(x, &mask_t);
     let loss = model.loss(pred.clone(), target_img.clone(), mask_t.mask.clone());
     let p = model.target_patch_size();

@@ -13,6 +13,7 @@ use crate::engine::data_parallel::{multi_gradients, run_shards};
 use crate::error::{Error, Result};
 use crate::mask::MaskBatch;
 use crate::optim::AdamW;
+use crate::target::TargetParams;
 use crate::traits::{Autoencoder, ImageBatch, TargetGenerator};
 use crate::RunBackend;
 
@@ -47,6 +48,8 @@ pub struct Step<M> {
     /// accumulated gradient is the mean over the accumulated batches.
     accum: usize,
     accumulators: Vec<GradientsAccumulator<M>>,
+    /// The same for a trainable target's parameters.
+    target_accumulators: Vec<GradientsAccumulator<TargetParams<B>>>,
     probe: Option<ForwardProbe>,
 }
 
@@ -59,10 +62,15 @@ where
             .iter()
             .map(|_| GradientsAccumulator::new())
             .collect();
+        let target_accumulators = devices
+            .iter()
+            .map(|_| GradientsAccumulator::new())
+            .collect();
         Self {
             devices,
             accum: accum.max(1),
             accumulators,
+            target_accumulators,
             probe: None,
         }
     }
@@ -82,10 +90,12 @@ where
     /// Each shard's loss is scaled by 1/devices, so the shards' gradients sum to the batch's
     /// (every sample masks the same number of patches, so the mean of the shard means is the
     /// batch mean). Each shard runs a replica made with `fork`, which gives it fresh leaf
-    /// parameters and so its own autodiff graph, with the model's parameter ids.
+    /// parameters and so its own autodiff graph, with the model's parameter ids; so does the
+    /// target's (`target`, empty for a fixed target), whose gradient comes from the same loss.
     pub fn accumulate(
         &mut self,
         model: &M,
+        target: &TargetParams<B>,
         inputs: &StepInputs,
         target_gen: &dyn TargetGenerator,
     ) -> Result<f64> {
@@ -102,12 +112,17 @@ where
         let replicas = self
             .devices
             .iter()
-            .map(|dev| model.clone().fork(dev))
+            .map(|dev| (model.clone().fork(dev), target.clone().fork(dev)))
             .collect();
-        let shards = run_shards(&self.devices, replicas, |d, dev, replica: M| {
-            let (images, target, mask) = inputs.rows(d * per, per);
+        let shards = run_shards(&self.devices, replicas, |d, dev, (replica, params)| {
+            let (images, host_target, mask) = inputs.rows(d * per, per);
             let images = images.to_tensor::<B>(dev);
-            let target = crate::target::target_tensor(target_gen, target.as_ref(), images.clone());
+            let target = crate::target::target_tensor(
+                target_gen,
+                host_target.as_ref(),
+                &params,
+                images.clone(),
+            );
             let mask = mask.to_tensors::<B>(dev);
             let pred = replica.forward(images, &mask);
             if let Some(probe) = &probe {
@@ -121,26 +136,51 @@ where
             } else {
                 loss.clone()
             };
-            let grads = GradientsParams::from_grads(scaled.backward(), &replica);
-            (replica, loss, grads)
+            let mut all = scaled.backward();
+            let grads = GradientsParams::from_module(&mut all, &replica);
+            let target_grads = GradientsParams::from_module(&mut all, &params);
+            ((replica, grads), (params, target_grads), loss)
         })?;
         let mut losses = Vec::with_capacity(n);
-        for ((replica, loss, grads), acc) in shards.into_iter().zip(&mut self.accumulators) {
-            acc.accumulate(&replica, grads);
+        let accumulators = self.accumulators.iter_mut();
+        let targets = self.target_accumulators.iter_mut();
+        for ((model, target, loss), (acc, target_acc)) in
+            shards.into_iter().zip(accumulators.zip(targets))
+        {
+            acc.accumulate(&model.0, model.1);
+            target_acc.accumulate(&target.0, target.1);
             losses.push(loss);
         }
         Ok(losses.into_iter().map(|l| l.into_scalar() as f64).sum())
     }
 
-    /// One AdamW update of `model` with the gradients accumulated since the last one.
-    pub fn update(&mut self, model: M, optim: &mut AdamW<B>, lr: f64) -> M {
+    /// One AdamW update of `model` and of the target's parameters (added to `optim` with
+    /// [`AdamW::add_undecayed`]) with the gradients accumulated since the last one.
+    pub fn update(
+        &mut self,
+        (model, target): (M, TargetParams<B>),
+        optim: &mut AdamW<B>,
+        lr: f64,
+    ) -> (M, TargetParams<B>) {
         let mut grads: Vec<GradientsParams> =
             self.accumulators.iter_mut().map(|a| a.grads()).collect();
-        if grads.len() == 1 {
+        let target_grads: Vec<GradientsParams> = self
+            .target_accumulators
+            .iter_mut()
+            .map(|a| a.grads())
+            .collect();
+        let model = if grads.len() == 1 {
             optim.step(lr, model, grads.pop().expect("one device"))
         } else {
             optim.step_multi(lr, model, multi_gradients(grads, &self.devices))
-        }
+        };
+        let target = match target.theta {
+            Some(_) => {
+                optim.step_unclipped(lr, target, multi_gradients(target_grads, &self.devices))
+            }
+            None => target,
+        };
+        (model, target)
     }
 
     /// Wait until every device has finished the work queued so far (GPU backends queue it).

@@ -12,8 +12,8 @@ use crate::device::{device_memory, release_device_memory, DeviceMemory};
 use crate::engine::step::{Step, StepInputs};
 use crate::error::Result;
 use crate::job::{StepBenchOptions, StepTiming};
-use crate::optim::AdamW;
 use crate::registry::Composed;
+use crate::target::TargetParams;
 use crate::traits::Autoencoder;
 use crate::RunBackend;
 
@@ -46,7 +46,8 @@ where
         release_device_memory(d); // the previous configuration's pages
     }
     let mut model = super::model_for_training(c, &specs, &device, c.seed, &build)?;
-    let mut optim = AdamW::<B>::new(&c.optim, &model);
+    let mut target = TargetParams::new(c.parts.target.as_ref(), &device);
+    let mut optim = super::optimiser(c, &model, &target);
     let (h, w) = c.geometry.image;
     let images = crate::bench::normal_images(opts.batch, (h, w), c.seed);
     let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
@@ -86,8 +87,8 @@ where
             target: host.as_ref(),
             mask: &mask,
         };
-        step.accumulate(&model, &inputs, c.parts.target.as_ref())?;
-        model = step.update(model, &mut optim, 1e-4);
+        step.accumulate(&model, &target, &inputs, c.parts.target.as_ref())?;
+        (model, target) = step.update((model, target), &mut optim, 1e-4);
         // GPU backends queue work; wait for the step to finish before stopping the clock.
         step.sync()?;
         if warm_up {

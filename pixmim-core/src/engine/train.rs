@@ -21,6 +21,7 @@ use crate::job::{TrainOptions, TrainSummary};
 use crate::log::{progress_bar, MetricsLog};
 use crate::optim::{AdamW, LrSchedule};
 use crate::registry::Composed;
+use crate::target::TargetParams;
 use crate::traits::Autoencoder;
 use crate::RunBackend;
 
@@ -60,13 +61,16 @@ where
     let seed = derive(c.seed, Purpose::Init, 0);
     let mut model = super::model_for_training(c, &specs, &devices[0], seed, &build)?;
     super::memory_preflight(c, &specs, checkpoint::count_params(&model))?;
-    let mut optim = AdamW::<B>::new(&c.optim, &model);
+    let target_gen = c.parts.target.as_ref();
+    let mut target = TargetParams::new(target_gen, &devices[0]);
+    let mut optim = super::optimiser(c, &model, &target);
     let mut start = 0;
     let mut last_good = run.latest()?;
     match (&last_good, opts.resume) {
         (Some(path), true) => {
             let device = opts.device.device()?;
-            (model, start) = run::load(path, model, &mut optim, c.method.name(), &device)?;
+            let method = c.method.name();
+            (model, target, start) = run::load(path, (model, target), &mut optim, method, &device)?;
             eprintln!("resuming from {} at step {start}", path.display());
         }
         (None, true) => eprintln!(
@@ -97,7 +101,7 @@ where
         batch,
         start..total,
         workers,
-        super::target_on_device(c.parts.target.as_ref(), &opts.device),
+        super::target_on_device(target_gen, &opts.device),
     );
 
     let mut report = Report::open(&run, (start, total), ipe, opts.progress, bad_files)?;
@@ -117,23 +121,28 @@ where
             target: b.target.as_ref(),
             mask: &b.mask,
         };
-        let loss = step.accumulate(&model, &inputs, c.parts.target.as_ref())?;
+        let loss = step.accumulate(&model, &target, &inputs, target_gen)?;
         check_finite(loss, it, last_good.as_deref())?;
         let done = it + 1;
         // Updates (and checkpoints) at accumulation boundaries only, so no half-accumulated
         // gradient is applied early or lost.
         let boundary = done % accum == 0 || done == total;
         if boundary {
-            model = step.update(model, &mut optim, lr_now);
+            (model, target) = step.update((model, target), &mut optim, lr_now);
         }
         losses.push(loss);
         report.step(batch);
         if done % c.train.log_every == 0 || done == total {
-            report.log(it, loss, lr_now, &optim, model.metrics())?;
+            let mut metrics = model.metrics();
+            if let Some(theta) = target.values() {
+                metrics.extend(target_gen.trainable_metrics(&theta));
+            }
+            report.log(it, loss, lr_now, &optim, metrics)?;
         }
         if boundary && (done % c.train.checkpoint_every == 0 || done == total) {
             let method = (c.method.name(), &c.table);
-            let saved = run.save(done, &model, &optim, method, c.train.keep_checkpoints);
+            let trained = (&model, &target);
+            let saved = run.save(done, trained, &optim, method, c.train.keep_checkpoints);
             last_good = Some(saved.map_err(|e| match e {
                 Error::Training(msg) => {
                     Error::Training(format!("{msg}; {}", last_good_note(last_good.as_deref())))
@@ -203,7 +212,8 @@ impl Report {
     }
 
     /// Log iteration `it`: loss, lr, speed since the last log, the gradient norm when
-    /// clipping, bad files so far, and the model's own metrics (MFF's fusion weights).
+    /// clipping, bad files so far, and the model's and the target's own metrics (MFF's fusion
+    /// weights, the adaptive radius).
     fn log(
         &mut self,
         it: usize,

@@ -81,10 +81,36 @@ impl<B: AutodiffBackend> AdamW<B> {
         }
     }
 
+    /// Train the parameters of `extra` too (a trainable target's `theta`), named `prefix`
+    /// followed by their own names, without weight decay. They step with
+    /// [`Self::step_unclipped`]: the model's gradient clipping is about the model.
+    pub fn add_undecayed<M: Module<B>>(&mut self, extra: &M, prefix: &str) {
+        for p in param_infos(extra) {
+            self.no_decay.insert(p.id);
+            self.names.insert(p.id, format!("{prefix}{}", p.name));
+        }
+    }
+
     /// One optimiser step at learning rate `lr`. Parameters without a gradient (frozen ones)
     /// are left alone.
     pub fn step<M: AutodiffModule<B>>(&mut self, lr: f64, model: M, grads: GradientsParams) -> M {
         self.step_with(lr, model, Grads::Single(grads))
+    }
+
+    /// [`Self::step_multi`] without gradient clipping, for the parameters added by
+    /// [`Self::add_undecayed`] (one device's gradients are a one-entry list).
+    pub fn step_unclipped<M: AutodiffModule<B>>(
+        &mut self,
+        lr: f64,
+        module: M,
+        grads: MultiGradientsParams,
+    ) -> M {
+        let mut mapper = StepMapper {
+            opt: self,
+            lr,
+            grads: Grads::Multi(grads),
+        };
+        module.map(&mut mapper)
     }
 
     /// One step from the gradients of several devices (data parallel). burn's

@@ -2,6 +2,7 @@
 //! method (numerics §2, §2.4): the augmentation becomes the Simple Resized Crop and the target
 //! becomes the low-frequency image. Model, masking, norm_pix, loss, optimiser and schedule stay
 //! the method's own.
+pub mod adaptive_lowpass;
 pub mod lowpass;
 pub mod lowpass_device;
 pub mod simple_resized_crop;
@@ -10,6 +11,7 @@ use pixmim_core::recipe::Component;
 use pixmim_core::registry::{Plugin, PluginRegistration};
 use pixmim_core::Result;
 
+pub use adaptive_lowpass::AdaptiveLowPass;
 pub use lowpass::{Band, FrequencyTarget, LowPassFilter};
 pub use lowpass_device::LowPassOnDevice;
 pub use simple_resized_crop::{SimpleResizedCrop, SrcParams};

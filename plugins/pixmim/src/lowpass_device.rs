@@ -6,7 +6,12 @@
 //! with K the kept columns, R the kept rows, F the forward and I the inverse DFT matrices.
 //! The high band is U minus the low band's complex result, before the modulus.
 //! Twiddles are computed in f64 with reduced angles and stored as f32.
+//!
+//! [`LowPassOnDevice::smooth_target`] replaces the ideal disk with a smooth one, a sigmoid of
+//! (r - distance) / width, r a tensor, so the target has a gradient in r (the adaptive
+//! target); its support is the filter's disk, built at the largest radius plus a margin.
 use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
 
 use crate::lowpass::{Band, LowPassFilter};
 use pixmim_core::{IMAGENET_MEAN, IMAGENET_STD};
@@ -75,6 +80,10 @@ pub struct LowPassOnDevice<B: Backend> {
     fw: Cplx<B>,
     fh: Cplx<B>,
     mask: Tensor<B, 2>,
+    /// Distance of each kept bin from the disk's centre on the shifted grid, (R, K).
+    distance: Tensor<B, 2>,
+    /// The same for the DC bin.
+    dc_distance: f64,
     ih: Cplx<B>,
     iw: Cplx<B>,
     /// Is the DC bin kept? (false only for tiny radii)
@@ -91,11 +100,14 @@ impl<B: Backend> LowPassOnDevice<B> {
         rows.sort();
         let all_w: Vec<usize> = (0..w).collect();
         let all_h: Vec<usize> = (0..h).collect();
-        let mask: Vec<f32> = rows
-            .iter()
-            .flat_map(|&k| cols.iter().map(move |&l| (k, l)))
+        let bins = || rows.iter().flat_map(|&k| cols.iter().map(move |&l| (k, l)));
+        let mask: Vec<f32> = bins()
             .map(|(k, l)| filter.keeps(k, l) as u8 as f32)
             .collect();
+        let distance: Vec<f32> = bins()
+            .map(|(k, l)| bin_distance(h, w, k, l) as f32)
+            .collect();
+        let grid = [rows.len(), cols.len()];
         let mut iw = twiddles::<B>(&cols, &all_w, w, 1.0, device);
         // fold 1/(HW) into the last matrix
         let s = 1.0 / (h * w) as f64;
@@ -106,7 +118,9 @@ impl<B: Backend> LowPassOnDevice<B> {
             width: w,
             fw: twiddles(&all_w, &cols, w, -1.0, device),
             fh: twiddles(&rows, &all_h, h, -1.0, device),
-            mask: Tensor::from_data(TensorData::new(mask, [rows.len(), cols.len()]), device),
+            mask: Tensor::from_data(TensorData::new(mask, grid), device),
+            distance: Tensor::from_data(TensorData::new(distance, grid), device),
+            dc_distance: bin_distance(h, w, 0, 0),
             ih: twiddles(&all_h, &rows, h, 1.0, device),
             iw,
             dc_kept: filter.keeps(0, 0),
@@ -116,28 +130,9 @@ impl<B: Backend> LowPassOnDevice<B> {
     /// PixMIM target of normalised images (B, 3, H, W), in normalised space, keeping `band`.
     pub fn target(&self, x: Tensor<B, 4>, band: Band) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
-        assert_eq!((h, w), (self.height, self.width));
-        let device = x.device();
-        let mean = Tensor::<B, 1>::from_floats(IMAGENET_MEAN, &device).reshape([1, 3, 1, 1]);
-        let std = Tensor::<B, 1>::from_floats(IMAGENET_STD, &device).reshape([1, 3, 1, 1]);
-        let u = (x * std.clone() + mean.clone()).reshape([b * c, h, w]);
-        // The filter is linear and a constant lives only in the DC bin: filter u - mean(u)
-        // and add the mean back, which keeps the f32 sums small (1e-5 parity on photos).
-        let dc = u.clone().mean_dim(2).mean_dim(1); // (N, 1, 1)
-        let u = u - dc.clone();
+        let (u, dc) = self.centred(x.clone());
         let u_centred = u.clone();
-        let zeros = u.zeros_like();
-        // A disk that holds no bin (r < 0.5 on an even size) keeps nothing: no matrices.
-        let (s_re, s_im) = if self.mask.dims().contains(&0) {
-            (zeros.clone(), zeros)
-        } else {
-            let (p_re, p_im) = cmul(u, zeros, &self.fw); // (N, H, K)
-            let (q_re, q_im) = lmul(&self.fh, p_re, p_im); // (N, R, K)
-            let m = self.mask.clone().unsqueeze::<3>();
-            let (q_re, q_im) = (q_re * m.clone(), q_im * m);
-            let (r_re, r_im) = lmul(&self.ih, q_re, q_im); // (N, H, K)
-            cmul(r_re, r_im, &self.iw) // (N, H, W)
-        };
+        let (s_re, s_im) = self.filtered(u, self.mask.clone());
         let (s_re, s_im) = match band {
             Band::Low if self.dc_kept => (s_re + dc, s_im),
             Band::Low => (s_re, s_im),
@@ -148,9 +143,78 @@ impl<B: Backend> LowPassOnDevice<B> {
                 (if self.dc_kept { s_re } else { s_re + dc }, s_im)
             }
         };
-        let y = (s_re.powi_scalar(2) + s_im.powi_scalar(2))
-            .sqrt()
-            .reshape([b, c, h, w]);
-        (y - mean) / std
+        renormalise(s_re, s_im, [b, c, h, w], &x.device())
     }
+
+    /// The low-pass target with the smooth disk sigmoid((radius - distance) / width):
+    /// `radius` a one-element tensor the result is differentiable in. Bins outside the
+    /// support (the filter this was built from) count as 0.
+    pub fn smooth_target(&self, x: Tensor<B, 4>, radius: Tensor<B, 1>, width: f64) -> Tensor<B, 4> {
+        let [b, c, h, w] = x.dims();
+        let (u, dc) = self.centred(x.clone());
+        let edge = |d: Tensor<B, 2>| sigmoid((radius.clone().reshape([1, 1]) - d) / width);
+        let (s_re, s_im) = self.filtered(u, edge(self.distance.clone()));
+        // A constant lives only in the DC bin, which the disk weighs by its value there.
+        let dc_weight = edge(Tensor::from_floats(
+            [[self.dc_distance as f32]],
+            &x.device(),
+        ));
+        let s_re = s_re + dc * dc_weight.unsqueeze::<3>();
+        renormalise(s_re, s_im, [b, c, h, w], &x.device())
+    }
+
+    /// De-normalised channels (B*3, H, W) less their means, and the means (B*3, 1, 1).
+    /// The filter is linear and a constant lives only in the DC bin: filtering u - mean(u)
+    /// and adding the mean back keeps the f32 sums small (1e-5 parity on photos).
+    fn centred(&self, x: Tensor<B, 4>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let [b, c, h, w] = x.dims();
+        assert_eq!((h, w), (self.height, self.width));
+        let (mean, std) = mean_std(&x.device());
+        let u = (x * std + mean).reshape([b * c, h, w]);
+        let dc = u.clone().mean_dim(2).mean_dim(1);
+        (u - dc.clone(), dc)
+    }
+
+    /// IDFT(DFT(u) ⊙ mask) over the support, real and imaginary parts (N, H, W).
+    fn filtered(&self, u: Tensor<B, 3>, mask: Tensor<B, 2>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let zeros = u.zeros_like();
+        // A disk that holds no bin (r < 0.5 on an even size) keeps nothing: no matrices.
+        if mask.dims().contains(&0) {
+            return (zeros.clone(), zeros);
+        }
+        let (p_re, p_im) = cmul(u, zeros, &self.fw); // (N, H, K)
+        let (q_re, q_im) = lmul(&self.fh, p_re, p_im); // (N, R, K)
+        let m = mask.unsqueeze::<3>();
+        let (q_re, q_im) = (q_re * m.clone(), q_im * m);
+        let (r_re, r_im) = lmul(&self.ih, q_re, q_im); // (N, H, K)
+        cmul(r_re, r_im, &self.iw) // (N, H, W)
+    }
+}
+
+fn mean_std<B: Backend>(device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let mean = Tensor::<B, 1>::from_floats(IMAGENET_MEAN, device).reshape([1, 3, 1, 1]);
+    let std = Tensor::<B, 1>::from_floats(IMAGENET_STD, device).reshape([1, 3, 1, 1]);
+    (mean, std)
+}
+
+/// The modulus of the filtered channels, back in normalised space (B, 3, H, W).
+fn renormalise<B: Backend>(
+    re: Tensor<B, 3>,
+    im: Tensor<B, 3>,
+    shape: [usize; 4],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let (mean, std) = mean_std(device);
+    let y = (re.powi_scalar(2) + im.powi_scalar(2))
+        .sqrt()
+        .reshape(shape);
+    (y - mean) / std
+}
+
+/// Distance of natural-order frequency (k, l) from the disk's centre ((H-1)/2, (W-1)/2) on
+/// the shifted grid, where it sits at ((k + H/2) mod H, (l + W/2) mod W).
+pub fn bin_distance(h: usize, w: usize, k: usize, l: usize) -> f64 {
+    let i = ((k + h / 2) % h) as f64 - (h as f64 - 1.0) / 2.0;
+    let j = ((l + w / 2) % w) as f64 - (w as f64 - 1.0) / 2.0;
+    (i * i + j * j).sqrt()
 }
