@@ -152,7 +152,7 @@ pub fn run(cmd: &EvalCommand) -> Result<()> {
     }
 }
 
-fn labelled(path: &Path, limit: Option<usize>) -> Result<Arc<Source>> {
+pub(crate) fn labelled(path: &Path, limit: Option<usize>) -> Result<Arc<Source>> {
     let mut ds = Dataset::open(path)?;
     if let Some(n) = limit {
         if n == 0 {
@@ -171,7 +171,7 @@ fn labelled(path: &Path, limit: Option<usize>) -> Result<Arc<Source>> {
     Ok(Arc::new(Source::strict(ds)))
 }
 
-fn eval_transform(c: &Composed, crop_pct: f64) -> Result<Arc<dyn Augmentation>> {
+pub(crate) fn eval_transform(c: &Composed, crop_pct: f64) -> Result<Arc<dyn Augmentation>> {
     Ok(Arc::new(CenterCrop::eval(c.geometry.image, crop_pct)?))
 }
 

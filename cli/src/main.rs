@@ -4,6 +4,7 @@ mod bench;
 mod eval;
 mod interop;
 mod reconstruct;
+mod sweep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +73,9 @@ enum Command {
     /// The paper's analyses: frequency PSNR of reconstructions, object coverage.
     #[command(subcommand)]
     Analyze(analyze::AnalyzeCommand),
+    /// Pretrain and evaluate every (variant, seed) of an experiment file; one table of
+    /// means, standard deviations and differences to the baseline with 95% intervals.
+    Sweep(sweep::SweepArgs),
 }
 
 #[derive(Args)]
@@ -459,6 +463,7 @@ fn main() -> ExitCode {
         Command::Export(a) => interop::export(a),
         Command::Eval(e) => eval::run(e),
         Command::Analyze(a) => analyze::run(a),
+        Command::Sweep(a) => sweep::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

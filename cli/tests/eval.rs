@@ -3,7 +3,7 @@
 mod common;
 use std::path::{Path, PathBuf};
 
-use common::{pixmim, text, tmp, train_tiny};
+use common::{ok, pixmim, text, tmp, train_tiny};
 use pixmim::data::idx::IdxImages;
 
 /// Two classes a random encoder already separates: dark and bright noisy 28x28 images.
@@ -413,4 +413,112 @@ fn frequency_compares_checkpoints_in_a_csv_and_a_plot() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&root);
+}
+
+fn modified(p: &Path) -> std::time::SystemTime {
+    std::fs::metadata(p).unwrap().modified().unwrap()
+}
+
+/// `pixmim sweep`: every (variant, seed) pretrained and evaluated, one table with the
+/// baseline's differences; a rerun redoes nothing, a change of evaluation settings
+/// re-evaluates without retraining, and bad files are refused before anything trains.
+#[test]
+fn sweep_runs_every_variant_and_seed_once_and_continues_where_it_stopped() {
+    let dir = tmp("sweep");
+    let train = write_idx(&dir.join("data"), "train", 48, 5);
+    let val = write_idx(&dir.join("data"), "t10k", 16, 6);
+    let out = dir.join("runs");
+    let sweep = |epochs: usize, extra: &str| {
+        format!(
+            r#"out = {out:?}
+method = "mae"
+preset = "tiny"
+data = {train:?}
+seeds = [0, 1]
+baseline = "mae"
+sets = ["train.steps=2", "train.batch_size=4"]
+{extra}
+[eval]
+data = {train:?}
+val_data = {val:?}
+crop_pct = 1.0
+eval_batch = 16
+linear_epochs = {epochs}
+linear_warmup_epochs = 0
+linear_batch = 16
+linear_optimizer = "sgd"
+
+[[variant]]
+name = "mae"
+
+[[variant]]
+name = "pixmim"
+plugins = ["pixmim"]
+seeds = [1]
+"#
+        )
+    };
+    let file = dir.join("sweep.toml");
+    std::fs::write(&file, sweep(1, "")).unwrap();
+    let f = file.to_str().unwrap();
+    let first = ok(&["sweep", f]);
+    for (v, s) in [("mae", 0), ("mae", 1), ("pixmim", 1)] {
+        assert!(
+            out.join(format!("{v}/seed-{s}/eval.json")).exists(),
+            "{first}"
+        );
+    }
+    assert!(
+        !out.join("pixmim/seed-0").exists(),
+        "pixmim runs seed 1 only"
+    );
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    let row = md.lines().find(|l| l.starts_with("| pixmim |")).unwrap();
+    // One paired seed: a difference but no interval.
+    assert!(row.contains("(one seed)"), "{md}");
+    let mae = md
+        .lines()
+        .find(|l| l.starts_with("| mae | 0, 1 |"))
+        .unwrap();
+    assert!(mae.contains(" ± "), "{md}");
+    let runs = std::fs::read_to_string(out.join("runs.csv")).unwrap();
+    assert_eq!(runs.lines().count(), 4, "{runs}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(csv.starts_with("variant,runs,knn_top1_mean"), "{csv}");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+
+    // Rerun: nothing is redone.
+    let eval_json = out.join("mae/seed-0/eval.json");
+    let ck = out.join("mae/seed-0/checkpoints/step-00000002.safetensors");
+    let (e0, c0) = (modified(&eval_json), modified(&ck));
+    let again = ok(&["sweep", f]);
+    assert_eq!(again.matches(": done").count(), 3, "{again}");
+    assert_eq!((modified(&eval_json), modified(&ck)), (e0, c0));
+    // Other evaluation settings: evaluated again, not trained again.
+    std::fs::write(&file, sweep(2, "")).unwrap();
+    let third = ok(&["sweep", f]);
+    assert_eq!(third.matches(": done").count(), 0, "{third}");
+    assert_ne!(modified(&eval_json), e0);
+    assert_eq!(modified(&ck), c0);
+    // A changed pretraining config is refused for a folder that holds a run of the old one.
+    std::fs::remove_file(&eval_json).unwrap();
+    std::fs::write(
+        &file,
+        sweep(2, "").replace("train.steps=2", "train.steps=3"),
+    )
+    .unwrap();
+    let o = pixmim(&["sweep", f]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("another config"), "{}", text(&o));
+    // A bad key in a variant stops the sweep before anything trains, naming it.
+    let bad = sweep(1, "").replace(
+        "plugins = [\"pixmim\"]",
+        "plugins = [\"pixmim\"]\nsets = [\"target.radious=3.0\"]",
+    );
+    std::fs::write(&file, bad).unwrap();
+    let o = pixmim(&["sweep", f]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("radious"), "{}", text(&o));
+    assert!(!text(&o).contains("[1/"), "{}", text(&o));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,8 @@
 //! How a user tells whether pretraining worked (paper §4): frozen features
 //! ([`features`]), weighted kNN ([`knn`]), MAE's linear probe ([`linear_probe`]) and
-//! end-to-end fine-tuning ([`finetune`]).
+//! end-to-end fine-tuning ([`finetune`]); and whether a difference between runs is bigger than
+//! the seed-to-seed noise ([`compare`]).
+pub mod compare;
 pub mod features;
 pub mod finetune;
 pub mod knn;
