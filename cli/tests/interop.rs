@@ -501,3 +501,114 @@ fn exports_for_detection_and_segmentation_have_the_upstream_keys() {
     same(&a, &b, &encoder);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// ConvMAE's own detection and segmentation code loads its encoder by the official
+/// pretraining names, `strict=False`, from `{"model": ...}` (`DET/models/convmae.py`) or a
+/// bare or wrapped state dict (`SEG/mmcv_custom/checkpoint.py`), so a name it does not know is
+/// silently left untrained. Every exported name outside the pretraining-only parts (the final
+/// `norm`, `stageN_output_decode`) must be one of the backbones' parameters, written down here
+/// from `SEG/backbone/convmae.py` / `DET/models/convmae.py` for the tiny dims (PatchEmbed: proj,
+/// norm; CBlock: norm1, conv1, conv2, attn (5x5 depthwise), norm2, mlp.fc1/fc2 as 1x1 convs;
+/// Block: norm1, attn.qkv, attn.proj, norm2, mlp.fc1/fc2; patch_embed4 Linear; pos_embed
+/// without a cls token); and every one of those the pretraining has is exported.
+#[test]
+fn convmae_exports_for_detection_and_segmentation_keep_the_official_names() {
+    use pixmim::interop::{read_raw, Format};
+    let dir = tmp("convmae-dense");
+    let out = dir.join("run");
+    let o = common::pixmim(&[
+        "train",
+        "--method",
+        "convmae",
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--set",
+        "train.batch_size=4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", common::text(&o));
+    let ck = out.join("checkpoints/step-00000001.safetensors");
+    // tiny: embed [32, 48, 96], depth [1, 1, 2], patch [2, 2, 2] at 32 px, mlp 4.
+    let (dims, depth, mlp) = ([32usize, 48, 96], [1usize, 1, 2], 4);
+    let mut upstream: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut add = |k: String, s: Vec<usize>| upstream.push((k, s));
+    let ins = [3, dims[0], dims[1]];
+    for s in 0..3 {
+        let (d, p) = (dims[s], format!("patch_embed{}", s + 1));
+        add(format!("{p}.proj.weight"), vec![d, ins[s], 2, 2]);
+        add(format!("{p}.proj.bias"), vec![d]);
+        add(format!("{p}.norm.weight"), vec![d]);
+        add(format!("{p}.norm.bias"), vec![d]);
+    }
+    add("patch_embed4.weight".into(), vec![dims[2], dims[2]]);
+    add("patch_embed4.bias".into(), vec![dims[2]]);
+    add("pos_embed".into(), vec![1, 16, dims[2]]);
+    for s in 0..2 {
+        let d = dims[s];
+        for i in 0..depth[s] {
+            let b = format!("blocks{}.{i}.", s + 1);
+            for (k, shape) in [
+                ("norm1.weight", vec![d]),
+                ("norm1.bias", vec![d]),
+                ("conv1.weight", vec![d, d, 1, 1]),
+                ("conv1.bias", vec![d]),
+                ("conv2.weight", vec![d, d, 1, 1]),
+                ("conv2.bias", vec![d]),
+                ("attn.weight", vec![d, 1, 5, 5]),
+                ("attn.bias", vec![d]),
+                ("norm2.weight", vec![d]),
+                ("norm2.bias", vec![d]),
+                ("mlp.fc1.weight", vec![mlp * d, d, 1, 1]),
+                ("mlp.fc1.bias", vec![mlp * d]),
+                ("mlp.fc2.weight", vec![d, mlp * d, 1, 1]),
+                ("mlp.fc2.bias", vec![d]),
+            ] {
+                add(format!("{b}{k}"), shape);
+            }
+        }
+    }
+    let d = dims[2];
+    for i in 0..depth[2] {
+        let b = format!("blocks3.{i}.");
+        for (k, shape) in [
+            ("norm1.weight", vec![d]),
+            ("norm1.bias", vec![d]),
+            ("attn.qkv.weight", vec![3 * d, d]),
+            ("attn.qkv.bias", vec![3 * d]),
+            ("attn.proj.weight", vec![d, d]),
+            ("attn.proj.bias", vec![d]),
+            ("norm2.weight", vec![d]),
+            ("norm2.bias", vec![d]),
+            ("mlp.fc1.weight", vec![mlp * d, d]),
+            ("mlp.fc1.bias", vec![mlp * d]),
+            ("mlp.fc2.weight", vec![d, mlp * d]),
+            ("mlp.fc2.bias", vec![d]),
+        ] {
+            add(format!("{b}{k}"), shape);
+        }
+    }
+    let upstream: HashMap<String, Vec<usize>> = upstream.into_iter().collect();
+    let pretraining_only = |k: &str| k.starts_with("norm.") || k.contains("_output_decode.");
+    for to in ["detectron2", "mmseg"] {
+        let file = dir.join(format!("{to}.pth"));
+        ok(&[
+            "export",
+            "--to",
+            to,
+            ck.to_str().unwrap(),
+            "--out",
+            file.to_str().unwrap(),
+        ]);
+        let got: HashMap<String, Vec<usize>> = read_raw(&file, Format::Official)
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| !pretraining_only(k))
+            .map(|(k, t)| (k, t.shape))
+            .collect();
+        assert_eq!(got, upstream, "--to {to}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

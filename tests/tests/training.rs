@@ -559,6 +559,25 @@ fn the_adaptive_radius_trains_is_logged_and_resumes_exactly() {
     // AdamW moves theta by about lr per step: the radius leaves its start.
     assert!((radii[7] - init).abs() > 1e-4, "{init} -> {radii:?}");
 
+    // Exports carry the model only: the official layout has no place for theta.
+    let last = pixmim::checkpoint::run::list_checkpoints(&whole)
+        .unwrap()
+        .pop()
+        .unwrap()
+        .1;
+    let exported = whole.join("official.safetensors");
+    let n = pixmim::interop::export(&last, pixmim::interop::Format::Official, &exported).unwrap();
+    let (official, _) = read_safetensors(&exported).unwrap();
+    assert_eq!(official.len(), n);
+    assert!(official.contains_key("blocks.0.attn.qkv.weight"));
+    assert!(
+        official
+            .keys()
+            .all(|k| !k.starts_with("target.") && !k.starts_with("optim.")),
+        "{:?}",
+        official.keys().collect::<Vec<_>>()
+    );
+
     let split = out_dir("adaptive-split");
     run(&sets, &split, false, Some(6));
     let second = run(&sets, &split, true, None);

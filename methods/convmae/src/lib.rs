@@ -24,7 +24,9 @@ pub static CONVMAE: MethodDef<ConvMaeConfig> = MethodDef {
 
 /// `models_convmae.py`: the stage output convolutions are bare `nn.Conv2d`s, and the conv
 /// blocks' 1x1 convolutions (`conv1`, `conv2`, `mlp.fc1`, `mlp.fc2` of `blocks1`/`blocks2`)
-/// are Linear layers over channels here (cblock.rs says why).
+/// are Linear layers over channels here (cblock.rs says why). ConvMAE's detection and
+/// segmentation code (`DET/models/convmae.py`, `SEG/backbone/convmae.py`) load these official
+/// names, `strict=False`: `--to detectron2` and `--to mmseg` write them unrenamed.
 const OFFICIAL_LAYOUT: OfficialLayout = OfficialLayout {
     renames: &[
         ("stage1_output_decode.proj.", "stage1_output_decode."),
@@ -41,6 +43,7 @@ const OFFICIAL_LAYOUT: OfficialLayout = OfficialLayout {
             .iter()
             .any(|s| k.ends_with(s))
     },
+    mmseg_renames: false,
     ..OfficialLayout::PLAIN
 };
 

@@ -252,7 +252,7 @@ pub fn load_weights<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<M
     let (tensors, _) = read_safetensors(path)?;
     let params: HashMap<String, HostTensor> = tensors
         .into_iter()
-        .filter(|(k, _)| !k.starts_with("optim.") && !k.starts_with(TARGET_PREFIX))
+        .filter(|(k, _)| is_model_key(k))
         .collect();
     let (model, unused) = import_params(model, &params, path)?;
     if !unused.is_empty() {
@@ -283,6 +283,13 @@ pub fn load_target_params<B: Backend, M: Module<B>>(target: M, path: &Path) -> R
 
 /// Where a training checkpoint keeps a trainable target's parameters (`target.theta`).
 pub const TARGET_PREFIX: &str = "target.";
+
+/// Is this checkpoint tensor one of the model's parameters, not AdamW's moments (`optim.*`)
+/// or a trainable target's parameters (`target.*`)? Loading weights, import and export
+/// read only these.
+pub fn is_model_key(key: &str) -> bool {
+    !key.starts_with("optim.") && !key.starts_with(TARGET_PREFIX)
+}
 
 /// The `format` entry of every checkpoint pixmim writes.
 pub const FORMAT: &str = "pixmim-checkpoint-v1";

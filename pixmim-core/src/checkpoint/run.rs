@@ -196,7 +196,7 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>, T: AutodiffModule<B>>(
             .collect()
     };
     let mut params = part("");
-    params.retain(|k, _| !k.starts_with("optim.") && !k.starts_with(TARGET_PREFIX));
+    params.retain(|k, _| checkpoint::is_model_key(k));
     let (model, unused) = checkpoint::import_params(model, &params, path)?;
     if !unused.is_empty() {
         return Err(bad(format!(

@@ -112,6 +112,10 @@ pub struct OfficialLayout {
     /// Prefixes of the official names of the decoder's parameters; the rest is the encoder
     /// (what timm's VisionTransformer holds, and what an encoder-only file may leave out).
     pub decoder: &'static [&'static str],
+    /// Whether `export --to mmseg` renames the encoder as mmsegmentation's `beit2mmseg.py`
+    /// does (a plain ViT, which mmseg's `MAE` backbone loads). ConvMAE's segmentation code
+    /// (its `SEG/backbone/convmae.py`) loads the official names as they are.
+    pub mmseg_renames: bool,
 }
 
 impl OfficialLayout {
@@ -120,6 +124,7 @@ impl OfficialLayout {
         renames: &[],
         conv1x1: |_| false,
         decoder: MAE_DECODER,
+        mmseg_renames: true,
     };
 
     /// Whether official name `name` belongs to the encoder.
@@ -220,7 +225,7 @@ mod tests {
                 ("mae.", ""),
             ],
             conv1x1: |k| k.ends_with("conv1.weight"),
-            decoder: MAE_DECODER,
+            ..OfficialLayout::PLAIN
         };
         let t = |shape: &[usize]| HostTensor {
             shape: shape.to_vec(),

@@ -38,7 +38,8 @@ pub enum Format {
     /// released `mae_pretrain_vit_*.pth` its configs load (`{"model": encoder}`).
     Detectron2,
     /// mmsegmentation's `MAE` backbone (export only): the encoder renamed as its
-    /// `tools/model_converters/beit2mmseg.py` does (numerics §0.9), a bare state dict.
+    /// `tools/model_converters/beit2mmseg.py` does (numerics §0.9), a bare state dict; for a
+    /// method whose own segmentation code loads the official names (ConvMAE), those.
     Mmseg,
     /// safetensors in any of the layouts above (detected from the keys).
     Safetensors,
@@ -126,7 +127,7 @@ pub fn read_raw(path: &Path, format: Format) -> Result<HashMap<String, HostTenso
         Ok(checkpoint::read_safetensors(path)?
             .0
             .into_iter()
-            .filter(|(k, _)| !k.starts_with("optim."))
+            .filter(|(k, _)| checkpoint::is_model_key(k))
             .collect())
     } else {
         read_pth(
@@ -185,13 +186,13 @@ pub fn to_format(
 ) -> Vec<(String, HostTensor)> {
     let mut v: Vec<(String, HostTensor)> = tensors
         .iter()
-        .filter(|(k, _)| !k.starts_with("optim."))
+        .filter(|(k, _)| checkpoint::is_model_key(k))
         .map(|(k, t)| layout.to_official(k, t.clone()))
         .filter(|(k, _)| !format.encoder_only() || layout.is_encoder_key(k))
         .map(|(k, t)| {
             let name = if format.is_mm() {
                 official_to_mm(&k)
-            } else if format == Format::Mmseg {
+            } else if format == Format::Mmseg && layout.mmseg_renames {
                 official_to_mmseg(&k)
             } else {
                 k
