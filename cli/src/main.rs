@@ -73,6 +73,9 @@ enum Command {
     /// The paper's analyses: frequency PSNR of reconstructions, object coverage.
     #[command(subcommand)]
     Analyze(analyze::AnalyzeCommand),
+    /// Training curves of run folders: one PNG per metric (default: loss and lr), one line
+    /// per run.
+    Plot(PlotArgs),
     /// Pretrain and evaluate every (variant, seed) of an experiment file; one table of
     /// means, standard deviations and differences to the baseline with 95% intervals.
     Sweep(sweep::SweepArgs),
@@ -85,6 +88,19 @@ struct InfoArgs {
     /// The device(s) to estimate a training step's memory for (as `train --device`).
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+#[derive(Args)]
+struct PlotArgs {
+    /// Run folders (their `metrics.jsonl`); several are drawn on one chart per metric.
+    #[arg(required = true)]
+    runs: Vec<PathBuf>,
+    /// A logged metric (repeatable): loss, lr, img_s, grad_norm, target_radius, weight_0, ...
+    #[arg(long = "metric")]
+    metrics: Vec<String>,
+    /// Folder for the PNGs (default: the first run's `plots/`).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -207,6 +223,24 @@ fn checkpoint_config(
         ))),
         (Some(_), _) => compose(&Compose { sets, ..c.clone() }, vec![]),
     }
+}
+
+fn plot(a: &PlotArgs) -> Result<()> {
+    let runs: Vec<(String, PathBuf)> = a
+        .runs
+        .iter()
+        .map(|r| (r.display().to_string(), r.clone()))
+        .collect();
+    let metrics = if a.metrics.is_empty() {
+        vec!["loss".to_string(), "lr".to_string()]
+    } else {
+        a.metrics.clone()
+    };
+    let out = a.out.clone().unwrap_or_else(|| a.runs[0].join("plots"));
+    for f in pixmim::analyze::curves::plot_runs(&runs, &metrics, &out)? {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
 }
 
 fn list() {
@@ -464,6 +498,7 @@ fn main() -> ExitCode {
         Command::Eval(e) => eval::run(e),
         Command::Analyze(a) => analyze::run(a),
         Command::Sweep(a) => sweep::run(a),
+        Command::Plot(a) => plot(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
