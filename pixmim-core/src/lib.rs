@@ -38,6 +38,7 @@ pub mod preview;
 pub mod recipe;
 pub mod registry;
 pub mod target;
+pub mod tensorboard;
 pub mod traits;
 
 pub use error::{Error, Result};

@@ -1,5 +1,6 @@
-//! What a run reports as it goes: `OUT/metrics.jsonl` (one JSON object per logged iteration)
-//! and a progress bar.
+//! What a run reports as it goes: `OUT/metrics.jsonl` (one JSON object per logged iteration),
+//! the same scalars as a TensorBoard event file beside it ([`crate::tensorboard`]), and a
+//! progress bar.
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -7,10 +8,12 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::tensorboard::EventWriter;
 
 pub struct MetricsLog {
     path: PathBuf,
     file: std::fs::File,
+    events: EventWriter,
 }
 
 impl MetricsLog {
@@ -41,13 +44,22 @@ impl MetricsLog {
             .append(true)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
         Ok(Self {
             path: path.to_path_buf(),
             file,
+            events: EventWriter::create(dir)?,
         })
     }
 
+    /// One line; every number in it but `step` is also a TensorBoard scalar at that step.
     pub fn log(&mut self, fields: Map<String, Value>) -> Result<()> {
+        let step = fields.get("step").and_then(Value::as_i64).unwrap_or(0);
+        for (k, v) in &fields {
+            if let (true, Some(x)) = (k != "step", v.as_f64()) {
+                self.events.scalar(k, step, x)?;
+            }
+        }
         let line = Value::Object(fields).to_string();
         writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))
     }

@@ -1,0 +1,97 @@
+//! A run folder opens in TensorBoard: its event files, read by TensorBoard's own reader
+//! (Python's `tensorboard` package, test-only), hold every scalar of `metrics.jsonl` at its
+//! step, and an image event decodes with its size. Ignored by default (it needs `pip install
+//! tensorboard`); `.ci/run` installs the package and runs it.
+use std::path::Path;
+use std::process::Command;
+
+use pixmim::device::DeviceSpec;
+use pixmim::job::TrainOptions;
+use pixmim::registry::{compose, Request};
+use pixmim::tensorboard::EventWriter;
+
+const READER: &str = r#"
+import json, sys
+from tensorboard.backend.event_processing import event_accumulator as ea
+acc = ea.EventAccumulator(sys.argv[1], size_guidance={ea.SCALARS: 0, ea.IMAGES: 0})
+acc.Reload()
+tags = acc.Tags()
+print(json.dumps({
+    "scalars": {t: [[e.step, e.value] for e in acc.Scalars(t)] for t in tags["scalars"]},
+    "images": {t: [[e.step, e.width, e.height, len(e.encoded_image_string)] for e in acc.Images(t)]
+               for t in tags["images"]},
+}))
+"#;
+
+fn read_with_tensorboard(dir: &Path) -> serde_json::Value {
+    let o = Command::new("python3")
+        .args(["-c", READER, dir.to_str().unwrap()])
+        .output()
+        .expect("python3");
+    assert!(
+        o.status.success(),
+        "TensorBoard's reader failed (pip install tensorboard): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+#[ignore = "needs Python's tensorboard package; .ci/run installs it and runs this"]
+fn tensorboard_reads_a_training_run_and_an_image() {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples");
+    let out = std::env::temp_dir().join(format!("pixmim-tb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let c = compose(&Request {
+        method: "mae".into(),
+        preset: Some("tiny".into()),
+        sets: vec![
+            format!("data.path={:?}", samples.display().to_string()),
+            "train.steps=6".into(),
+            "train.log_every=2".into(),
+            "train.batch_size=4".into(),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    c.train(&TrainOptions::new(&out, DeviceSpec::Flex)).unwrap();
+    let tb = read_with_tensorboard(&out);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for key in ["loss", "lr", "img_s", "epoch"] {
+        let got = tb["scalars"][key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no `{key}`: {tb}"));
+        assert_eq!(got.len(), lines.len(), "{key}: {got:?}");
+        for (g, l) in got.iter().zip(&lines) {
+            assert_eq!(g[0].as_i64(), l["step"].as_i64(), "{key}");
+            let (a, b) = (g[1].as_f64().unwrap(), l[key].as_f64().unwrap());
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "{key}: {a} vs {b}"
+            );
+        }
+    }
+    // An image event (a PNG of 3 x 2 pixels).
+    let img_dir = out.join("images");
+    std::fs::create_dir_all(&img_dir).unwrap();
+    let mut png = Vec::new();
+    image::RgbImage::from_pixel(2, 3, image::Rgb([200, 10, 10]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let mut w = EventWriter::create(&img_dir).unwrap();
+    w.image("reconstruction", 7, (3, 2, 3), &png).unwrap();
+    w.scalar("x", 7, 1.25).unwrap();
+    drop(w);
+    let tb = read_with_tensorboard(&img_dir);
+    assert_eq!(
+        tb["images"]["reconstruction"],
+        serde_json::json!([[7, 2, 3, png.len()]])
+    );
+    assert_eq!(tb["scalars"]["x"], serde_json::json!([[7, 1.25]]));
+    let _ = std::fs::remove_dir_all(&out);
+}
