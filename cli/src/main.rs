@@ -61,7 +61,7 @@ enum Command {
     Preview(PreviewArgs),
     /// Convert a released checkpoint (official, mmselfsup, mmpretrain, timm) to pixmim's.
     Import(interop::ImportArgs),
-    /// Write a pixmim checkpoint in another codebase's layout (timm, official, mm*).
+    /// Write a pixmim checkpoint in another codebase's layout (official, mm*, timm, detectron2, mmseg).
     Export(interop::ExportArgs),
     /// One image through trained weights: masked input, reconstruction, loss.
     Reconstruct(reconstruct::ReconstructArgs),
