@@ -144,11 +144,11 @@ where
         let mut losses = Vec::with_capacity(n);
         let accumulators = self.accumulators.iter_mut();
         let targets = self.target_accumulators.iter_mut();
-        for ((model, target, loss), (acc, target_acc)) in
+        for (((replica, grads), (params, target_grads), loss), (acc, target_acc)) in
             shards.into_iter().zip(accumulators.zip(targets))
         {
-            acc.accumulate(&model.0, model.1);
-            target_acc.accumulate(&target.0, target.1);
+            acc.accumulate(&replica, grads);
+            target_acc.accumulate(&params, target_grads);
             losses.push(loss);
         }
         Ok(losses.into_iter().map(|l| l.into_scalar() as f64).sum())
