@@ -1,6 +1,7 @@
 //! Augmentations. This module: RandomResizedCrop + horizontal flip + ImageNet
 //! normalisation, MAE's train transform (numerics §1.1), with torchvision's box sampling.
-//! [`center_crop`]: the evaluation transform. SRC lives in the PixMIM plugin. Resampling uses `fast_image_resize`
+//! [`center_crop`]: the evaluation transform. [`finetune`]: the fine-tuning train transform
+//! (RandAugment, random erasing). SRC lives in the PixMIM plugin. Resampling uses `fast_image_resize`
 //! (CatmullRom = PIL's bicubic, antialiased); it is not bit-exact to Pillow (numerics §7.1).
 use fast_image_resize::{
     images::{Image, ImageRef},
@@ -17,6 +18,10 @@ use crate::{IMAGENET_MEAN, IMAGENET_STD};
 
 pub mod background_crop;
 pub mod center_crop;
+pub mod finetune;
+pub mod pil_ops;
+pub mod rand_augment;
+pub mod random_erasing;
 pub mod resize;
 pub use center_crop::CenterCrop;
 
@@ -188,6 +193,19 @@ pub fn resize_region_normalise(
     out: &mut [f32],
 ) {
     let (h, w) = size;
+    let dst = resize_region(img, region, size, interpolation);
+    write_normalised(dst.as_raw(), w, h, flip, out);
+}
+
+/// The sub-pixel region `[left, top, width, height]` of `img` resized to `size` (8-bit, for
+/// transforms that work on pixels before normalisation).
+pub fn resize_region(
+    img: &image::RgbImage,
+    region: [f64; 4],
+    size: (usize, usize),
+    interpolation: Interpolation,
+) -> image::RgbImage {
+    let (h, w) = size;
     // A borrowed view: no copy of the decoded image before resizing.
     let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
         .expect("RGB buffer matches its size");
@@ -199,7 +217,7 @@ pub fn resize_region_normalise(
     Resizer::new()
         .resize(&src, &mut dst, &opts)
         .expect("resize of a valid crop");
-    write_normalised(dst.buffer(), w, h, flip, out);
+    image::RgbImage::from_raw(w as u32, h as u32, dst.into_vec()).expect("RGB buffer of the size")
 }
 
 /// HWC u8 -> normalised CHW f32 (`ToTensor` then `Normalize`), mirrored if `flip`.
