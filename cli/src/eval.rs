@@ -4,14 +4,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use pixmim::augment::CenterCrop;
+use pixmim::augment::finetune::FinetuneTransform;
+use pixmim::augment::rand_augment::RandAugment;
+use pixmim::augment::random_erasing::RandomErasing;
+use pixmim::augment::{CenterCrop, RandomResizedCrop, RandomResizedCropParams};
 use pixmim::data::loader::Source;
 use pixmim::data::Dataset;
 use pixmim::device::DeviceSpec;
 use pixmim::eval::features::cache_path;
+use pixmim::eval::mixup::Mixup;
 use pixmim::eval::{knn_classify, linear_probe, LinearProbeConfig, ProbeOptimizer};
 use pixmim::job::{FeatureOptions, Features, FinetuneOptions, Pool};
-use pixmim::registry::{self, Composed};
+use pixmim::registry::Composed;
 use pixmim::traits::Augmentation;
 use pixmim::{Error, Result};
 
@@ -24,7 +28,8 @@ pub enum EvalCommand {
     /// MAE's linear probe (BatchNorm + linear head, LARS) on frozen features. Last line:
     /// `top1=..%` (the best epoch).
     Linear(LinearArgs),
-    /// End-to-end fine-tuning with layer-wise lr decay. Last line: `top1=..%` (best epoch).
+    /// End-to-end fine-tuning with MAE's recipe (layer-wise lr decay, RandAugment, Mixup /
+    /// CutMix, label smoothing, random erasing, drop path). Last line: `top1=..%` (best epoch).
     Finetune(FinetuneArgs),
 }
 
@@ -129,11 +134,31 @@ pub struct FinetuneArgs {
     layer_decay: f64,
     #[arg(long, default_value_t = 0.1)]
     drop_path: f64,
-    #[arg(long, default_value_t = 0.1)]
+    /// Label smoothing of the (mixed) targets (MAE's `--smoothing`).
+    #[arg(long, alias = "smoothing", default_value_t = 0.1)]
     label_smoothing: f64,
     /// Smallest RandomResizedCrop scale of the training views.
     #[arg(long, default_value_t = 0.08)]
     min_scale: f64,
+    /// RandAugment policy in timm's notation, applied to each training crop; `none` turns
+    /// it off.
+    #[arg(long, default_value = RandAugment::OFFICIAL)]
+    aa: String,
+    /// Random erasing probability (per-pixel noise); 0 turns it off.
+    #[arg(long, default_value_t = 0.25)]
+    reprob: f64,
+    /// Mixup's Beta(alpha, alpha); 0 turns Mixup off.
+    #[arg(long, default_value_t = 0.8)]
+    mixup: f64,
+    /// CutMix's Beta(alpha, alpha); 0 turns CutMix off.
+    #[arg(long, default_value_t = 1.0)]
+    cutmix: f64,
+    /// Probability that a batch is mixed.
+    #[arg(long, default_value_t = 1.0)]
+    mixup_prob: f64,
+    /// Probability of CutMix rather than Mixup when both are on.
+    #[arg(long, default_value_t = 0.5)]
+    mixup_switch_prob: f64,
     /// Pooling before fc_norm + head (MAE fine-tunes with the mean).
     #[arg(long, default_value = "mean")]
     pool: Pool,
@@ -317,18 +342,30 @@ fn finetune(a: &FinetuneArgs) -> Result<()> {
     let device = DeviceSpec::parse(&d.device)?;
     device.device()?;
     let c = crate::checkpoint_config(&d.checkpoint, &d.compose, vec![])?;
-    let mut rrc = toml::Table::new();
-    rrc.insert(
-        "scale".into(),
-        toml::Value::Array(vec![a.min_scale.into(), 1.0.into()]),
-    );
+    if !(0.0..=1.0).contains(&a.reprob) {
+        return Err(Error::Usage(format!(
+            "--reprob: must be a probability in [0, 1], got {}",
+            a.reprob
+        )));
+    }
+    let mut crop = RandomResizedCropParams::official();
+    crop.scale = [a.min_scale, 1.0];
+    let train_transform = FinetuneTransform {
+        crop: RandomResizedCrop::new(c.geometry.image, crop)
+            .map_err(|e| Error::Usage(format!("--min-scale: {e}")))?,
+        rand_augment: match a.aa.as_str() {
+            "none" => None,
+            spec => Some(RandAugment::parse(spec, "--aa")?),
+        },
+        erasing: (a.reprob > 0.0).then(|| RandomErasing::new(a.reprob)),
+    };
     let opts = FinetuneOptions {
         checkpoint: d.checkpoint.clone(),
         device,
         out: a.out.clone(),
         train: labelled(&d.data, d.train_limit)?,
         val: labelled(&d.val_data, d.val_limit)?,
-        train_transform: Arc::from(registry::build_augmentation("rrc", &rrc, &c.geometry)?),
+        train_transform: Arc::new(train_transform),
         val_transform: eval_transform(&c, d.crop_pct)?,
         epochs: a.epochs,
         warmup_epochs: a.warmup_epochs,
@@ -339,10 +376,22 @@ fn finetune(a: &FinetuneArgs) -> Result<()> {
         layer_decay: a.layer_decay,
         drop_path: a.drop_path,
         label_smoothing: a.label_smoothing,
+        mixup: Mixup {
+            mixup_alpha: a.mixup,
+            cutmix_alpha: a.cutmix,
+            prob: a.mixup_prob,
+            switch_prob: a.mixup_switch_prob,
+        },
         pool: a.pool,
         seed: a.seed,
     };
     opts.validate()?;
+    eprintln!(
+        "train views: {}; {}; label smoothing {}",
+        opts.train_transform.describe(),
+        opts.mixup.describe(),
+        opts.label_smoothing
+    );
     let s = c.finetune(&opts)?;
     let best = s
         .epochs

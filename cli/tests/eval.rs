@@ -242,6 +242,97 @@ fn finetune_trains_the_encoder_and_a_head_and_leaves_the_decoder() {
 }
 
 #[test]
+fn finetune_with_the_whole_recipe_still_learns_a_separable_set_and_each_part_switches_off() {
+    let root = tmp("eval-ft-recipe");
+    let train = write_idx(&root.join("data"), "train", 32, 6);
+    let val = write_idx(&root.join("data"), "t10k", 16, 7);
+    let ck = checkpoint(&root.join("run"), &train, None);
+    let run = |out: &str, extra: &[&str]| {
+        let out = root.join(out);
+        let mut args = vec![
+            "eval",
+            "finetune",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--data",
+            train.to_str().unwrap(),
+            "--val-data",
+            val.to_str().unwrap(),
+            "--crop-pct",
+            "1.0",
+            "--epochs",
+            "6",
+            "--warmup-epochs",
+            "1",
+            "--batch",
+            "8",
+            "--blr",
+            "2e-3",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let o = pixmim(&args);
+        assert!(o.status.success(), "{}", text(&o));
+        o
+    };
+    // Defaults: RandAugment, Mixup/CutMix, label smoothing and random erasing all on.
+    let o = run("full", &[]);
+    let log = text(&o);
+    for part in [
+        "RandAugment(n=2, m=9, mstd=0.5",
+        "RandomErasing(p=0.25",
+        "Mixup(alpha=0.8) / CutMix(alpha=1)",
+        "label smoothing 0.1",
+    ] {
+        assert!(log.contains(part), "{part} in {log}");
+    }
+    let top1 = percent(&last_line(&o), "top1");
+    assert!(
+        top1 >= 87.5,
+        "the full recipe learns dark vs bright: {top1}% ({log})"
+    );
+    let o = run(
+        "off",
+        &[
+            "--aa", "none", "--reprob", "0", "--mixup", "0", "--cutmix", "0",
+        ],
+    );
+    let log = text(&o);
+    assert!(
+        !log.contains("RandAugment") && !log.contains("Erasing"),
+        "{log}"
+    );
+    assert!(log.contains("no Mixup/CutMix"), "{log}");
+    // Bad values name their option.
+    let bad_out = root.join("bad");
+    for (args, key) in [
+        (&["--aa", "rand-m9-q2-inc1"][..], "--aa"),
+        (&["--reprob", "1.5"][..], "--reprob"),
+        (&["--mixup-switch-prob", "1.5"][..], "--mixup-switch-prob"),
+        (&["--batch", "7"][..], "--batch"),
+    ] {
+        let mut all = vec![
+            "eval",
+            "finetune",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--data",
+            train.to_str().unwrap(),
+            "--val-data",
+            val.to_str().unwrap(),
+            "--out",
+            bad_out.to_str().unwrap(),
+        ];
+        all.extend(args);
+        let o = pixmim(&all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(key), "{args:?}: {}", text(&o));
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
 fn coverage_prints_one_parseable_line_per_transform_from_masks_or_alpha() {
     let root = tmp("coverage");
     let (imgs, masks, rgba) = (root.join("imgs"), root.join("masks"), root.join("rgba"));

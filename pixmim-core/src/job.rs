@@ -200,6 +200,8 @@ pub struct FinetuneOptions {
     pub layer_decay: f64,
     pub drop_path: f64,
     pub label_smoothing: f64,
+    /// Mixup / CutMix of each training batch.
+    pub mixup: crate::eval::mixup::Mixup,
     pub pool: Pool,
     pub seed: u64,
 }

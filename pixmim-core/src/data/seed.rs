@@ -17,6 +17,8 @@ pub enum Purpose {
     Shuffle = 2,
     Augment = 3,
     Mask = 4,
+    /// Mixup / CutMix draws of a fine-tuning batch.
+    Mixup = 5,
 }
 
 pub fn rng(seed: u64, purpose: Purpose, index: u64) -> StdRng {

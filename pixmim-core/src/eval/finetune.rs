@@ -1,12 +1,13 @@
 //! End-to-end fine-tuning (MAE's main_finetune.py; paper Table 9): the pretrained encoder,
 //! every patch visible, mean-pooled tokens -> `fc_norm` (LayerNorm) -> linear head
 //! (trunc-normal std 2e-5), AdamW (0.9, 0.999) with weight decay 0.05 and layer-wise lr
-//! decay 0.75, stochastic depth 0.1, label smoothing 0.1, lr = blr x batch / 256 with a
-//! linear warm-up and half-cycle cosine to `min_lr`, per iteration.
+//! decay 0.75, stochastic depth 0.1, lr = blr x batch / 256 with a linear warm-up and
+//! half-cycle cosine to `min_lr`, per iteration. The regularisers: the train transform the
+//! caller passes (MAE's: [`crate::augment::finetune`], RandAugment and random erasing),
+//! Mixup/CutMix per batch ([`super::mixup`]) and label smoothing 0.1 in the soft targets.
 //!
-//! Deviations (docs/evaluation.md): train views are RandomResizedCrop(0.08-1) + flip; no
-//! RandAugment, random erasing, mixup or cutmix. The encoder's final norm stays before the
-//! pooling (MAE drops it when it adds `fc_norm`).
+//! Deviation (docs/evaluation.md): the encoder's final norm stays before the pooling (MAE
+//! drops it when it adds `fc_norm`).
 use std::collections::HashMap;
 
 use burn::module::{AutodiffModule, Param, ParamId};
@@ -21,9 +22,11 @@ use serde_json::json;
 
 use super::features::{all_visible_tensors, pool_tokens};
 use super::linear_probe::accuracy;
+use super::mixup::mixed_targets;
 use crate::checkpoint::{self, param_infos, ParamInfo};
 use crate::config::{NoDecayRule, OptimConfig, ScheduleKind};
 use crate::data::loader::{stream_index, views, Source};
+use crate::data::seed::{rng, Purpose};
 use crate::error::{Error, Result};
 use crate::job::{EpochResult, FinetuneOptions, FinetuneSummary};
 use crate::log::MetricsLog;
@@ -37,6 +40,7 @@ type B = RunBackend;
 impl FinetuneOptions {
     pub fn validate(&self) -> Result<()> {
         let bad = |k: &str, m: String| Err(Error::Usage(format!("--{k}: {m}")));
+        self.mixup.validate(self.batch_size)?;
         if self.epochs == 0 || self.batch_size == 0 {
             return bad("epochs", "epochs and batch must be at least 1".into());
         }
@@ -135,20 +139,15 @@ pub fn layer_decay_scales(infos: &[ParamInfo], decay: f64) -> HashMap<ParamId, f
         .collect()
 }
 
-/// Cross-entropy with label smoothing `eps` (torch's `label_smoothing`): the target is
-/// (1 - eps) one-hot + eps / C.
-pub fn smoothed_cross_entropy<Bk: Backend>(
+/// Cross-entropy against soft targets (timm's `SoftTargetCrossEntropy`): `targets` is the
+/// row-major (N, C) distribution of each row, e.g. from [`mixed_targets`].
+pub fn soft_target_cross_entropy<Bk: Backend>(
     logits: Tensor<Bk, 2>,
-    labels: &[usize],
-    eps: f64,
+    targets: Vec<f32>,
 ) -> Tensor<Bk, 1> {
     let [n, c] = logits.dims();
     let device = logits.device();
-    let mut t = vec![(eps / c as f64) as f32; n * c];
-    for (i, &y) in labels.iter().enumerate() {
-        t[i * c + y] += (1.0 - eps) as f32;
-    }
-    let target = Tensor::<Bk, 2>::from_data(TensorData::new(t, [n, c]), &device);
+    let target = Tensor::<Bk, 2>::from_data(TensorData::new(targets, [n, c]), &device);
     (log_softmax(logits, 1) * target).sum_dim(1).mean().neg()
 }
 
@@ -220,6 +219,9 @@ where
 
     let n = opts.train.dataset.len();
     let bs = opts.batch_size.min(n);
+    opts.mixup
+        .validate(bs)
+        .map_err(|e| Error::Usage(format!("{e}; the {n} training images make batches of {bs}")))?;
     let ipe = n / bs;
     let lr = opts.blr * bs as f64 / 256.0;
     let sched = LrSchedule {
@@ -243,17 +245,26 @@ where
             let items: Vec<(usize, usize)> = (step * bs..(step + 1) * bs)
                 .map(|k| (k, stream_index(opts.seed, n, k, &mut cache)))
                 .collect();
-            let imgs = views(
+            let mut imgs = views(
                 &opts.train,
                 opts.train_transform.as_ref(),
                 opts.seed,
                 &items,
             )?;
             let labels: Vec<usize> = items.iter().map(|&(_, i)| train_labels[i]).collect();
+            let mixed = opts.mixup.mix(
+                &mut imgs.data,
+                bs,
+                imgs.channels,
+                imgs.height,
+                imgs.width,
+                &mut rng(opts.seed, Purpose::Mixup, step as u64),
+            );
+            let targets = mixed_targets(&labels, classes, mixed.lambda, opts.label_smoothing);
             let mask = all_visible_tensors(c, bs, &device);
             let tokens = model.encode(imgs.to_tensor::<B>(&device), &mask);
             let logits = head.forward(pool_tokens(tokens, model.has_cls_token(), opts.pool));
-            let loss = smoothed_cross_entropy(logits, &labels, opts.label_smoothing);
+            let loss = soft_target_cross_entropy(logits, targets);
             let value = loss.clone().into_scalar() as f64;
             if !value.is_finite() {
                 return Err(Error::Training(format!(
@@ -334,11 +345,12 @@ mod tests {
     use burn::backend::NdArray;
 
     #[test]
-    fn smoothed_cross_entropy_matches_the_formula() {
+    fn soft_target_cross_entropy_with_smoothed_one_hots_matches_the_formula() {
         let dev = Default::default();
         let logits =
             Tensor::<NdArray, 2>::from_data(TensorData::new(vec![2.0f32, 0.0, -1.0], [1, 3]), &dev);
-        let l: f32 = smoothed_cross_entropy(logits, &[0], 0.1).into_scalar();
+        let targets = mixed_targets(&[0], 3, 1.0, 0.1);
+        let l: f32 = soft_target_cross_entropy(logits, targets).into_scalar();
         let z = (2.0f64.exp() + 1.0 + (-1.0f64).exp()).ln();
         let logp = [2.0 - z, -z, -1.0 - z];
         let want = -(0.9 + 0.1 / 3.0) * logp[0] - (0.1 / 3.0) * (logp[1] + logp[2]);
