@@ -4,12 +4,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use pixmim::augment::{resize_normalise, to_rgb_image, CropBox, Interpolation};
+use pixmim::augment::{resize_normalise, CropBox, Interpolation};
 use pixmim::checkpoint::HostTensor;
 use pixmim::device::DeviceSpec;
 use pixmim::job::{ReconstructInput, ReconstructOptions};
-use pixmim::patchify::{patchify_host, unpatchify_host};
-use pixmim::preview::{grey_out_masked, write_grid};
+use pixmim::preview::write_grid;
 use pixmim::registry::Composed;
 use pixmim::traits::ImageBatch;
 use pixmim::{Error, Result};
@@ -124,22 +123,8 @@ pub fn run(a: &ReconstructArgs) -> Result<()> {
         }),
     })?;
     let rec = rec.expect("one batch in, one reconstruction out");
-    let (h, w) = c.geometry.image;
     let (p, grid) = (rec.patch, rec.grid);
-    let recon = unpatchify_host(&rec.predicted_pixels(0), p, grid);
-    let input_patches = patchify_host(&image.data, 3, h, w, p);
-    let pasted = rec.pasted(0, &input_patches);
-    let original = to_rgb_image(&image.data, h, w);
-    let masked = grey_out_masked(original.clone(), &rec.mask, grid);
-    write_grid(
-        &[vec![
-            original,
-            masked,
-            to_rgb_image(&recon, h, w),
-            to_rgb_image(&unpatchify_host(&pasted, p, grid), h, w),
-        ]],
-        &a.out,
-    )?;
+    write_grid(&[rec.panels(0, &image.data)], &a.out)?;
     if let Some(dump) = &a.dump {
         let l = grid.0 * grid.1;
         let d = p * p * 3;

@@ -244,6 +244,10 @@ pub struct TrainConfig {
     /// Print and log metrics every this many iterations.
     #[serde(default = "one")]
     pub log_every: usize,
+    /// Add MAE's reconstruction grid of the first few training images (whole, fixed mask)
+    /// to the run's TensorBoard images every this many iterations; 0 = never.
+    #[serde(default = "default_image_every")]
+    pub image_every: usize,
     /// `f32` (default) or `bf16`: the transformer blocks' matrix products in bf16, the rest in
     /// f32, as torch.autocast does (see [`crate::nn::precision`]). bf16 needs `--device cuda`
     /// or `flex`.
@@ -271,6 +275,7 @@ impl TrainConfig {
             keep_checkpoints: default_keep(),
             num_workers: 0,
             log_every: one(),
+            image_every: default_image_every(),
             precision: Default::default(),
             memory_check: yes(),
         }
@@ -281,6 +286,9 @@ fn one() -> usize {
     1
 }
 fn default_ckpt_every() -> usize {
+    1000
+}
+fn default_image_every() -> usize {
     1000
 }
 fn default_keep() -> usize {

@@ -1,6 +1,6 @@
 //! What a run reports as it goes: `OUT/metrics.jsonl` (one JSON object per logged iteration),
-//! the same scalars as a TensorBoard event file beside it ([`crate::tensorboard`]), and a
-//! progress bar.
+//! the same scalars (and the reconstruction images) as a TensorBoard event file beside it
+//! ([`crate::tensorboard`]), and a progress bar.
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -62,6 +62,17 @@ impl MetricsLog {
         }
         let line = Value::Object(fields).to_string();
         writeln!(self.file, "{line}").map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+impl MetricsLog {
+    /// An image for TensorBoard at `step` (not in `metrics.jsonl`).
+    pub fn image(&mut self, tag: &str, step: usize, img: &image::RgbImage) -> Result<()> {
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| Error::Training(format!("cannot encode the `{tag}` image: {e}")))?;
+        let hwc = (img.height(), img.width(), 3);
+        self.events.image(tag, step as i64, hwc, &png)
     }
 }
 

@@ -26,21 +26,7 @@ pub fn preview(c: &Composed, data: &Path, count: usize, out: &Path) -> Result<()
         .sample(n, &mut rng(c.seed, Purpose::Mask, 0));
     for (row, &i) in order.iter().take(n).enumerate() {
         let img = decode(&ds.items[i])?;
-        let full = CropBox {
-            top: 0,
-            left: 0,
-            height: img.height(),
-            width: img.width(),
-        };
-        let mut original = vec![0.0; 3 * h * w];
-        resize_normalise(
-            &img,
-            full,
-            (h, w),
-            Interpolation::Bilinear,
-            false,
-            &mut original,
-        );
+        let original = whole_view(&img, (h, w));
         let mut view = ImageBatch::zeros(1, 3, h, w);
         c.parts.augmentation.apply(
             &img,
@@ -68,6 +54,20 @@ pub fn preview(c: &Composed, data: &Path, count: usize, out: &Path) -> Result<()
     write_grid(&rows, out)
 }
 
+/// The whole of `img` resized (bilinear) to `size`, normalised (C, H, W): how the previews
+/// and the training run's reconstruction images show an image, uncropped.
+pub fn whole_view(img: &image::RgbImage, size: (usize, usize)) -> Vec<f32> {
+    let full = CropBox {
+        top: 0,
+        left: 0,
+        height: img.height(),
+        width: img.width(),
+    };
+    let mut out = vec![0.0; 3 * size.0 * size.1];
+    resize_normalise(img, full, size, Interpolation::Bilinear, false, &mut out);
+    out
+}
+
 /// Grey (128) every removed patch (mask 1) of `img`, cut into a `grid` of patches.
 pub fn grey_out_masked(
     mut img: image::RgbImage,
@@ -89,9 +89,16 @@ pub fn grey_out_masked(
     img
 }
 
-/// Write rows of equally sized panels as one PNG on white, small images enlarged
-/// (nearest neighbour) to about 128 px so patches stay visible.
+/// Write rows of equally sized panels as one PNG ([`grid_image`]).
 pub fn write_grid(rows: &[Vec<image::RgbImage>], out: &Path) -> Result<()> {
+    grid_image(rows)?
+        .save(out)
+        .map_err(|e| Error::data(out, format!("cannot write the image: {e}")))
+}
+
+/// Rows of equally sized panels as one image on white, small images enlarged (nearest
+/// neighbour) to about 128 px so patches stay visible.
+pub fn grid_image(rows: &[Vec<image::RgbImage>]) -> Result<image::RgbImage> {
     let first = rows
         .first()
         .and_then(|r| r.first())
@@ -117,6 +124,5 @@ pub fn write_grid(rows: &[Vec<image::RgbImage>], out: &Path) -> Result<()> {
             );
         }
     }
-    grid.save(out)
-        .map_err(|e| Error::data(out, format!("cannot write the image: {e}")))
+    Ok(grid)
 }

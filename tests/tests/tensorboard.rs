@@ -1,6 +1,7 @@
 //! A run folder opens in TensorBoard: its event files, read by TensorBoard's own reader
 //! (Python's `tensorboard` package, test-only), hold every scalar of `metrics.jsonl` at its
-//! step, and an image event decodes with its size. Ignored by default (it needs `pip install
+//! step and the reconstruction grids every `train.image_every` steps, and an image event
+//! decodes with its size. Ignored by default (it needs `pip install
 //! tensorboard`); `.ci/run` installs the package and runs it.
 use std::path::Path;
 use std::process::Command;
@@ -50,6 +51,7 @@ fn tensorboard_reads_a_training_run_and_an_image() {
             "train.steps=6".into(),
             "train.log_every=2".into(),
             "train.batch_size=4".into(),
+            "train.image_every=3".into(),
         ],
         ..Default::default()
     })
@@ -76,6 +78,13 @@ fn tensorboard_reads_a_training_run_and_an_image() {
             );
         }
     }
+    // The reconstruction grid every 3 steps: 4 images x 4 panels of the 32 px tiny model,
+    // enlarged 4x to 128 px, 4 px apart.
+    let side = 4 * (128 + 4) + 4;
+    let grids = tb["images"]["reconstruction"].as_array().expect("grids");
+    let steps: Vec<i64> = grids.iter().map(|g| g[0].as_i64().unwrap()).collect();
+    assert_eq!(steps, [2, 5], "{grids:?}");
+    assert!(grids.iter().all(|g| g[1] == side && g[2] == side), "{grids:?}");
     // An image event (a PNG of 3 x 2 pixels).
     let img_dir = out.join("images");
     std::fs::create_dir_all(&img_dir).unwrap();

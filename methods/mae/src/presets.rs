@@ -88,6 +88,7 @@ pub fn recipe(name: &str) -> Option<Recipe<MaeConfig>> {
                     checkpoint_every: 50,
                     keep_checkpoints: 3,
                     log_every: 10,
+                    image_every: 50,
                     ..TrainConfig::with_batch(16)
                 },
             );

@@ -4,11 +4,14 @@ use burn::module::AutodiffModule;
 use burn::prelude::*;
 use burn::DispatchDevice;
 
+use crate::augment::to_rgb_image;
 use crate::checkpoint;
 use crate::data::seed::{rng, Purpose};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::job::{ReconstructInput, ReconstructOptions, Reconstruction};
+use crate::patchify::{patchify_host, unpatchify_host};
+use crate::preview::grey_out_masked;
 use crate::registry::Composed;
 use crate::target::TargetParams;
 use crate::traits::Autoencoder;
@@ -76,6 +79,23 @@ impl Reconstruction {
             })
             .collect()
     }
+
+    /// MAE's demo row for image `b` (its normalised (C, H, W) pixels `chw`): original |
+    /// masked | reconstruction | reconstruction + visible.
+    pub fn panels(&self, b: usize, chw: &[f32]) -> Vec<image::RgbImage> {
+        let (p, grid) = (self.patch, self.grid);
+        let (h, w) = (grid.0 * p, grid.1 * p);
+        let recon = unpatchify_host(&self.predicted_pixels(b), p, grid);
+        let pasted = self.pasted(b, &patchify_host(chw, 3, h, w, p));
+        let original = to_rgb_image(chw, h, w);
+        let masked = grey_out_masked(original.clone(), self.mask_of(b), grid);
+        vec![
+            original,
+            masked,
+            to_rgb_image(&recon, h, w),
+            to_rgb_image(&unpatchify_host(&pasted, p, grid), h, w),
+        ]
+    }
 }
 
 fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -109,7 +129,7 @@ where
     Ok(n)
 }
 
-fn reconstruct_batch<M: Autoencoder<B>>(
+pub(super) fn reconstruct_batch<M: Autoencoder<B>>(
     c: &Composed,
     (model, target): (&M, &TargetParams<B>),
     spec: &DeviceSpec,

@@ -15,14 +15,17 @@ use crate::data::loader::{Loader, Source};
 use crate::data::seed::{derive, Purpose};
 use crate::data::BadFiles;
 use crate::data::Dataset;
+use crate::engine::reconstruct::reconstruct_batch;
 use crate::engine::step::{Step, StepInputs};
 use crate::error::{Error, Result};
-use crate::job::{TrainOptions, TrainSummary};
+use crate::job::{ReconstructInput, TrainOptions, TrainSummary};
 use crate::log::{progress_bar, MetricsLog};
 use crate::optim::{AdamW, LrSchedule};
+use crate::preview::{grid_image, whole_view};
 use crate::registry::Composed;
 use crate::target::TargetParams;
 use crate::traits::Autoencoder;
+use crate::traits::ImageBatch;
 use crate::RunBackend;
 
 type B = RunBackend;
@@ -94,6 +97,7 @@ where
         on_error: c.data.on_error,
         bad: Arc::clone(&bad_files),
     });
+    let watched = watched_images(&source, c, c.train.image_every)?;
     let loader = Loader::spawn(
         source,
         Arc::clone(&c.parts),
@@ -105,6 +109,7 @@ where
     );
 
     let mut report = Report::open(&run, (start, total), ipe, opts.progress, bad_files)?;
+    let first_device = devices[0].clone();
     let mut step = Step::<M>::new(devices, accum);
     let mut lr_now = sched.at(start);
     let mut losses = Vec::new();
@@ -139,6 +144,16 @@ where
             }
             report.log(it, loss, lr_now, &optim, metrics)?;
         }
+        if let Some(images) = watched.as_ref().filter(|_| done % c.train.image_every == 0) {
+            let trained = (&model, &target);
+            let rec = reconstruct_batch(c, trained, &opts.device, &first_device, images)?;
+            let rows: Vec<_> = (0..rec.batch)
+                .map(|b| rec.panels(b, images.image.image(b)))
+                .collect();
+            report
+                .metrics
+                .image("reconstruction", it, &grid_image(&rows)?)?;
+        }
         if boundary && (done % c.train.checkpoint_every == 0 || done == total) {
             let method = (c.method.name(), &c.table);
             let trained = (&model, &target);
@@ -162,6 +177,25 @@ where
         images_per_second: (losses.len() * batch) as f64 / secs,
         losses,
     })
+}
+
+/// The images a run's reconstruction grid shows (`train.image_every`): the first four of the
+/// data, whole, under one fixed mask of the run's seed, so the grids are comparable over steps.
+fn watched_images(source: &Source, c: &Composed, every: usize) -> Result<Option<ReconstructInput>> {
+    if every == 0 {
+        return Ok(None);
+    }
+    let n = source.dataset.len().min(4);
+    let (h, w) = c.geometry.image;
+    let mut image = ImageBatch::zeros(n, 3, h, w);
+    for (i, out) in image.data.chunks_exact_mut(3 * h * w).enumerate() {
+        out.copy_from_slice(&whole_view(&source.load(i)?, (h, w)));
+    }
+    Ok(Some(ReconstructInput {
+        image,
+        noise: None,
+        seed: c.seed,
+    }))
 }
 
 /// What a run reports as it goes: a line per logged step in `metrics.jsonl`, and on stderr as
