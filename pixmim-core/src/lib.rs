@@ -37,6 +37,7 @@ pub mod patchify;
 pub mod preview;
 pub mod recipe;
 pub mod registry;
+pub mod robustness;
 pub mod target;
 pub mod tensorboard;
 pub mod traits;

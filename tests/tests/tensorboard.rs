@@ -84,7 +84,10 @@ fn tensorboard_reads_a_training_run_and_an_image() {
     let grids = tb["images"]["reconstruction"].as_array().expect("grids");
     let steps: Vec<i64> = grids.iter().map(|g| g[0].as_i64().unwrap()).collect();
     assert_eq!(steps, [2, 5], "{grids:?}");
-    assert!(grids.iter().all(|g| g[1] == side && g[2] == side), "{grids:?}");
+    assert!(
+        grids.iter().all(|g| g[1] == side && g[2] == side),
+        "{grids:?}"
+    );
     // An image event (a PNG of 3 x 2 pixels).
     let img_dir = out.join("images");
     std::fs::create_dir_all(&img_dir).unwrap();

@@ -19,6 +19,8 @@ pub enum Purpose {
     Mask = 4,
     /// Mixup / CutMix draws of a fine-tuning batch.
     Mixup = 5,
+    /// A common corruption of an evaluation image (`robustness`).
+    Corruption = 6,
 }
 
 pub fn rng(seed: u64, purpose: Purpose, index: u64) -> StdRng {
