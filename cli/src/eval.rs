@@ -1,4 +1,5 @@
-//! `pixmim eval knn | linear | finetune`: does the pretrained encoder separate classes?
+//! `pixmim eval knn | linear | finetune | robustness`: does the pretrained encoder separate
+//! classes, and how well under corruptions ([`crate::robustness`])?
 //! Labelled data is a folder of class sub-folders or an IDX images file (MNIST format).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +32,10 @@ pub enum EvalCommand {
     /// End-to-end fine-tuning with MAE's recipe (layer-wise lr decay, RandAugment, Mixup /
     /// CutMix, label smoothing, random erasing, drop path). Last line: `top1=..%` (best epoch).
     Finetune(FinetuneArgs),
+    /// A fine-tuned classifier under ImageNet-C's common corruptions: top-1 per corruption
+    /// and severity; CE and mCE against --baseline. Last line: `clean=..%  corrupted=..%`
+    /// (and `mCE=..%  relative_mCE=..%` with a baseline).
+    Robustness(crate::robustness::RobustnessArgs),
 }
 
 /// What every evaluation needs: weights, labelled train and validation data, the transform.
@@ -174,6 +179,7 @@ pub fn run(cmd: &EvalCommand) -> Result<()> {
         EvalCommand::Knn(a) => knn(a),
         EvalCommand::Linear(a) => linear(a),
         EvalCommand::Finetune(a) => finetune(a),
+        EvalCommand::Robustness(a) => crate::robustness::run(a),
     }
 }
 

@@ -4,6 +4,7 @@ mod bench;
 mod eval;
 mod interop;
 mod reconstruct;
+mod robustness;
 mod sweep;
 
 use std::path::PathBuf;

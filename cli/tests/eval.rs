@@ -333,6 +333,117 @@ fn finetune_with_the_whole_recipe_still_learns_a_separable_set_and_each_part_swi
 }
 
 #[test]
+fn robustness_reports_every_setting_against_a_baseline_dumps_grids_and_names_bad_input() {
+    let root = tmp("eval-robust");
+    let train = write_idx(&root.join("data"), "train", 16, 8);
+    let val = write_idx(&root.join("data"), "t10k", 8, 9);
+    let ck = checkpoint(&root.join("run"), &train, None);
+    let ft = root.join("ft");
+    let o = pixmim(&[
+        "eval",
+        "finetune",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--crop-pct",
+        "1.0",
+        "--epochs",
+        "1",
+        "--warmup-epochs",
+        "0",
+        "--batch",
+        "8",
+        "--out",
+        ft.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let finetuned = ft.join("finetuned.safetensors");
+    // The validation images labelled the other way round: the classifier (100% on `val`)
+    // errs on them, so the baseline's errors are not 0 and the CE ratios are defined.
+    let flipped = root.join("flipped/t10k-images-idx3-ubyte");
+    std::fs::create_dir_all(flipped.parent().unwrap()).unwrap();
+    std::fs::copy(&val, &flipped).unwrap();
+    let labels = pixmim::data::idx::labels_path(&val).unwrap();
+    let mut bytes = std::fs::read(&labels).unwrap();
+    // An IDX labels file: an 8-byte header, then one byte per label.
+    bytes[8..].iter_mut().for_each(|l| *l = 1 - *l);
+    std::fs::write(pixmim::data::idx::labels_path(&flipped).unwrap(), bytes).unwrap();
+    let val = flipped;
+    let (csv, dump) = (root.join("r.csv"), root.join("dump"));
+    let robust = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "robustness",
+            "--checkpoint",
+            finetuned.to_str().unwrap(),
+            "--val-data",
+            val.to_str().unwrap(),
+            "--crop-pct",
+            "1.0",
+        ];
+        args.extend(extra);
+        pixmim(&args)
+    };
+    let o = robust(&[
+        "--corruptions",
+        "fog,contrast",
+        "--severities",
+        "1,5",
+        "--baseline",
+        finetuned.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+        "--dump",
+        dump.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Its own baseline: every corruption error is 100%.
+    let line = last_line(&o);
+    assert!(line.contains("  mCE=100.0%"), "{line}");
+    let clean = percent(&line, "clean");
+    let rows: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(rows[0], "corruption,severity,top1");
+    assert_eq!(rows.len(), 2 + 4, "{rows:?}");
+    assert!(rows[1].starts_with("clean,0,"));
+    let top1: f64 = rows[1].rsplit(',').next().unwrap().parse().unwrap();
+    assert!((100.0 * top1 - clean).abs() < 0.01);
+    for (row, want) in rows[2..]
+        .iter()
+        .zip(["fog,1,", "fog,5,", "contrast,1,", "contrast,5,"])
+    {
+        assert!(row.starts_with(want), "{row}");
+    }
+    // Three grids: two rows (corruptions) of clean + two severities, 32 px panels at 4x.
+    for i in 0..3 {
+        let g = image::open(dump.join(format!("corruptions-{i}.png"))).unwrap();
+        assert_eq!((g.width(), g.height()), (3 * 132 + 4, 2 * 132 + 4));
+    }
+    // The same key, the same numbers (fog draws a random fractal per image).
+    let again = robust(&["--corruptions", "fog,contrast", "--severities", "1,5"]);
+    assert_eq!(
+        last_line(&again).split("  mCE").next().unwrap(),
+        line.split("  mCE").next().unwrap()
+    );
+    for (args, key) in [
+        (&["--corruptions", "frost"][..], "frost"),
+        (&["--severities", "0-5"][..], "--severities"),
+        (&["--baseline", ck.to_str().unwrap()][..], "classifier head"),
+    ] {
+        let o = robust(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains(key), "{args:?}: {}", text(&o));
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
 fn coverage_prints_one_parseable_line_per_transform_from_masks_or_alpha() {
     let root = tmp("coverage");
     let (imgs, masks, rgba) = (root.join("imgs"), root.join("masks"), root.join("rgba"));

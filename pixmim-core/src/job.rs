@@ -212,6 +212,30 @@ pub struct FinetuneSummary {
     pub weights: PathBuf,
 }
 
+/// A fine-tuned classifier's top-1 on a labelled set under common corruptions
+/// (`pixmim eval robustness`).
+pub struct RobustnessOptions {
+    /// `finetuned.safetensors` from `pixmim eval finetune` (encoder, `fc_norm.*`, `head.*`).
+    pub checkpoint: PathBuf,
+    pub device: DeviceSpec,
+    pub val: Arc<Source>,
+    /// The eval transform (centre crop); corruptions apply to its 8-bit output.
+    pub transform: Arc<dyn Augmentation>,
+    pub corruptions: Vec<&'static str>,
+    pub severities: Vec<usize>,
+    pub batch_size: usize,
+    pub pool: Pool,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RobustnessReport {
+    /// Top-1 in [0, 1] on the uncorrupted images.
+    pub clean_top1: f64,
+    /// (corruption, severity, top-1 in [0, 1]).
+    pub top1: Vec<(String, usize, f64)>,
+}
+
 /// One epoch of a linear probe or fine-tuning.
 #[derive(Clone, Debug, Serialize)]
 pub struct EpochResult {

@@ -25,7 +25,8 @@ use crate::error::Result;
 use crate::interop::layout::OfficialLayout;
 use crate::job::{
     FeatureOptions, Features, FinetuneOptions, FinetuneSummary, ImportOptions, ImportReport,
-    ReconstructOptions, StepBenchOptions, StepTiming, TrainOptions, TrainSummary,
+    ReconstructOptions, RobustnessOptions, RobustnessReport, StepBenchOptions, StepTiming,
+    TrainOptions, TrainSummary,
 };
 use crate::registry::{Composed, Geometry, Method};
 use crate::traits::Autoencoder;
@@ -123,5 +124,10 @@ impl<C: ModelConfig> Method for MethodDef<C> {
     }
     fn finetune(&self, c: &Composed, opts: &FinetuneOptions) -> Result<FinetuneSummary> {
         self.run(c, |build| crate::eval::finetune::finetune(c, opts, build))
+    }
+    fn robustness(&self, c: &Composed, opts: &RobustnessOptions) -> Result<RobustnessReport> {
+        self.run(c, |build| {
+            crate::eval::robustness::robustness(c, opts, build)
+        })
     }
 }

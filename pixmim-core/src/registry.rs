@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::interop::layout::OfficialLayout;
 use crate::job::{
     FeatureOptions, Features, FinetuneOptions, FinetuneSummary, ImportOptions, ImportReport,
-    ReconstructOptions, StepBenchOptions, StepTiming, TrainOptions, TrainSummary,
+    ReconstructOptions, RobustnessOptions, RobustnessReport, StepBenchOptions, StepTiming,
+    TrainOptions, TrainSummary,
 };
 pub use crate::traits::Parts;
 use crate::traits::{Augmentation, Corruption, TargetGenerator};
@@ -61,6 +62,8 @@ pub trait Method: Sync + Send {
     fn features(&self, c: &Composed, opts: &FeatureOptions) -> Result<Features>;
     /// Encoder + classifier head trained end to end.
     fn finetune(&self, c: &Composed, opts: &FinetuneOptions) -> Result<FinetuneSummary>;
+    /// A fine-tuned classifier's accuracy under common corruptions.
+    fn robustness(&self, c: &Composed, opts: &RobustnessOptions) -> Result<RobustnessReport>;
 }
 
 /// A plugin swaps parts of whatever method it is composed with.
@@ -307,6 +310,9 @@ impl Composed {
     }
     pub fn finetune(&self, opts: &FinetuneOptions) -> Result<FinetuneSummary> {
         self.method.finetune(self, opts)
+    }
+    pub fn robustness(&self, opts: &RobustnessOptions) -> Result<RobustnessReport> {
+        self.method.robustness(self, opts)
     }
 
     /// Replace the run length of the preset (`--steps` / `--epochs`): in the table written to

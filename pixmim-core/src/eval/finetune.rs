@@ -28,11 +28,11 @@ use crate::config::{NoDecayRule, OptimConfig, ScheduleKind};
 use crate::data::loader::{stream_index, views, Source};
 use crate::data::seed::{rng, Purpose};
 use crate::error::{Error, Result};
-use crate::job::{EpochResult, FinetuneOptions, FinetuneSummary};
+use crate::job::{EpochResult, FinetuneOptions, FinetuneSummary, Pool};
 use crate::log::MetricsLog;
 use crate::optim::{AdamW, LrSchedule};
 use crate::registry::Composed;
-use crate::traits::Autoencoder;
+use crate::traits::{Augmentation, Autoencoder};
 use crate::RunBackend;
 
 type B = RunBackend;
@@ -98,6 +98,47 @@ impl<B: Backend> ClassifierHead<B> {
     }
     pub fn forward(&self, pooled: Tensor<B, 2>) -> Tensor<B, 2> {
         self.head.forward(self.fc_norm.forward(pooled))
+    }
+}
+
+/// A fine-tuned encoder and its head, for evaluation (no stochastic depth, no autodiff graph).
+pub struct Classifier<M> {
+    pub encoder: M,
+    pub head: ClassifierHead<B>,
+    pub pool: Pool,
+}
+
+impl<M: Autoencoder<B>> Classifier<M> {
+    /// Logits (N, classes) of every image of `data` through `transform`, in order, `batch`
+    /// at a time; the transform's draws are keyed by `seed`.
+    pub fn logits(
+        &self,
+        c: &Composed,
+        data: &Source,
+        transform: &dyn Augmentation,
+        seed: u64,
+        batch: usize,
+        device: &DispatchDevice,
+    ) -> Result<Vec<f32>> {
+        let m = data.dataset.len();
+        let mut out = Vec::new();
+        for start in (0..m).step_by(batch.max(1)) {
+            let items: Vec<(usize, usize)> =
+                (start..(start + batch).min(m)).map(|i| (i, i)).collect();
+            let imgs = views(data, transform, seed, &items)?;
+            let mask = all_visible_tensors(c, items.len(), device);
+            let tokens = self.encoder.encode(imgs.to_tensor::<B>(device), &mask);
+            let pooled = pool_tokens(tokens, self.encoder.has_cls_token(), self.pool);
+            let logits = self.head.forward(pooled);
+            out.extend(
+                logits
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .expect("f32"),
+            );
+        }
+        Ok(out)
     }
 }
 
@@ -282,25 +323,13 @@ where
         }
         // Evaluation: no stochastic depth, eval transform, and no autodiff graph
         // (`no_grad` stops the parameters from being tracked).
-        let eval_model = model.clone().with_drop_path(0.0).no_grad();
-        let eval_head = head.clone().no_grad();
-        let m = opts.val.dataset.len();
-        let mut logits_all = Vec::with_capacity(m * classes);
-        for start in (0..m).step_by(bs) {
-            let items: Vec<(usize, usize)> = (start..(start + bs).min(m)).map(|i| (i, i)).collect();
-            let imgs = views(&opts.val, opts.val_transform.as_ref(), 0, &items)?;
-            let mask = all_visible_tensors(c, items.len(), &device);
-            let tokens = eval_model.encode(imgs.to_tensor::<B>(&device), &mask);
-            let logits =
-                eval_head.forward(pool_tokens(tokens, eval_model.has_cls_token(), opts.pool));
-            logits_all.extend(
-                logits
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec::<f32>()
-                    .expect("f32"),
-            );
-        }
+        let classifier = Classifier {
+            encoder: model.clone().with_drop_path(0.0).no_grad(),
+            head: head.clone().no_grad(),
+            pool: opts.pool,
+        };
+        let logits_all =
+            classifier.logits(c, &opts.val, opts.val_transform.as_ref(), 0, bs, &device)?;
         let (top1, top5) = accuracy(&logits_all, &val_labels, classes);
         let r = EpochResult {
             epoch,

@@ -1,0 +1,269 @@
+//! Robustness to common corruptions (paper Table 4's question: does PixMIM's margin grow
+//! under domain shift?): a fine-tuned classifier's top-1 on a labelled set under each
+//! ImageNet-C corruption ([`crate::robustness`]) and severity, and the corruption errors
+//! against a baseline classifier (Hendrycks & Dietterich's CE and relative CE).
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::module::AutodiffModule;
+use burn::prelude::*;
+use burn::DispatchDevice;
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use super::features::all_visible_tensors;
+use super::finetune::{Classifier, ClassifierHead};
+use super::linear_probe::accuracy;
+use crate::augment::{normalise_image, to_rgb_image};
+use crate::checkpoint::{import_params, read_safetensors, HostTensor};
+use crate::data::seed::{derive, Purpose};
+use crate::error::{Error, Result};
+use crate::job::{RobustnessOptions, RobustnessReport};
+use crate::registry::Composed;
+use crate::robustness::{corrupt, CORRUPTIONS};
+use crate::traits::{Augmentation, Autoencoder};
+use crate::RunBackend;
+
+type B = RunBackend;
+
+/// The eval transform's view, then a corruption on its 8-bit pixels, normalised again.
+struct Corrupted {
+    view: Arc<dyn Augmentation>,
+    corruption: &'static str,
+    severity: usize,
+}
+
+impl Augmentation for Corrupted {
+    fn describe(&self) -> String {
+        format!(
+            "{} + {} {}",
+            self.view.describe(),
+            self.corruption,
+            self.severity
+        )
+    }
+    fn output_size(&self) -> (usize, usize) {
+        self.view.output_size()
+    }
+    fn apply(&self, img: &image::RgbImage, rng: &mut StdRng, out: &mut [f32]) {
+        self.view.apply(img, rng, out);
+        let (h, w) = self.output_size();
+        let clean = to_rgb_image(out, h, w);
+        // `rng` is keyed by (seed, image); the seed by (corruption, severity).
+        let bad = corrupt(&clean, self.corruption, self.severity, rng.gen(), 0);
+        out.copy_from_slice(&normalise_image(&bad));
+    }
+}
+
+/// The key of one (corruption, severity) setting's draws.
+fn setting_seed(seed: u64, corruption: &str, severity: usize) -> u64 {
+    let k = CORRUPTIONS
+        .iter()
+        .position(|&c| c == corruption)
+        .unwrap_or(0);
+    derive(seed, Purpose::Corruption, (k * 5 + severity) as u64)
+}
+
+pub fn robustness<M, F>(
+    c: &Composed,
+    opts: &RobustnessOptions,
+    build: F,
+) -> Result<RobustnessReport>
+where
+    M: Autoencoder<B> + AutodiffModule<B> + 'static,
+    F: Fn(&DispatchDevice, u64) -> M,
+{
+    let labels = opts.val.dataset.labels.clone().ok_or_else(|| {
+        Error::data(
+            &opts.val.dataset.root,
+            "has no labels (class sub-folders or IDX labels)",
+        )
+    })?;
+    let device = opts.device.train_device()?;
+    let classifier = load_classifier(c, opts, build(&device, c.seed), &device)?;
+    let classes = classifier.head.head.weight.dims()[1];
+    if let Some(&y) = labels.iter().find(|&&y| y >= classes) {
+        return Err(Error::data(
+            &opts.val.dataset.root,
+            format!(
+                "has label {y}; the classifier in {} has {classes} classes",
+                opts.checkpoint.display()
+            ),
+        ));
+    }
+    let top1_of = |transform: &dyn Augmentation, seed: u64| -> Result<f64> {
+        let logits = classifier.logits(c, &opts.val, transform, seed, opts.batch_size, &device)?;
+        Ok(accuracy(&logits, &labels, classes).0)
+    };
+    let clean_top1 = top1_of(opts.transform.as_ref(), 0)?;
+    eprintln!("clean  top1={:.2}%", 100.0 * clean_top1);
+    let mut top1 = Vec::new();
+    for &corruption in &opts.corruptions {
+        for &severity in &opts.severities {
+            let t = Corrupted {
+                view: Arc::clone(&opts.transform),
+                corruption,
+                severity,
+            };
+            let acc = top1_of(&t, setting_seed(opts.seed, corruption, severity))?;
+            eprintln!("{corruption} {severity}  top1={:.2}%", 100.0 * acc);
+            top1.push((corruption.to_string(), severity, acc));
+        }
+    }
+    Ok(RobustnessReport { clean_top1, top1 })
+}
+
+/// The encoder and `fc_norm` + `head` from a fine-tuned file; anything else in it, or a
+/// missing head, is an error naming the file.
+fn load_classifier<M: Autoencoder<B> + AutodiffModule<B>>(
+    c: &Composed,
+    opts: &RobustnessOptions,
+    model: M,
+    device: &DispatchDevice,
+) -> Result<Classifier<M>> {
+    let path = &opts.checkpoint;
+    let (tensors, _) = read_safetensors(path)?;
+    let (head_t, model_t): (HashMap<String, HostTensor>, HashMap<String, HostTensor>) = tensors
+        .into_iter()
+        .filter(|(k, _)| crate::checkpoint::is_model_key(k))
+        .partition(|(k, _)| k.starts_with("fc_norm.") || k.starts_with("head."));
+    let [classes, dim] = head_shape(&head_t, path)?;
+    let (encoder, unused) = import_params(model, &model_t, path)?;
+    let (head, unused_head) = import_params(
+        ClassifierHead::<B>::new(dim, classes, 0, device),
+        &head_t,
+        path,
+    )?;
+    let unused: Vec<String> = unused.into_iter().chain(unused_head).collect();
+    if !unused.is_empty() {
+        return Err(Error::Checkpoint {
+            path: path.clone(),
+            msg: format!(
+                "has tensors this model lacks (another method or preset?): {}",
+                unused.join(", ")
+            ),
+        });
+    }
+    let encoder = encoder.with_drop_path(0.0).no_grad();
+    // The encoder's width must be what the head takes.
+    let probe = encoder.encode(
+        Tensor::zeros([1, 3, c.geometry.image.0, c.geometry.image.1], device),
+        &all_visible_tensors(c, 1, device),
+    );
+    if probe.dims()[2] != dim {
+        return Err(Error::Checkpoint {
+            path: path.clone(),
+            msg: format!(
+                "its head takes {dim} features; the encoder gives {}",
+                probe.dims()[2]
+            ),
+        });
+    }
+    Ok(Classifier {
+        encoder,
+        head: head.no_grad(),
+        pool: opts.pool,
+    })
+}
+
+/// (classes, features) of the `head.weight` a fine-tuned file holds.
+fn head_shape(tensors: &HashMap<String, HostTensor>, path: &Path) -> Result<[usize; 2]> {
+    let shape = tensors.get("head.weight").map(|t| t.shape.as_slice());
+    shape
+        .and_then(|s| <[usize; 2]>::try_from(s).ok())
+        .ok_or_else(|| Error::Checkpoint {
+            path: path.to_path_buf(),
+            msg: "has no classifier head (`head.weight`): pass the finetuned.safetensors \
+                  that `pixmim eval finetune` writes"
+                .into(),
+        })
+}
+
+/// Refuse a file that is not a fine-tuned classifier before any evaluation starts.
+pub fn check_classifier_file(path: &Path) -> Result<()> {
+    head_shape(&read_safetensors(path)?.0, path).map(|_| ())
+}
+
+/// Hendrycks & Dietterich's corruption errors of `model` against `baseline` for each
+/// corruption both report: CE = sum over severities of the error / the baseline's, and the
+/// relative CE, which subtracts each one's clean error first. Returns (corruption, CE,
+/// relative CE), in the model's order; a corruption whose baseline error sum is 0 is
+/// skipped, and the relative CE is `None` when the baseline loses nothing to it (the
+/// ratios are undefined).
+pub fn corruption_errors(
+    model: &RobustnessReport,
+    baseline: &RobustnessReport,
+) -> Vec<(String, f64, Option<f64>)> {
+    let mut names: Vec<&String> = model.top1.iter().map(|(c, _, _)| c).collect();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let (mut e, mut eb, mut rel, mut relb) = (0.0, 0.0, 0.0, 0.0);
+            for (c, s, acc) in model.top1.iter().filter(|(c, _, _)| c == name) {
+                let base = baseline
+                    .top1
+                    .iter()
+                    .find(|(cb, sb, _)| cb == c && sb == s)?
+                    .2;
+                e += 1.0 - acc;
+                eb += 1.0 - base;
+                rel += (1.0 - acc) - (1.0 - model.clean_top1);
+                relb += (1.0 - base) - (1.0 - baseline.clean_top1);
+            }
+            (eb > 0.0).then(|| (name.clone(), e / eb, (relb != 0.0).then(|| rel / relb)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(clean: f64, rows: &[(&str, usize, f64)]) -> RobustnessReport {
+        RobustnessReport {
+            clean_top1: clean,
+            top1: rows
+                .iter()
+                .map(|&(c, s, a)| (c.to_string(), s, a))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn corruption_errors_follow_hendrycks_and_dietterich() {
+        let model = report(
+            0.9,
+            &[("fog", 1, 0.8), ("fog", 2, 0.6), ("contrast", 1, 0.5)],
+        );
+        let base = report(
+            0.8,
+            &[("fog", 1, 0.6), ("fog", 2, 0.4), ("contrast", 1, 1.0)],
+        );
+        let ce = corruption_errors(&model, &base);
+        // fog: errors 0.2 + 0.4 over 0.4 + 0.6 = 0.6; relative (0.1 + 0.3) / (0.2 + 0.4).
+        assert_eq!(ce.len(), 1, "contrast's baseline error is 0: skipped");
+        let (name, e, rel) = &ce[0];
+        assert_eq!(name, "fog");
+        assert!((e - 0.6).abs() < 1e-12 && (rel.unwrap() - 0.4 / 0.6).abs() < 1e-12);
+        // The same classifier as its own baseline: every CE is 1.
+        let same = corruption_errors(&model, &model);
+        // A baseline as good corrupted as clean: the relative CE is undefined.
+        let flat = report(0.5, &[("fog", 1, 0.5), ("fog", 2, 0.5)]);
+        assert_eq!(corruption_errors(&model, &flat)[0].2, None);
+        assert!(same
+            .iter()
+            .all(|(_, e, r)| (e - 1.0).abs() < 1e-12 && (r.unwrap() - 1.0).abs() < 1e-12));
+    }
+
+    #[test]
+    fn each_setting_has_its_own_key() {
+        let mut seen = std::collections::HashSet::new();
+        for c in CORRUPTIONS {
+            for s in 1..=5 {
+                assert!(seen.insert(setting_seed(0, c, s)));
+            }
+        }
+    }
+}
