@@ -52,6 +52,32 @@ fn last_line(o: &std::process::Output) -> String {
         .to_string()
 }
 
+/// `pixmim eval finetune` of `ck` on whole 28 px images, then `extra`.
+fn finetune(
+    ck: &Path,
+    train: &Path,
+    val: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "eval",
+        "finetune",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--data",
+        train.to_str().unwrap(),
+        "--val-data",
+        val.to_str().unwrap(),
+        "--crop-pct",
+        "1.0",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    pixmim(&args)
+}
+
 /// `top1=NN.NN%` -> NN.NN
 fn percent(s: &str, key: &str) -> f64 {
     let v = s
@@ -192,26 +218,13 @@ fn finetune_trains_the_encoder_and_a_head_and_leaves_the_decoder() {
     let val = write_idx(&root.join("data"), "t10k", 8, 5);
     let ck = checkpoint(&root.join("run"), &train, None);
     let out = root.join("ft");
-    let o = pixmim(&[
-        "eval",
-        "finetune",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--data",
-        train.to_str().unwrap(),
-        "--val-data",
-        val.to_str().unwrap(),
-        "--crop-pct",
-        "1.0",
-        "--epochs",
-        "2",
-        "--warmup-epochs",
-        "1",
-        "--batch",
-        "8",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = finetune(
+        &ck,
+        &train,
+        &val,
+        &out,
+        &["--epochs", "2", "--warmup-epochs", "1", "--batch", "8"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let line = last_line(&o);
     assert!(line.starts_with("top1=") && line.ends_with('%'), "{line}");
@@ -248,18 +261,7 @@ fn finetune_with_the_whole_recipe_still_learns_a_separable_set_and_each_part_swi
     let val = write_idx(&root.join("data"), "t10k", 16, 7);
     let ck = checkpoint(&root.join("run"), &train, None);
     let run = |out: &str, extra: &[&str]| {
-        let out = root.join(out);
         let mut args = vec![
-            "eval",
-            "finetune",
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--data",
-            train.to_str().unwrap(),
-            "--val-data",
-            val.to_str().unwrap(),
-            "--crop-pct",
-            "1.0",
             "--epochs",
             "6",
             "--warmup-epochs",
@@ -268,11 +270,9 @@ fn finetune_with_the_whole_recipe_still_learns_a_separable_set_and_each_part_swi
             "8",
             "--blr",
             "2e-3",
-            "--out",
-            out.to_str().unwrap(),
         ];
         args.extend(extra);
-        let o = pixmim(&args);
+        let o = finetune(&ck, &train, &val, &root.join(out), &args);
         assert!(o.status.success(), "{}", text(&o));
         o
     };
@@ -312,20 +312,7 @@ fn finetune_with_the_whole_recipe_still_learns_a_separable_set_and_each_part_swi
         (&["--mixup-switch-prob", "1.5"][..], "--mixup-switch-prob"),
         (&["--batch", "7"][..], "--batch"),
     ] {
-        let mut all = vec![
-            "eval",
-            "finetune",
-            "--checkpoint",
-            ck.to_str().unwrap(),
-            "--data",
-            train.to_str().unwrap(),
-            "--val-data",
-            val.to_str().unwrap(),
-            "--out",
-            bad_out.to_str().unwrap(),
-        ];
-        all.extend(args);
-        let o = pixmim(&all);
+        let o = finetune(&ck, &train, &val, &bad_out, args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         assert!(text(&o).contains(key), "{args:?}: {}", text(&o));
     }
@@ -339,26 +326,13 @@ fn robustness_reports_every_setting_against_a_baseline_dumps_grids_and_names_bad
     let val = write_idx(&root.join("data"), "t10k", 8, 9);
     let ck = checkpoint(&root.join("run"), &train, None);
     let ft = root.join("ft");
-    let o = pixmim(&[
-        "eval",
-        "finetune",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-        "--data",
-        train.to_str().unwrap(),
-        "--val-data",
-        val.to_str().unwrap(),
-        "--crop-pct",
-        "1.0",
-        "--epochs",
-        "1",
-        "--warmup-epochs",
-        "0",
-        "--batch",
-        "8",
-        "--out",
-        ft.to_str().unwrap(),
-    ]);
+    let o = finetune(
+        &ck,
+        &train,
+        &val,
+        &ft,
+        &["--epochs", "1", "--warmup-epochs", "0", "--batch", "8"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let finetuned = ft.join("finetuned.safetensors");
     // The validation images labelled the other way round: the classifier (100% on `val`)

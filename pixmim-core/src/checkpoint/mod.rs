@@ -255,16 +255,22 @@ pub fn load_weights<B: Backend, M: Module<B>>(model: M, path: &Path) -> Result<M
         .filter(|(k, _)| is_model_key(k))
         .collect();
     let (model, unused) = import_params(model, &params, path)?;
-    if !unused.is_empty() {
-        return Err(Error::Checkpoint {
-            path: path.to_path_buf(),
-            msg: format!(
-                "has tensors this model lacks (another method or preset?): {}",
-                unused.join(", ")
-            ),
-        });
-    }
+    refuse_unused(path, &unused)?;
     Ok(model)
+}
+
+/// A file whose tensors the model did not all take was written for another model.
+pub fn refuse_unused(path: &Path, unused: &[String]) -> Result<()> {
+    if unused.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!(
+            "has tensors this model lacks (another method or preset?): {}",
+            unused.join(", ")
+        ),
+    })
 }
 
 /// A trainable target's parameters as a checkpoint holds them (`target.*`, what its run

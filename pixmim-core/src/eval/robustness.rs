@@ -16,7 +16,7 @@ use super::features::all_visible_tensors;
 use super::finetune::{Classifier, ClassifierHead};
 use super::linear_probe::accuracy;
 use crate::augment::{normalise_image, to_rgb_image};
-use crate::checkpoint::{import_params, read_safetensors, HostTensor};
+use crate::checkpoint::{import_params, read_safetensors, refuse_unused, HostTensor};
 use crate::data::seed::{derive, Purpose};
 use crate::error::{Error, Result};
 use crate::job::{RobustnessOptions, RobustnessReport};
@@ -136,15 +136,7 @@ fn load_classifier<M: Autoencoder<B> + AutodiffModule<B>>(
         path,
     )?;
     let unused: Vec<String> = unused.into_iter().chain(unused_head).collect();
-    if !unused.is_empty() {
-        return Err(Error::Checkpoint {
-            path: path.clone(),
-            msg: format!(
-                "has tensors this model lacks (another method or preset?): {}",
-                unused.join(", ")
-            ),
-        });
-    }
+    refuse_unused(path, &unused)?;
     let encoder = encoder.with_drop_path(0.0).no_grad();
     // The encoder's width must be what the head takes.
     let probe = encoder.encode(
