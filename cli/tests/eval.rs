@@ -52,6 +52,21 @@ fn last_line(o: &std::process::Output) -> String {
         .to_string()
 }
 
+/// A temporary folder with dark-vs-bright train and validation IDX files of the given sizes
+/// and seeds, and a one-step tiny checkpoint trained on the train split: (root, train, val,
+/// checkpoint).
+fn labelled_run(
+    name: &str,
+    (n_train, n_val): (usize, usize),
+    (train_seed, val_seed): (u32, u32),
+) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let root = tmp(name);
+    let train = write_idx(&root.join("data"), "train", n_train, train_seed);
+    let val = write_idx(&root.join("data"), "t10k", n_val, val_seed);
+    let ck = checkpoint(&root.join("run"), &train, None);
+    (root, train, val, ck)
+}
+
 /// `pixmim eval finetune` of `ck` on whole 28 px images, then `extra`.
 fn finetune(
     ck: &Path,
@@ -213,10 +228,7 @@ fn eval_refuses_unlabelled_data_and_bad_flags_naming_them() {
 
 #[test]
 fn finetune_trains_the_encoder_and_a_head_and_leaves_the_decoder() {
-    let root = tmp("eval-ft");
-    let train = write_idx(&root.join("data"), "train", 16, 4);
-    let val = write_idx(&root.join("data"), "t10k", 8, 5);
-    let ck = checkpoint(&root.join("run"), &train, None);
+    let (root, train, val, ck) = labelled_run("eval-ft", (16, 8), (4, 5));
     let out = root.join("ft");
     let o = finetune(
         &ck,
@@ -256,10 +268,7 @@ fn finetune_trains_the_encoder_and_a_head_and_leaves_the_decoder() {
 
 #[test]
 fn finetune_with_the_whole_recipe_still_learns_a_separable_set_and_each_part_switches_off() {
-    let root = tmp("eval-ft-recipe");
-    let train = write_idx(&root.join("data"), "train", 32, 6);
-    let val = write_idx(&root.join("data"), "t10k", 16, 7);
-    let ck = checkpoint(&root.join("run"), &train, None);
+    let (root, train, val, ck) = labelled_run("eval-ft-recipe", (32, 16), (6, 7));
     let run = |out: &str, extra: &[&str]| {
         let mut args = vec![
             "--epochs",
@@ -321,10 +330,7 @@ fn finetune_with_the_whole_recipe_still_learns_a_separable_set_and_each_part_swi
 
 #[test]
 fn robustness_reports_every_setting_against_a_baseline_dumps_grids_and_names_bad_input() {
-    let root = tmp("eval-robust");
-    let train = write_idx(&root.join("data"), "train", 16, 8);
-    let val = write_idx(&root.join("data"), "t10k", 8, 9);
-    let ck = checkpoint(&root.join("run"), &train, None);
+    let (root, train, val, ck) = labelled_run("eval-robust", (16, 8), (8, 9));
     let ft = root.join("ft");
     let o = finetune(
         &ck,

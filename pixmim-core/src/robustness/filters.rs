@@ -111,28 +111,30 @@ pub fn gaussian_blur(img: &FloatImage, sigma: f64, truncate: f64, border: Border
         return img.clone();
     }
     let k = gaussian_kernel(sigma, truncate);
+    convolve_along(&convolve_along(img, &k, border, false), &k, border, true)
+}
+
+/// Correlate every channel with the odd 1-D kernel `k` along the rows (`vertical` false)
+/// or the columns, reading past the edge through `border`.
+fn convolve_along(img: &FloatImage, k: &[f32], border: Border, vertical: bool) -> FloatImage {
     let r = (k.len() / 2) as i64;
     let (h, w, c) = (img.height, img.width, img.channels);
-    let mut tmp = img.clone();
-    for y in 0..h {
-        for x in 0..w {
-            for ch in 0..c {
-                tmp.data[(y * w + x) * c + ch] = k
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &kv)| kv * img.at(y, border.index(x as i64 + j as i64 - r, w), ch))
-                    .sum();
-            }
-        }
-    }
-    let mut out = tmp.clone();
+    let mut out = img.clone();
     for y in 0..h {
         for x in 0..w {
             for ch in 0..c {
                 out.data[(y * w + x) * c + ch] = k
                     .iter()
                     .enumerate()
-                    .map(|(j, &kv)| kv * tmp.at(border.index(y as i64 + j as i64 - r, h), x, ch))
+                    .map(|(j, &kv)| {
+                        let d = j as i64 - r;
+                        let v = if vertical {
+                            img.at(border.index(y as i64 + d, h), x, ch)
+                        } else {
+                            img.at(y, border.index(x as i64 + d, w), ch)
+                        };
+                        kv * v
+                    })
                     .sum();
             }
         }
