@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU part of issue 7 as one script for the device machine (CUDA + PyTorch, no Rust, no network).
 #
-# Here:   cargo build --release -p pixmim-cli            # the CUDA backend is on by default
-#         mkdir -p gpu-bin && strip -o gpu-bin/pixmim target/release/pixmim && xz -f gpu-bin/pixmim
+# Here:   cargo build --release -p pixmim-cli --no-default-features --features cuda --target-dir target-gpu
+#         (without the `mpi` feature: the binary then needs no libmpi on the device machine)
+#         mkdir -p gpu-bin && strip -o gpu-bin/pixmim target-gpu/release/pixmim && xz -f gpu-bin/pixmim
 # There:  bash bench/gpu/run.sh                          # with gpu-bin/ carried along
 #
 # Every stage has its own time limit and writes as it goes, so a run cut short still reports

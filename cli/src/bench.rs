@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use pixmim::bench;
 use pixmim::device::{DeviceMemory, DeviceSpec};
+use pixmim::distributed::ProcessGroup;
 use pixmim::job::{StepBenchOptions, StepTiming};
 use pixmim::nn::Precision;
 use pixmim::registry::{self, Composed, Request};
@@ -103,6 +104,8 @@ pub enum Part {
     Lowpass,
     /// Training steps with and without PixMIM.
     Steps,
+    /// The sum of MAE-B's gradients over the processes (run under `mpirun -np N`).
+    Allreduce,
 }
 
 struct Row {
@@ -115,11 +118,15 @@ struct Row {
 struct Report {
     rows: Vec<Row>,
     out: Map<String, Value>,
+    /// Ranks other than 0 of `--only allreduce` measure with rank 0 but report nothing.
+    quiet: bool,
 }
 
 impl Report {
     fn row(&mut self, what: String, value: String) {
-        eprintln!("{what:58} {value}");
+        if !self.quiet {
+            eprintln!("{what:58} {value}");
+        }
         self.rows.push(Row { what, value });
     }
     fn set(&mut self, key: impl Into<String>, value: Value) {
@@ -127,7 +134,17 @@ impl Report {
     }
 }
 
-pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
+pub fn run(
+    a: &BenchArgs,
+    samples: Option<PathBuf>,
+    group: Option<&dyn ProcessGroup>,
+) -> Result<()> {
+    let world = group.map_or(1, |g| g.world());
+    if world > 1 && a.only != [Part::Allreduce] {
+        return Err(Error::Usage(format!(
+            "under mpirun ({world} processes) `pixmim bench` runs `--only allreduce` alone"
+        )));
+    }
     let mut devices = DeviceSpec::parse_list(&a.device)?;
     for d in &devices {
         d.device()?; // fail on a missing CUDA driver before any work
@@ -166,6 +183,7 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
     let mut report = Report {
         rows: Vec::new(),
         out: Map::new(),
+        quiet: group.is_some_and(|g| g.rank() != 0),
     };
     let scratch = std::env::temp_dir().join(format!("pixmim-bench-{}", std::process::id()));
     let result = (|| -> Result<()> {
@@ -187,6 +205,9 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
         if a.only.contains(&Part::Steps) {
             steps(a, &device, &replicas, &precisions, &mut report)?;
         }
+        if a.only.contains(&Part::Allreduce) {
+            allreduce(a, group, &mut report)?;
+        }
         Ok(())
     })();
     let _ = std::fs::remove_dir_all(&scratch);
@@ -207,6 +228,9 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
     report.set("batch", json!(a.batch));
     report.set("date", json!(date));
 
+    if report.quiet {
+        return Ok(());
+    }
     let obj = Value::Object(report.out);
     if a.json {
         println!("{obj}");
@@ -216,6 +240,52 @@ pub fn run(a: &BenchArgs, samples: Option<PathBuf>) -> Result<()> {
         save(&path, &obj, &report.rows, a)?;
         eprintln!("wrote {}", path.display());
     }
+    Ok(())
+}
+
+/// The process group's sum of a buffer of MAE-B's trainable parameter count (its gradients,
+/// f32, one call per step as `train` makes): `--warmup` untimed calls, then the median of
+/// `--steps`. Bus bandwidth as NCCL's tests count it: a ring all-reduce moves 2(W-1)/W of
+/// the buffer through each rank's link.
+fn allreduce(a: &BenchArgs, group: Option<&dyn ProcessGroup>, report: &mut Report) -> Result<()> {
+    let group = group.filter(|g| g.world() > 1).ok_or_else(|| {
+        Error::Usage(
+            "--only allreduce times the sum over processes: start it with `mpirun -np 2` (or more)"
+                .into(),
+        )
+    })?;
+    let (params, _) = composed("mae", "base", &[], vec![])?.count_params()?;
+    let mut buf = vec![0.5f32; params];
+    let mut secs = Vec::new();
+    for i in 0..a.warmup + a.steps {
+        let t0 = std::time::Instant::now();
+        group.all_reduce_f32(&mut buf, "the bench's gradients")?;
+        if i >= a.warmup {
+            secs.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    let expected = 0.5 * (group.world() as f32).powi((a.warmup + a.steps) as i32);
+    if buf.iter().any(|&v| v != expected) {
+        return Err(Error::Training(format!(
+            "the all-reduce summed wrongly: expected {expected} everywhere"
+        )));
+    }
+    let s = bench::median(&secs);
+    let w = group.world() as f64;
+    let bytes = (params * 4) as f64;
+    let bus = 2.0 * (w - 1.0) / w * bytes / s / 1e9;
+    report.set("allreduce_processes", json!(group.world()));
+    report.set("allreduce_floats", json!(params));
+    report.set("allreduce_s", json!(s));
+    report.set("allreduce_bus_gb_s", json!(bus));
+    report.row(
+        format!(
+            "all-reduce of MAE-B's gradients ({:.1} M f32, {} processes)",
+            params as f64 / 1e6,
+            group.world()
+        ),
+        format!("{:.1} ms  ({bus:.1} GB/s bus)", s * 1e3),
+    );
     Ok(())
 }
 

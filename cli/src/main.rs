@@ -9,9 +9,11 @@ mod sweep;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use pixmim::device::DeviceSpec;
+use pixmim::distributed::ProcessGroup;
 use pixmim::engine::default_out_dir;
 use pixmim::job::TrainOptions;
 use pixmim::registry::{self, Composed, Request};
@@ -392,7 +394,39 @@ fn quote(p: &std::path::Path) -> String {
     toml::Value::String(p.display().to_string()).to_string()
 }
 
-fn train(a: &TrainArgs) -> Result<()> {
+/// The processes this one trains with, when a launcher (`mpirun`, `srun`) started it: MPI is
+/// initialised only then, so a plain start never touches it.
+fn process_group() -> Result<Option<Arc<dyn ProcessGroup>>> {
+    let Some(launcher) = pixmim::distributed::launcher() else {
+        return Ok(None);
+    };
+    #[cfg(feature = "mpi")]
+    {
+        let _ = launcher;
+        let group = pixmim::distributed::mpi::MpiGroup::init()?;
+        Ok(Some(Arc::new(group)))
+    }
+    #[cfg(not(feature = "mpi"))]
+    Err(Error::Usage(format!(
+        "started by {launcher}, but this pixmim was built without MPI (the `mpi` feature); \
+         rebuild with it (README \"Several machines\") or start pixmim without the launcher"
+    )))
+}
+
+/// Refuse a command that does not run across processes when several were started: each
+/// would do the same work and write the same files.
+fn single_process(group: Option<&dyn ProcessGroup>, command: &str) -> Result<()> {
+    match group {
+        Some(g) if g.world() > 1 => Err(Error::Usage(format!(
+            "`pixmim {command}` runs in one process, but {} were started (by mpirun or srun): \
+             only `train` and `bench --only allreduce` run across processes",
+            g.world()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn train(a: &TrainArgs, group: Option<Arc<dyn ProcessGroup>>) -> Result<()> {
     let mut devices = DeviceSpec::parse_list(&a.device)?;
     for d in &devices {
         d.device()?; // fail on a missing CUDA driver before any work
@@ -434,26 +468,38 @@ fn train(a: &TrainArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| default_out_dir(composed.method.name()));
+    let lead = group.as_ref().is_none_or(|g| g.rank() == 0);
+    let across = group
+        .as_ref()
+        .filter(|g| g.world() > 1)
+        .map(|g| format!(" x {} processes ({})", g.world(), g.describe()))
+        .unwrap_or_default();
     let opts = TrainOptions {
         out: out.clone(),
         device,
         replicas: devices,
         resume: a.resume,
-        progress: true,
+        progress: lead,
         stop_after: None,
+        group,
     };
-    eprintln!(
-        "training {} ({}) on {} -> {}",
-        composed.method.name(),
-        composed
-            .table
-            .get("preset")
-            .and_then(|v| v.as_str())
-            .unwrap_or("?"),
-        on,
-        out.display()
-    );
+    if lead {
+        eprintln!(
+            "training {} ({}) on {}{across} -> {}",
+            composed.method.name(),
+            composed
+                .table
+                .get("preset")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?"),
+            on,
+            out.display()
+        );
+    }
     let s = composed.train(&opts)?;
+    if !lead {
+        return Ok(());
+    }
     let n = s.losses.len();
     let k = (n / 10).max(1);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -483,16 +529,28 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let result = match &cli.command {
+    let group = match process_group() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let distributed = matches!(cli.command, Command::Train(_) | Command::Bench(_));
+    let result = match distributed {
+        true => Ok(()),
+        false => single_process(group.as_deref(), command_name(&cli.command)),
+    };
+    let result = result.and_then(|()| match &cli.command {
         Command::List => {
             list();
             Ok(())
         }
         Command::Info(c) => info(c),
-        Command::Train(a) => train(a),
+        Command::Train(a) => train(a, group.clone()),
         Command::Target(a) => target(a),
         Command::Preview(a) => preview(a),
-        Command::Bench(a) => bench::run(a, sample_data()),
+        Command::Bench(a) => bench::run(a, sample_data(), group.as_deref()),
         Command::Reconstruct(a) => reconstruct::run(a),
         Command::Import(a) => interop::import(a),
         Command::Export(a) => interop::export(a),
@@ -500,13 +558,32 @@ fn main() -> ExitCode {
         Command::Analyze(a) => analyze::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Plot(a) => plot(a),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    });
+    match (result, group) {
+        (Ok(()), _) => ExitCode::SUCCESS,
+        (Err(e), Some(g)) if g.world() > 1 => pixmim::distributed::stop(g.as_ref(), &e),
+        (Err(e), _) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)
         }
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::List => "list",
+        Command::Info(_) => "info",
+        Command::Train(_) => "train",
+        Command::Target(_) => "target",
+        Command::Preview(_) => "preview",
+        Command::Import(_) => "import",
+        Command::Export(_) => "export",
+        Command::Reconstruct(_) => "reconstruct",
+        Command::Bench(_) => "bench",
+        Command::Eval(_) => "eval",
+        Command::Analyze(_) => "analyze",
+        Command::Sweep(_) => "sweep",
+        Command::Plot(_) => "plot",
     }
 }
 

@@ -221,7 +221,8 @@ impl ScheduleConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Images per step on this device (before accumulation).
+    /// Images per step (before accumulation), over all devices and processes: the global
+    /// batch, split evenly over them.
     pub batch_size: usize,
     /// Gradient accumulation: optimiser step every `accum_iter` batches (numerics §1.3).
     #[serde(default = "one")]
@@ -257,6 +258,22 @@ pub struct TrainConfig {
     /// ([`crate::memory`]); `false` trains anyway.
     #[serde(default = "yes")]
     pub memory_check: bool,
+    /// Several processes (`mpirun`): how long one waits for the others at a sum before the
+    /// run is stopped with a message naming the rank that did not arrive.
+    #[serde(default = "default_sync_timeout")]
+    pub sync_timeout_s: f64,
+    /// Several processes: compare the replicas' weights every this many iterations (at an
+    /// update) and stop if they differ; 0 = never.
+    #[serde(default = "default_replica_check_every")]
+    pub replica_check_every: usize,
+}
+
+fn default_sync_timeout() -> f64 {
+    // Above a GPU's first steps, which compile kernels, and a checkpoint write on rank 0.
+    600.0
+}
+fn default_replica_check_every() -> usize {
+    100
 }
 
 fn yes() -> bool {
@@ -278,6 +295,8 @@ impl TrainConfig {
             image_every: default_image_every(),
             precision: Default::default(),
             memory_check: yes(),
+            sync_timeout_s: default_sync_timeout(),
+            replica_check_every: default_replica_check_every(),
         }
     }
 }
@@ -297,6 +316,12 @@ fn default_keep() -> usize {
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
+        if !(self.sync_timeout_s.is_finite() && self.sync_timeout_s > 0.0) {
+            return Err(Error::config(
+                "train.sync_timeout_s",
+                format!("must be > 0 seconds, got {}", self.sync_timeout_s),
+            ));
+        }
         if self.batch_size == 0 {
             return Err(Error::config(
                 "train.batch_size",

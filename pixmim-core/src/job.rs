@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::HostTensor;
 use crate::data::loader::Source;
 use crate::device::{DeviceMemory, DeviceSpec};
+use crate::distributed::ProcessGroup;
 use crate::error::Result;
 use crate::traits::{Augmentation, ImageBatch};
 
@@ -32,6 +33,8 @@ pub struct TrainOptions {
     /// Stop after this many iterations as if the process were killed there (tests of resume;
     /// the schedule still spans the full run).
     pub stop_after: Option<usize>,
+    /// The processes training this model with this one (`mpirun`), or `None` for one process.
+    pub group: Option<Arc<dyn ProcessGroup>>,
 }
 
 impl TrainOptions {
@@ -44,6 +47,7 @@ impl TrainOptions {
             resume: false,
             progress: false,
             stop_after: None,
+            group: None,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod component;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod engine;
 pub mod error;
 pub mod eval;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pixmim::config::OnError;
 use pixmim::data::dataset::decode;
-use pixmim::data::loader::{make_batch, Source};
+use pixmim::data::loader::{make_batch, BatchRows, Source};
 use pixmim::data::{BadFiles, Dataset};
 use pixmim::device::DeviceSpec;
 use pixmim::job::TrainOptions;
@@ -80,7 +80,7 @@ fn batches(source: &Source, c: &Composed, iterations: usize) -> Vec<pixmim::Resu
                 source,
                 &c.parts,
                 0,
-                source.dataset.len(),
+                &BatchRows::all(source.dataset.len()),
                 it,
                 false,
                 &mut cache,
@@ -186,6 +186,7 @@ fn training_with_skip_counts_bad_files_in_the_metrics() {
         resume: false,
         progress: false,
         stop_after: None,
+        group: None,
     };
     let s = c.train(&opts).unwrap();
     assert_eq!(s.losses.len(), 3);

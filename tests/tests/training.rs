@@ -68,6 +68,7 @@ fn run_on(
         resume,
         progress: false,
         stop_after,
+        group: None,
     };
     c.train(&opts).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -185,6 +186,7 @@ fn data_parallel_on_two_devices_matches_one_device() {
         resume: false,
         progress: false,
         stop_after: None,
+        group: None,
     };
     let e = c.train(&opts).expect_err("refused");
     assert!(e.to_string().contains("train.batch_size"), "{e}");
@@ -231,6 +233,7 @@ fn a_stopped_run_resumes_to_bit_identical_weights() {
         resume: false,
         progress: false,
         stop_after: None,
+        group: None,
     };
     let err = c.train(&opts).expect_err("refused").to_string();
     assert!(err.contains("--resume"), "{err}");
@@ -350,6 +353,7 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_its_last_good_checkpoint() {
         resume: false,
         progress: false,
         stop_after: None,
+        group: None,
     };
     let Err(e) = c.train(&opts) else {
         panic!("a run with lr 1e30 must diverge")
@@ -601,4 +605,39 @@ fn the_adaptive_radius_trains_is_logged_and_resumes_exactly() {
     assert!(msg.contains("target"), "{msg}");
     let _ = std::fs::remove_dir_all(&whole);
     let _ = std::fs::remove_dir_all(&split);
+}
+
+/// Several processes each build their share of every global batch (`BatchRows::share`): the
+/// shares, put together, are the batch one process builds, images and masks alike, with the
+/// PixMIM plugin's SRC and low-pass target too.
+#[test]
+fn the_shares_of_a_batch_are_its_rows() {
+    use pixmim::data::loader::{make_batch, BatchRows, Source};
+    use pixmim::data::Dataset;
+    let c = compose(&Request {
+        method: "mae".into(),
+        preset: Some("tiny".into()),
+        plugins: vec!["pixmim".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let source = Source::strict(Dataset::open(&samples()).unwrap());
+    let build =
+        |rows: &BatchRows| make_batch(&source, &c.parts, 3, rows, 5, false, &mut None).unwrap();
+    let whole = build(&BatchRows::all(8));
+    let shares: Vec<_> = (0..4).map(|r| build(&BatchRows::share(8, r, 4))).collect();
+    let joined = |f: &dyn Fn(&pixmim::data::loader::Batch) -> Vec<f32>| {
+        shares.iter().flat_map(f).collect::<Vec<f32>>()
+    };
+    assert_eq!(joined(&|b| b.images.data.clone()), whole.images.data);
+    let target =
+        |b: &pixmim::data::loader::Batch| b.target.as_ref().expect("host target").data.clone();
+    assert_eq!(joined(&target), target(&whole));
+    let masks: Vec<f32> = shares.iter().flat_map(|b| b.mask.mask.clone()).collect();
+    assert_eq!(masks, whole.mask.mask);
+    assert!(shares
+        .iter()
+        .all(|b| b.images.batch == 2 && b.mask.batch == 2));
+    // Not a trivial pass: the rows of a batch differ from each other.
+    assert_ne!(shares[0].images.data, shares[1].images.data);
 }

@@ -40,6 +40,14 @@ impl RunDir {
         Ok(dir)
     }
 
+    /// The run in `out` as a process that does not write it sees it (ranks other than 0 of a
+    /// distributed run): nothing is created or cleared.
+    pub fn follow(out: &Path) -> Self {
+        Self {
+            out: out.to_path_buf(),
+        }
+    }
+
     pub fn checkpoint_dir(&self) -> PathBuf {
         self.out.join("checkpoints")
     }

@@ -147,6 +147,16 @@ impl Dataset {
         }
     }
 
+    /// A hash of the item list (paths, in order), the same in every process: ranks of a
+    /// distributed run compare it to be sure they read the same data.
+    pub fn fingerprint(&self) -> u64 {
+        use crate::distributed::{fnv1a, FNV_OFFSET};
+        self.items.iter().fold(FNV_OFFSET, |h, p| {
+            let bytes = p.as_os_str().as_encoded_bytes();
+            fnv1a(bytes.iter().copied().chain([0]), h)
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }

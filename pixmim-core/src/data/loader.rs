@@ -21,6 +21,41 @@ use crate::error::{Error, Result};
 use crate::mask::MaskBatch;
 use crate::traits::{Augmentation, ImageBatch, Parts};
 
+/// The rows of each global batch of `size` images that this process builds: all of them, or
+/// rank r's `[r*size/W, (r+1)*size/W)` when W processes train one model (`crate::distributed`).
+/// A row's images and mask are the same whichever process builds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRows {
+    pub size: usize,
+    pub range: std::ops::Range<usize>,
+}
+
+impl BatchRows {
+    pub fn all(size: usize) -> Self {
+        Self {
+            size,
+            range: 0..size,
+        }
+    }
+
+    /// Rank `rank`'s share of `world` equal shares (the caller checks that `size` splits).
+    pub fn share(size: usize, rank: usize, world: usize) -> Self {
+        let per = size / world.max(1);
+        Self {
+            size,
+            range: rank * per..(rank + 1) * per,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+}
+
 pub struct Batch {
     pub iteration: usize,
     pub images: ImageBatch,
@@ -123,13 +158,13 @@ pub struct Loader {
 }
 
 impl Loader {
-    /// Produce `iterations` of `batch_size` images; the workers make the target too unless
+    /// Produce `rows` of the global batch for each of `iterations`; the workers make the target too unless
     /// it is made on the device ([`crate::target::target_on_device`]).
     pub fn spawn(
         source: Arc<Source>,
         parts: Arc<Parts>,
         seed: u64,
-        batch_size: usize,
+        rows: BatchRows,
         iterations: std::ops::Range<usize>,
         num_workers: usize,
         target_on_device: bool,
@@ -150,7 +185,7 @@ impl Loader {
                             &source,
                             &parts,
                             seed,
-                            batch_size,
+                            &rows,
                             it,
                             target_on_device,
                             &mut cache,
@@ -174,19 +209,21 @@ impl Loader {
     }
 }
 
-/// Build iteration `it` (pure function of its arguments); the host target only when it is
-/// not made on the device.
+/// Build `rows` of iteration `it` (pure function of its arguments); the host target only
+/// when it is not made on the device.
 pub fn make_batch(
     source: &Source,
     parts: &Parts,
     seed: u64,
-    batch_size: usize,
+    rows: &BatchRows,
     it: usize,
     target_on_device: bool,
     cache: &mut Option<(usize, Vec<usize>)>,
 ) -> Result<Batch> {
-    let first = it * batch_size;
-    let idx: Vec<(usize, usize)> = (0..batch_size)
+    let first = it * rows.size;
+    let idx: Vec<(usize, usize)> = rows
+        .range
+        .clone()
         .map(|j| {
             (
                 first + j,
@@ -195,9 +232,13 @@ pub fn make_batch(
         })
         .collect();
     let images = views(source, parts.augmentation.as_ref(), seed, &idx)?;
-    let mask = parts
+    // The whole batch's masks are drawn, so a row's mask does not depend on the share.
+    let mut mask = parts
         .masking
-        .sample(batch_size, &mut rng(seed, Purpose::Mask, it as u64));
+        .sample(rows.size, &mut rng(seed, Purpose::Mask, it as u64));
+    if rows.len() != rows.size {
+        mask = mask.rows(rows.range.start, rows.len());
+    }
     let target = crate::target::host_target(parts.target.as_ref(), &images, target_on_device);
     Ok(Batch {
         iteration: it,

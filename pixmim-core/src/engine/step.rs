@@ -1,7 +1,8 @@
 //! The training step, written once: target -> forward -> masked loss -> backward, the
 //! gradients accumulated (over `train.accum_iter` batches and over devices) until
 //! [`Step::update`] hands them to AdamW. Training, `pixmim bench` and data parallelism all
-//! run it; one device is the data-parallel path with one shard.
+//! run it; one device is the data-parallel path with one shard, and several processes
+//! ([`crate::distributed`]) run it each on their rows of the batch, summing over the group.
 use std::sync::Arc;
 
 use burn::module::AutodiffModule;
@@ -9,6 +10,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::DispatchDevice;
 
+use crate::distributed::ProcessGroup;
 use crate::engine::data_parallel::{multi_gradients, run_shards};
 use crate::error::{Error, Result};
 use crate::mask::MaskBatch;
@@ -19,9 +21,11 @@ use crate::RunBackend;
 
 type B = RunBackend;
 
-/// One batch on the host: the images, the target the data workers made (None when the
-/// target is made on the device or is the input), and the masks.
+/// One batch on the host (this process's rows of it when several train together): the
+/// images, the target the data workers made (None when the target is made on the device or is
+/// the input), the masks, and which iteration it is (for the messages of a process group).
 pub struct StepInputs<'a> {
+    pub iteration: usize,
     pub images: &'a ImageBatch,
     pub target: Option<&'a ImageBatch>,
     pub mask: &'a MaskBatch,
@@ -51,6 +55,11 @@ pub struct Step<M> {
     /// The same for a trainable target's parameters.
     target_accumulators: Vec<GradientsAccumulator<TargetParams<B>>>,
     probe: Option<ForwardProbe>,
+    /// The processes training this model with this one, if any: losses and gradients are
+    /// summed over them.
+    group: Option<Arc<dyn ProcessGroup>>,
+    /// The iteration of the last batch accumulated (for the group's messages).
+    iteration: usize,
 }
 
 impl<M> Step<M>
@@ -72,7 +81,21 @@ where
             accumulators,
             target_accumulators,
             probe: None,
+            group: None,
+            iteration: 0,
         }
+    }
+
+    /// Train with `group`'s other processes: each holds its share of every batch
+    /// ([`crate::data::loader::BatchRows`]) and the same number of devices.
+    pub fn with_group(mut self, group: Option<Arc<dyn ProcessGroup>>) -> Self {
+        self.group = group;
+        self
+    }
+
+    /// Shards of each batch over every process: this process's devices times the processes.
+    fn shards(&self) -> usize {
+        self.devices.len() * self.group.as_ref().map_or(1, |g| g.world())
     }
 
     pub fn devices(&self) -> &[DispatchDevice] {
@@ -87,9 +110,10 @@ where
     /// [d*B/n, (d+1)*B/n), on device d, each on its own thread), adding the gradients to the
     /// accumulated ones. Returns the batch's mean loss, read once every shard's work is queued.
     ///
-    /// Each shard's loss is scaled by 1/devices, so the shards' gradients sum to the batch's
-    /// (every sample masks the same number of patches, so the mean of the shard means is the
-    /// batch mean). Each shard runs a replica made with `fork`, which gives it fresh leaf
+    /// Each shard's loss is scaled by 1/shards (devices times processes), so the shards'
+    /// gradients sum to the batch's (every sample masks the same number of patches, so the mean
+    /// of the shard means is the batch mean); with a group, the returned loss is summed over
+    /// it, so every process reports (and checks) the whole batch's loss. Each shard runs a replica made with `fork`, which gives it fresh leaf
     /// parameters and so its own autodiff graph, with the model's parameter ids; so does the
     /// target's (`target`, empty for a fixed target), whose gradient comes from the same loss.
     pub fn accumulate(
@@ -108,6 +132,8 @@ where
             ));
         }
         let per = batch / n;
+        let shards = self.shards();
+        self.iteration = inputs.iteration;
         let (accum, probe) = (self.accum, self.probe.clone());
         let replicas = self
             .devices
@@ -130,7 +156,11 @@ where
             }
             let loss = replica.loss(pred, target, mask.mask.clone());
             // Division by one is exact but would add a node to the graph.
-            let loss = if n > 1 { loss / n as f64 } else { loss };
+            let loss = if shards > 1 {
+                loss / shards as f64
+            } else {
+                loss
+            };
             let scaled = if accum > 1 {
                 loss.clone() / accum as f64
             } else {
@@ -151,17 +181,23 @@ where
             target_acc.accumulate(&params, target_grads);
             losses.push(loss);
         }
-        Ok(losses.into_iter().map(|l| l.into_scalar() as f64).sum())
+        let mut loss = [losses.into_iter().map(|l| l.into_scalar() as f64).sum()];
+        if let Some(group) = &self.group {
+            let what = format!("the loss of iteration {}", inputs.iteration);
+            group.all_reduce_f64(&mut loss, &what)?;
+        }
+        Ok(loss[0])
     }
 
     /// One AdamW update of `model` and of the target's parameters (added to `optim` with
-    /// [`AdamW::add_undecayed`]) with the gradients accumulated since the last one.
+    /// [`AdamW::add_undecayed`]) with the gradients accumulated since the last one (summed
+    /// over the process group first, when there is one).
     pub fn update(
         &mut self,
         (model, target): (M, TargetParams<B>),
         optim: &mut AdamW<B>,
         lr: f64,
-    ) -> (M, TargetParams<B>) {
+    ) -> Result<(M, TargetParams<B>)> {
         let mut grads: Vec<GradientsParams> =
             self.accumulators.iter_mut().map(|a| a.grads()).collect();
         let target_grads: Vec<GradientsParams> = self
@@ -169,6 +205,22 @@ where
             .iter_mut()
             .map(|a| a.grads())
             .collect();
+        if let Some(group) = &self.group {
+            use crate::distributed::gradients::all_reduce;
+            let it = self.iteration;
+            let what = format!("the gradients of iteration {it}");
+            let summed = all_reduce(group.as_ref(), &model, grads, &what)?;
+            let model = optim.step(lr, model, summed);
+            let target = match target.theta {
+                Some(_) => {
+                    let what = format!("the target's gradients of iteration {it}");
+                    let summed = all_reduce(group.as_ref(), &target, target_grads, &what)?;
+                    optim.step_unclipped(lr, target, multi_gradients([summed], &self.devices))
+                }
+                None => target,
+            };
+            return Ok((model, target));
+        }
         let model = if grads.len() == 1 {
             optim.step(lr, model, grads.pop().expect("one device"))
         } else {
@@ -180,7 +232,7 @@ where
             }
             None => target,
         };
-        (model, target)
+        Ok((model, target))
     }
 
     /// Wait until every device has finished the work queued so far (GPU backends queue it).

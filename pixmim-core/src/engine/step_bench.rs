@@ -83,12 +83,13 @@ where
         let target_s = t0.elapsed().as_secs_f64();
         let mask = c.parts.masking.sample(opts.batch, &mut rng);
         let inputs = StepInputs {
+            iteration: i,
             images: &images,
             target: host.as_ref(),
             mask: &mask,
         };
         step.accumulate(&model, &target, &inputs, c.parts.target.as_ref())?;
-        (model, target) = step.update((model, target), &mut optim, 1e-4);
+        (model, target) = step.update((model, target), &mut optim, 1e-4)?;
         // GPU backends queue work; wait for the step to finish before stopping the clock.
         step.sync()?;
         if warm_up {

@@ -1,5 +1,7 @@
 //! The training loop: batches from the data workers through the [`Step`], AdamW at each
 //! accumulation boundary with the official schedule, metrics, checkpoints and exact resume.
+//! With a process group (`mpirun`), every rank runs this loop on its rows of each batch and
+//! only rank 0 writes the run folder ([`crate::distributed`]).
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use serde_json::{json, Map};
 
 use crate::checkpoint;
 use crate::checkpoint::run::{self, RunDir};
-use crate::data::loader::{Loader, Source};
+use crate::data::loader::{BatchRows, Loader, Source};
 use crate::data::seed::{derive, Purpose};
 use crate::data::BadFiles;
 use crate::data::Dataset;
@@ -59,8 +61,25 @@ where
         .unwrap_or(c.optim.blr * (batch * accum) as f64 / 256.0);
     let sched = LrSchedule::new(&c.schedule, lr, total as f64 / ipe as f64, ipe);
 
-    let run = RunDir::open(&opts.out, opts.resume)?;
-    let (specs, devices) = super::training_devices(&opts.device, &opts.replicas, batch)?;
+    let group = opts.group.as_deref();
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world()));
+    // Rank 0 alone writes the run folder; the others only read its checkpoints.
+    let lead = rank == 0;
+    if let Some(g) = group {
+        g.set_timeout(std::time::Duration::from_secs_f64(c.train.sync_timeout_s));
+    }
+    if !batch.is_multiple_of(world) {
+        return Err(Error::config(
+            "train.batch_size",
+            format!("the global batch of {batch} does not split evenly over {world} processes"),
+        ));
+    }
+    let run = if lead {
+        RunDir::open(&opts.out, opts.resume)?
+    } else {
+        RunDir::follow(&opts.out)
+    };
+    let (specs, devices) = super::training_devices(&opts.device, &opts.replicas, batch / world)?;
     let seed = derive(c.seed, Purpose::Init, 0);
     let mut model = super::model_for_training(c, &specs, &devices[0], seed, &build)?;
     super::memory_preflight(c, &specs, checkpoint::count_params(&model))?;
@@ -82,7 +101,23 @@ where
         ),
         _ => {}
     }
-    run.write_config(&c.table)?;
+    if let Some(g) = group {
+        crate::distributed::agree(
+            g,
+            &[
+                (
+                    "the run's config",
+                    crate::distributed::hash_str(&toml::to_string(&c.table).unwrap_or_default()),
+                ),
+                ("the data list", dataset.fingerprint()),
+                ("the step it starts from", start as u64),
+                ("the number of devices", devices.len() as u64),
+            ],
+        )?;
+    }
+    if lead {
+        run.write_config(&c.table)?;
+    }
 
     let workers = if c.train.num_workers == 0 {
         std::thread::available_parallelism()
@@ -91,27 +126,43 @@ where
     } else {
         c.train.num_workers
     };
-    let bad_files = Arc::new(BadFiles::open(&run.out)?);
+    // Other ranks report the unreadable files of their rows on stderr only.
+    let bad_files = Arc::new(if lead {
+        BadFiles::open(&run.out)?
+    } else {
+        BadFiles::in_memory()
+    });
     let source = Arc::new(Source {
         dataset,
         on_error: c.data.on_error,
         bad: Arc::clone(&bad_files),
     });
-    let watched = watched_images(&source, c, c.train.image_every)?;
+    let image_every = if lead { c.train.image_every } else { 0 };
+    let watched = watched_images(&source, c, image_every)?;
     let loader = Loader::spawn(
         source,
         Arc::clone(&c.parts),
         c.seed,
-        batch,
+        BatchRows::share(batch, rank, world),
         start..total,
         workers,
         super::target_on_device(target_gen, &opts.device),
     );
 
-    let mut report = Report::open(&run, (start, total), ipe, opts.progress, bad_files)?;
+    let mut report = match lead {
+        true => Some(Report::open(
+            &run,
+            (start, total),
+            ipe,
+            opts.progress,
+            bad_files,
+        )?),
+        false => None,
+    };
     let first_device = devices[0].clone();
-    let mut step = Step::<M>::new(devices, accum);
+    let mut step = Step::<M>::new(devices, accum).with_group(opts.group.clone());
     let mut lr_now = sched.at(start);
+    let started = Instant::now();
     let mut losses = Vec::new();
     for it in start..total {
         let b = loader
@@ -122,6 +173,7 @@ where
             lr_now = sched.at(it);
         }
         let inputs = StepInputs {
+            iteration: it,
             images: &b.images,
             target: b.target.as_ref(),
             mask: &b.mask,
@@ -133,28 +185,35 @@ where
         // gradient is applied early or lost.
         let boundary = done % accum == 0 || done == total;
         if boundary {
-            (model, target) = step.update((model, target), &mut optim, lr_now);
+            (model, target) = step.update((model, target), &mut optim, lr_now)?;
+            let every = c.train.replica_check_every;
+            if let Some(g) = group.filter(|_| every > 0 && (done % every == 0 || done == total)) {
+                crate::distributed::check_replicas(g, (&model, &target), done)?;
+            }
         }
         losses.push(loss);
-        report.step(batch);
-        if done % c.train.log_every == 0 || done == total {
-            let mut metrics = model.metrics();
-            if let Some(theta) = target.values() {
-                metrics.extend(target_gen.trainable_metrics(&theta));
+        // Only rank 0 logs and writes.
+        if let Some(report) = report.as_mut() {
+            report.step(batch);
+            if done % c.train.log_every == 0 || done == total {
+                let mut metrics = model.metrics();
+                if let Some(theta) = target.values() {
+                    metrics.extend(target_gen.trainable_metrics(&theta));
+                }
+                report.log(it, loss, lr_now, &optim, metrics)?;
             }
-            report.log(it, loss, lr_now, &optim, metrics)?;
+            if let Some(images) = watched.as_ref().filter(|_| done % image_every == 0) {
+                let trained = (&model, &target);
+                let rec = reconstruct_batch(c, trained, &opts.device, &first_device, images)?;
+                let rows: Vec<_> = (0..rec.batch)
+                    .map(|b| rec.panels(b, images.image.image(b)))
+                    .collect();
+                report
+                    .metrics
+                    .image("reconstruction", it, &grid_image(&rows)?)?;
+            }
         }
-        if let Some(images) = watched.as_ref().filter(|_| done % c.train.image_every == 0) {
-            let trained = (&model, &target);
-            let rec = reconstruct_batch(c, trained, &opts.device, &first_device, images)?;
-            let rows: Vec<_> = (0..rec.batch)
-                .map(|b| rec.panels(b, images.image.image(b)))
-                .collect();
-            report
-                .metrics
-                .image("reconstruction", it, &grid_image(&rows)?)?;
-        }
-        if boundary && (done % c.train.checkpoint_every == 0 || done == total) {
+        if lead && boundary && (done % c.train.checkpoint_every == 0 || done == total) {
             let method = (c.method.name(), &c.table);
             let trained = (&model, &target);
             let saved = run.save(done, trained, &optim, method, c.train.keep_checkpoints);
@@ -169,7 +228,10 @@ where
             break;
         }
     }
-    let secs = report.finish();
+    let secs = match report {
+        Some(report) => report.finish(),
+        None => started.elapsed().as_secs_f64().max(1e-9),
+    };
     Ok(TrainSummary {
         out: run.out.clone(),
         start_iteration: start,
