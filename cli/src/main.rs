@@ -427,11 +427,15 @@ fn single_process(group: Option<&dyn ProcessGroup>, command: &str) -> Result<()>
 }
 
 fn train(a: &TrainArgs, group: Option<Arc<dyn ProcessGroup>>) -> Result<()> {
-    let mut devices = DeviceSpec::parse_list(&a.device)?;
+    let given = match &group {
+        Some(g) if g.world() > 1 => pixmim::distributed::per_process_device(&a.device),
+        _ => a.device.clone(),
+    };
+    let mut devices = DeviceSpec::parse_list(&given)?;
     for d in &devices {
         d.device()?; // fail on a missing CUDA driver before any work
     }
-    let on = DeviceSpec::describe(&a.device, &devices);
+    let on = DeviceSpec::describe(&given, &devices);
     let device = devices.remove(0);
     let mut composed = if a.resume {
         let out = a

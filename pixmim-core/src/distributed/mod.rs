@@ -71,6 +71,31 @@ pub fn launcher() -> Option<&'static str> {
     .map(|(_, name)| name)
 }
 
+/// `--device` for this process when a launcher started several: a bare `cuda` (or `gpu`)
+/// means the GPU of the process's local rank on its node (`OMPI_COMM_WORLD_LOCAL_RANK`,
+/// `SLURM_LOCALID`, `MPI_LOCALRANKID`), or `cuda:0` when `CUDA_VISIBLE_DEVICES` leaves the
+/// process one GPU (`srun --gpus-per-task=1`). Anything else is taken as given.
+pub fn per_process_device(given: &str) -> String {
+    let local_rank = [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "SLURM_LOCALID",
+        "MPI_LOCALRANKID",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok());
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    device_for_local_rank(given, local_rank, visible.as_deref())
+}
+
+fn device_for_local_rank(given: &str, local_rank: Option<usize>, visible: Option<&str>) -> String {
+    let bare = matches!(given.trim(), "cuda" | "gpu");
+    match (bare, local_rank, visible) {
+        (true, _, Some(v)) if !v.is_empty() && !v.contains(',') => "cuda:0".into(),
+        (true, Some(r), _) => format!("cuda:{r}"),
+        _ => given.into(),
+    }
+}
+
 /// FNV-1a, 64 bits: a hash that is the same in every process and build (std's is not promised
 /// to be), for comparing what the ranks hold.
 pub fn fnv1a(bytes: impl IntoIterator<Item = u8>, mut h: u64) -> u64 {
@@ -241,6 +266,20 @@ pub(crate) mod tests {
             let handles: Vec<_> = groups.iter().map(|g| s.spawn(|| f(g))).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         })
+    }
+
+    #[test]
+    fn a_bare_cuda_device_is_the_local_ranks_gpu() {
+        assert_eq!(device_for_local_rank("cuda", Some(3), None), "cuda:3");
+        assert_eq!(
+            device_for_local_rank("gpu", Some(1), Some("0,1,2,3")),
+            "cuda:1"
+        );
+        // srun --gpus-per-task=1: the one visible GPU.
+        assert_eq!(device_for_local_rank("cuda", Some(3), Some("5")), "cuda:0");
+        assert_eq!(device_for_local_rank("cuda:2", Some(3), None), "cuda:2");
+        assert_eq!(device_for_local_rank("cpu", Some(3), None), "cpu");
+        assert_eq!(device_for_local_rank("cuda", None, None), "cuda");
     }
 
     #[test]
