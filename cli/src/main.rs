@@ -364,7 +364,7 @@ fn print_memory(
 ) -> Result<()> {
     use pixmim::memory::gib;
     let specs: Vec<&DeviceSpec> = devices.iter().collect();
-    let plan = pixmim::engine::memory_plan(c, &specs, counts)?;
+    let plan = pixmim::engine::memory_plan(c, &specs, counts, 1)?;
     let on = DeviceSpec::describe(given, devices);
     let activations = match plan.step.activation_floats_per_image {
         Some(_) => gib(plan.step.per_image_bytes()),

@@ -75,11 +75,13 @@ impl StepMemory {
 
 /// A run's plan: `devices` devices (replicas of the model), `batch` images per step over all
 /// of them, `accum_iter` steps per update; on a CPU every replica lives in the same memory.
+/// With several `processes` (`mpirun`) this is one process's: `batch` is its share.
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub step: StepMemory,
     pub devices: usize,
     pub batch: usize,
+    pub processes: usize,
     pub accum_iter: usize,
     pub shared_host: bool,
 }
@@ -192,11 +194,14 @@ pub fn check(plan: &Plan, available: u64, what: &str) -> Result<()> {
     if need <= available {
         return Ok(());
     }
+    // The config's batch is global: each process's share times the processes.
+    let p = plan.processes.max(1);
     let fit = match plan.largest_fit(SUGGESTION_HEADROOM * available) {
         Some((b, a)) => format!(
-            "--set train.batch_size={b} --set train.accum_iter={a} (the same effective batch \
+            "--set train.batch_size={} --set train.accum_iter={a} (the same effective batch \
              of {}, so the same learning rate; {} estimated), or --preset tiny",
-            plan.batch * plan.accum_iter,
+            b * p,
+            plan.batch * p * plan.accum_iter,
             gib(plan.bytes_at(b)),
         ),
         None => "--preset tiny: even one image per device does not fit".into(),
@@ -207,7 +212,10 @@ pub fn check(plan: &Plan, available: u64, what: &str) -> Result<()> {
             "a training step at batch {} needs about {} ({} for weights, gradients and AdamW \
              state per replica, {} of activations per image) but {what} has {} available. \
              What fits: {fit}. To train anyway: --set train.memory_check=false.",
-            plan.batch,
+            match p {
+                1 => plan.batch.to_string(),
+                _ => format!("{} ({} per process)", plan.batch * p, plan.batch),
+            },
             gib(need),
             gib(plan.step.model_bytes()),
             gib(plan.step.per_image_bytes()),
@@ -231,6 +239,7 @@ mod tests {
             },
             devices,
             batch,
+            processes: 1,
             accum_iter: accum,
             shared_host: true,
         }
@@ -273,6 +282,18 @@ mod tests {
         );
         let tiny = check(&p, 1, "this host").unwrap_err().to_string();
         assert!(tiny.contains("--preset tiny"), "{tiny}");
+        // One of 4 processes holds a quarter of the global batch; the advice is global.
+        let shared = Plan { processes: 4, ..p };
+        let msg = check(&shared, budget as u64, "each GPU")
+            .unwrap_err()
+            .to_string();
+        for part in [
+            "batch 512 (128 per process)",
+            "train.batch_size=64",
+            "of 1024",
+        ] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
     }
 
     #[test]

@@ -77,11 +77,12 @@ pub fn optimiser<M: Autoencoder<RunBackend> + burn::module::AutodiffModule<RunBa
 }
 
 /// The memory of a training step of `c` on `specs`, for a model with `(trainable, frozen)`
-/// parameters ([`crate::memory`]).
+/// parameters ([`crate::memory`]), in one of `processes` that share each batch evenly.
 pub fn memory_plan(
     c: &Composed,
     specs: &[&DeviceSpec],
     (trainable, frozen): (usize, usize),
+    processes: usize,
 ) -> Result<crate::memory::Plan> {
     use rand::SeedableRng;
     let visible = c
@@ -101,7 +102,8 @@ pub fn memory_plan(
             host,
         },
         devices: specs.len(),
-        batch: c.train.batch_size,
+        batch: c.train.batch_size / processes.max(1),
+        processes: processes.max(1),
         accum_iter: c.train.accum_iter,
         shared_host: host,
     })
@@ -129,13 +131,19 @@ pub fn available_memory(specs: &[&DeviceSpec]) -> Result<Option<(u64, String)>> 
     Ok(least)
 }
 
-/// The memory pre-flight of `train`: refuse (exit 2, naming the estimate, what is available
+/// The memory pre-flight of `train` (each process of a distributed run for its share of the
+/// batch): refuse (exit 2, naming the estimate, what is available
 /// and what fits) a step that cannot fit, unless `train.memory_check = false`.
-pub fn memory_preflight(c: &Composed, specs: &[&DeviceSpec], counts: (usize, usize)) -> Result<()> {
+pub fn memory_preflight(
+    c: &Composed,
+    specs: &[&DeviceSpec],
+    counts: (usize, usize),
+    processes: usize,
+) -> Result<()> {
     if !c.train.memory_check {
         return Ok(());
     }
-    let plan = memory_plan(c, specs, counts)?;
+    let plan = memory_plan(c, specs, counts, processes)?;
     if let Some((available, what)) = available_memory(specs)? {
         crate::memory::check(&plan, available, &what)?;
     }

@@ -82,7 +82,7 @@ where
     let (specs, devices) = super::training_devices(&opts.device, &opts.replicas, batch / world)?;
     let seed = derive(c.seed, Purpose::Init, 0);
     let mut model = super::model_for_training(c, &specs, &devices[0], seed, &build)?;
-    super::memory_preflight(c, &specs, checkpoint::count_params(&model))?;
+    super::memory_preflight(c, &specs, checkpoint::count_params(&model), world)?;
     let target_gen = c.parts.target.as_ref();
     let mut target = TargetParams::new(target_gen, &devices[0]);
     let mut optim = super::optimiser(c, &model, &target);
@@ -93,9 +93,11 @@ where
             let device = opts.device.device()?;
             let method = c.method.name();
             (model, target, start) = run::load(path, (model, target), &mut optim, method, &device)?;
-            eprintln!("resuming from {} at step {start}", path.display());
+            if lead {
+                eprintln!("resuming from {} at step {start}", path.display());
+            }
         }
-        (None, true) => eprintln!(
+        (None, true) if lead => eprintln!(
             "no checkpoint in {} yet: starting from step 0",
             run.checkpoint_dir().display()
         ),
