@@ -19,9 +19,10 @@ pub struct BenchArgs {
     /// the sample photos).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Device for the training steps and the device low-pass path; several, comma-separated
-    /// (`flex,flex`, `cuda:0,cuda:1`), time the data-parallel step of `pixmim train` (the
-    /// low-pass device path runs on the first).
+    /// Device for the training steps and the device low-pass path, as `train --device` (`cpu`
+    /// is a flex replica per core, `flex` one); several, comma-separated (`flex,flex`,
+    /// `cuda:0,cuda:1`), time the data-parallel step of `pixmim train` (the low-pass device
+    /// path runs on the first).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Methods whose steps are timed.
@@ -145,7 +146,7 @@ pub fn run(
             "under mpirun ({world} processes) `pixmim bench` runs `--only allreduce` alone"
         )));
     }
-    let mut devices = DeviceSpec::parse_list(&a.device)?;
+    let mut devices = DeviceSpec::parse_list(&DeviceSpec::resolve(&a.device, a.batch))?;
     for d in &devices {
         d.device()?; // fail on a missing CUDA driver before any work
     }

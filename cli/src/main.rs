@@ -166,10 +166,11 @@ struct TrainArgs {
     /// Run folder (default: a fresh `runs/<method>-<time>`).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// cpu (= flex), flex, ndarray, cuda, cuda:N; several, comma-separated
-    /// (`cuda:0,cuda:1`), train data-parallel with the batch split over them.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// cpu (a flex replica per core that splits the batch), flex (one), ndarray, cuda, cuda:N;
+    /// several, comma-separated (`cuda:0,cuda:1`), train data-parallel with the batch split
+    /// over them. Default: cpu, or with --resume the run's own list (`train.devices`).
+    #[arg(long)]
+    device: Option<String>,
     /// Train for this many iterations.
     #[arg(long, conflicts_with = "epochs")]
     steps: Option<usize>,
@@ -341,8 +342,9 @@ fn preview(a: &PreviewArgs) -> Result<()> {
 }
 
 fn info(a: &InfoArgs) -> Result<()> {
-    let devices = DeviceSpec::parse_list(&a.device)?;
     let composed = compose(&a.compose, vec![])?;
+    let devices =
+        DeviceSpec::parse_list(&DeviceSpec::resolve(&a.device, composed.train.batch_size))?;
     print!("{}", toml::to_string(&composed.table).unwrap_or_default());
     println!();
     println!("# augmentation: {}", composed.parts.augmentation.describe());
@@ -427,16 +429,11 @@ fn single_process(group: Option<&dyn ProcessGroup>, command: &str) -> Result<()>
 }
 
 fn train(a: &TrainArgs, group: Option<Arc<dyn ProcessGroup>>) -> Result<()> {
-    let given = match &group {
-        Some(g) if g.world() > 1 => pixmim::distributed::per_process_device(&a.device),
-        _ => a.device.clone(),
-    };
-    let mut devices = DeviceSpec::parse_list(&given)?;
-    for d in &devices {
-        d.device()?; // fail on a missing CUDA driver before any work
+    if let Some(given) = &a.device {
+        for d in DeviceSpec::parse_list(given)? {
+            d.device()?; // fail on a missing CUDA driver before any work
+        }
     }
-    let on = DeviceSpec::describe(&given, &devices);
-    let device = devices.remove(0);
     let mut composed = if a.resume {
         let out = a
             .out
@@ -468,6 +465,26 @@ fn train(a: &TrainArgs, group: Option<Arc<dyn ProcessGroup>>) -> Result<()> {
         composed
     };
     composed.set_run_length(a.steps, a.epochs)?;
+    // `--device`, else the list the run being resumed recorded, else `cpu`; resolved (a replica
+    // per core for `cpu`) and recorded in config.toml, then made this process's own.
+    let world = group.as_ref().map_or(1, |g| g.world());
+    let given = a
+        .device
+        .clone()
+        .or_else(|| composed.train.devices.clone())
+        .unwrap_or_else(|| "cpu".into());
+    let resolved = DeviceSpec::resolve(&given, composed.train.batch_size / world);
+    composed.set_devices(&resolved)?;
+    let mine = match world {
+        1 => resolved,
+        _ => pixmim::distributed::per_process_device(&resolved),
+    };
+    let mut devices = DeviceSpec::parse_list(&mine)?;
+    for d in &devices {
+        d.device()?;
+    }
+    let on = DeviceSpec::describe(&given, &devices);
+    let device = devices.remove(0);
     let out = a
         .out
         .clone()

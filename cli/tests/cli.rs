@@ -315,9 +315,19 @@ fn train_writes_the_run_folder_and_resumes() {
         out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    // The default device names the backend it resolved to.
-    assert!(text(&o).contains("on cpu (flex)"), "{}", text(&o));
-    assert!(out.join("config.toml").exists());
+    // The default device is a flex replica per core that splits the batch (16), named as
+    // resolved and recorded in config.toml.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let replicas = (1..=cores.min(16)).rev().find(|k| 16 % k == 0).unwrap();
+    let list = vec!["flex"; replicas].join(",");
+    assert!(
+        text(&o).contains(&format!("on cpu ({list})")),
+        "{}",
+        text(&o)
+    );
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    let config: toml::Table = config.parse().unwrap();
+    assert_eq!(config["train"]["devices"].as_str(), Some(list.as_str()));
     assert_eq!(
         std::fs::read_to_string(out.join("metrics.jsonl"))
             .unwrap()
@@ -331,6 +341,17 @@ fn train_writes_the_run_folder_and_resumes() {
     let o = pixmim(&["train", "--resume", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("resuming from"), "{}", text(&o));
+    // It repeats the recorded device list; `--device flex` pins one device instead.
+    assert!(text(&o).contains(&format!("on {list} ->")), "{}", text(&o));
+    let o = pixmim(&[
+        "train",
+        "--resume",
+        "--device",
+        "flex",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(text(&o).contains("on flex ->"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&out);
 }
 

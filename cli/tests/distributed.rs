@@ -133,7 +133,7 @@ fn two_processes_train_the_model_one_process_trains_from_the_same_global_batch()
     let (mpi, dp, one) = (dir.join("mpi"), dir.join("flex2"), dir.join("one"));
     let said = ok(under_mpirun(2, &tiny(&mpi, 4)));
     ok(one_process(&tiny(&dp, 4), "flex,flex"));
-    ok(one_process(&tiny(&one, 4), "cpu"));
+    ok(one_process(&tiny(&one, 4), "flex"));
     assert_eq!(said.matches("x 2 processes").count(), 1, "{said}");
     assert_eq!(said.matches("done: steps 0..4").count(), 1, "{said}");
 

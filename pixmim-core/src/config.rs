@@ -266,6 +266,10 @@ pub struct TrainConfig {
     /// update) and stop if they differ; 0 = never.
     #[serde(default = "default_replica_check_every")]
     pub replica_check_every: usize,
+    /// The device list the run trains on, as `train` resolved `--device` (`cpu` becomes a
+    /// flex replica per core); written by `train` so that `--resume` repeats it exactly.
+    #[serde(default)]
+    pub devices: Option<String>,
 }
 
 fn default_sync_timeout() -> f64 {
@@ -297,6 +301,7 @@ impl TrainConfig {
             memory_check: yes(),
             sync_timeout_s: default_sync_timeout(),
             replica_check_every: default_replica_check_every(),
+            devices: None,
         }
     }
 }

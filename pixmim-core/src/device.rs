@@ -47,6 +47,19 @@ impl DeviceSpec {
         }
     }
 
+    /// `--device` for steps of `batch` images (per process): `cpu` alone is a flex replica
+    /// per core this process may use, as many as split the batch evenly, since flex runs most
+    /// ops other than matrix products on one thread (docs/performance.md, "CPU backends");
+    /// anything else as given (`flex` pins one device). Returns the list as text, for
+    /// `config.toml`, so that a resume repeats it exactly.
+    pub fn resolve(given: &str, batch: usize) -> String {
+        if given.trim() != "cpu" {
+            return given.to_owned();
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        vec!["flex"; replicas_for(batch, cores)].join(",")
+    }
+
     pub fn parse(s: &str) -> Result<Self> {
         match s {
             // `cpu` names the machine, not a backend: it gets the fastest CPU backend.
@@ -117,6 +130,14 @@ impl DeviceSpec {
 /// be asked about a backend's costs, only its name (`autodiff<dispatch<flex>>`). The layers
 /// that work around burn-flex's costs ([`crate::nn::HeadLayout`], the GELU and softmax host
 /// path in [`crate::nn::activation`]) ask here.
+/// The most replicas, at most one per core, that split `batch` evenly.
+fn replicas_for(batch: usize, cores: usize) -> usize {
+    (1..=cores.min(batch).max(1))
+        .rev()
+        .find(|k| batch.is_multiple_of(*k))
+        .unwrap_or(1)
+}
+
 pub fn is_flex<B: burn::tensor::backend::Backend>(device: &B::Device) -> bool {
     B::name(device).contains("flex")
 }
@@ -289,6 +310,22 @@ fn cuda_device(_index: usize) -> Result<DispatchDevice> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_is_a_replica_per_core_that_splits_the_batch() {
+        assert_eq!(replicas_for(16, 2), 2);
+        assert_eq!(replicas_for(16, 16), 16);
+        assert_eq!(replicas_for(16, 12), 8);
+        assert_eq!(replicas_for(9, 2), 1);
+        assert_eq!(replicas_for(3, 8), 3);
+        assert_eq!(replicas_for(0, 4), 1);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpu = DeviceSpec::resolve("cpu", 2 * cores);
+        assert_eq!(cpu, vec!["flex"; cores].join(","));
+        for pinned in ["flex", "ndarray", "cuda:1", "flex,flex"] {
+            assert_eq!(DeviceSpec::resolve(pinned, 64), pinned);
+        }
+    }
 
     #[test]
     fn parses_devices_and_names_bad_ones() {

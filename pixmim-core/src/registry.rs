@@ -336,6 +336,20 @@ impl Composed {
         self.train.validate()
     }
 
+    /// Record the run's resolved device list as `train.devices` (see [`TrainConfig`]).
+    pub fn set_devices(&mut self, devices: &str) -> Result<()> {
+        let train = self
+            .table
+            .entry("train")
+            .or_insert(Value::Table(Table::new()));
+        let Some(t) = train.as_table_mut() else {
+            return Err(Error::config("train", "must be a table"));
+        };
+        t.insert("devices".into(), Value::String(devices.into()));
+        self.train = config::section(&self.table, "train")?;
+        Ok(())
+    }
+
     pub fn model_table(&self) -> Table {
         self.table
             .get("model")
