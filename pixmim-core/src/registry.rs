@@ -318,13 +318,7 @@ impl Composed {
     /// Replace the run length of the preset (`--steps` / `--epochs`): in the table written to
     /// `config.toml` and in the parsed `[train]`, which is re-read from it so the two agree.
     pub fn set_run_length(&mut self, steps: Option<usize>, epochs: Option<f64>) -> Result<()> {
-        let train = self
-            .table
-            .entry("train")
-            .or_insert(Value::Table(Table::new()));
-        let Some(t) = train.as_table_mut() else {
-            return Err(Error::config("train", "must be a table"));
-        };
+        let t = self.train_table()?;
         if let Some(s) = steps {
             t.insert("steps".into(), Value::Integer(s as i64));
         }
@@ -338,16 +332,21 @@ impl Composed {
 
     /// Record the run's resolved device list as `train.devices` (see [`TrainConfig`]).
     pub fn set_devices(&mut self, devices: &str) -> Result<()> {
+        let t = self.train_table()?;
+        t.insert("devices".into(), Value::String(devices.into()));
+        self.train = config::section(&self.table, "train")?;
+        Ok(())
+    }
+
+    /// The `[train]` table of the run config, to set a key the run decides.
+    fn train_table(&mut self) -> Result<&mut Table> {
         let train = self
             .table
             .entry("train")
             .or_insert(Value::Table(Table::new()));
-        let Some(t) = train.as_table_mut() else {
-            return Err(Error::config("train", "must be a table"));
-        };
-        t.insert("devices".into(), Value::String(devices.into()));
-        self.train = config::section(&self.table, "train")?;
-        Ok(())
+        train
+            .as_table_mut()
+            .ok_or_else(|| Error::config("train", "must be a table"))
     }
 
     pub fn model_table(&self) -> Table {
