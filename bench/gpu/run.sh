@@ -63,6 +63,12 @@ if has smoke; then
   for r in cuda cpu bf16; do
     sed "s/^/$r /" /tmp/smoke-$r/metrics.jsonl 2>/dev/null
   done >"$OUT/smoke-metrics.txt"
+  # NCCL's one-rank communicator (issue 26): the gradient sum's copies and all-reduce on the
+  # card, checked against the expected values by the bench. PyTorch's wheel carries libnccl.
+  NCCL_LIB=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
+  LD_LIBRARY_PATH="${NCCL_LIB:+$NCCL_LIB:}$LD_LIBRARY_PATH" timeout 60 "$BIN" bench --only allreduce \
+    --device cuda --warmup 1 --steps 5 --json >"$OUT/nccl-one-rank.json"
+  echo "nccl one rank: exit $? $(cat "$OUT/nccl-one-rank.json")"
 fi
 
 if has torch; then

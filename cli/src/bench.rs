@@ -2,11 +2,13 @@
 //! as one JSON object (`--json`), and as `bench/results/<date>-<machine>.md` (`--save`).
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Args;
 use pixmim::bench;
 use pixmim::device::{DeviceMemory, DeviceSpec};
-use pixmim::distributed::ProcessGroup;
+use pixmim::distributed::sync::{gradient_sync, GradientSyncKind};
+use pixmim::distributed::{ProcessGroup, Solo};
 use pixmim::job::{StepBenchOptions, StepTiming};
 use pixmim::nn::Precision;
 use pixmim::registry::{self, Composed, Request};
@@ -138,9 +140,9 @@ impl Report {
 pub fn run(
     a: &BenchArgs,
     samples: Option<PathBuf>,
-    group: Option<&dyn ProcessGroup>,
+    group: Option<Arc<dyn ProcessGroup>>,
 ) -> Result<()> {
-    let world = group.map_or(1, |g| g.world());
+    let world = group.as_ref().map_or(1, |g| g.world());
     if world > 1 && a.only != [Part::Allreduce] {
         return Err(Error::Usage(format!(
             "under mpirun ({world} processes) `pixmim bench` runs `--only allreduce` alone"
@@ -184,7 +186,7 @@ pub fn run(
     let mut report = Report {
         rows: Vec::new(),
         out: Map::new(),
-        quiet: group.is_some_and(|g| g.rank() != 0),
+        quiet: group.as_ref().is_some_and(|g| g.rank() != 0),
     };
     let scratch = std::env::temp_dir().join(format!("pixmim-bench-{}", std::process::id()));
     let result = (|| -> Result<()> {
@@ -207,7 +209,7 @@ pub fn run(
             steps(a, &device, &replicas, &precisions, &mut report)?;
         }
         if a.only.contains(&Part::Allreduce) {
-            allreduce(a, group, &mut report)?;
+            allreduce(a, group.clone(), &device, &mut report)?;
         }
         Ok(())
     })();
@@ -245,22 +247,40 @@ pub fn run(
 }
 
 /// The process group's sum of a buffer of MAE-B's trainable parameter count (its gradients,
-/// f32, one call per step as `train` makes): `--warmup` untimed calls, then the median of
-/// `--steps`. Bus bandwidth as NCCL's tests count it: a ring all-reduce moves 2(W-1)/W of
-/// the buffer through each rank's link.
-fn allreduce(a: &BenchArgs, group: Option<&dyn ProcessGroup>, report: &mut Report) -> Result<()> {
-    let group = group.filter(|g| g.world() > 1).ok_or_else(|| {
-        Error::Usage(
-            "--only allreduce times the sum over processes: start it with `mpirun -np 2` (or more)"
-                .into(),
-        )
-    })?;
+/// f32, one call per step as `train` makes, by the sum `train.gradient_sync = "auto"` picks
+/// for `device`: NCCL on CUDA, else the group's): `--warmup` untimed calls, then the median of
+/// `--steps`. Bus bandwidth as NCCL's tests count it: a ring all-reduce moves 2(W-1)/W of the
+/// buffer through each rank's link. One process on a CUDA device runs NCCL's one-rank
+/// communicator: no traffic, but a check that NCCL and its copies work on the machine.
+fn allreduce(
+    a: &BenchArgs,
+    group: Option<Arc<dyn ProcessGroup>>,
+    device: &DeviceSpec,
+    report: &mut Report,
+) -> Result<()> {
+    let device = device.device()?;
+    let group: Arc<dyn ProcessGroup> = match group {
+        Some(g) if g.world() > 1 => g,
+        _ if pixmim::device::cuda_index(&device).is_some() => Arc::new(Solo),
+        _ => {
+            return Err(Error::Usage(
+                "--only allreduce times the sum over processes: start it with `mpirun -np 2` \
+                 (or more), or give it one CUDA device to check NCCL"
+                    .into(),
+            ))
+        }
+    };
+    let sync = gradient_sync(
+        GradientSyncKind::Auto,
+        &group,
+        std::slice::from_ref(&device),
+    )?;
     let (params, _) = composed("mae", "base", &[], vec![])?.count_params()?;
     let mut buf = vec![0.5f32; params];
     let mut secs = Vec::new();
     for i in 0..a.warmup + a.steps {
         let t0 = std::time::Instant::now();
-        group.all_reduce_f32(&mut buf, "the bench's gradients")?;
+        sync.all_reduce_gradients(&mut buf, "the bench's gradients")?;
         if i >= a.warmup {
             secs.push(t0.elapsed().as_secs_f64());
         }
@@ -276,16 +296,21 @@ fn allreduce(a: &BenchArgs, group: Option<&dyn ProcessGroup>, report: &mut Repor
     let bytes = (params * 4) as f64;
     let bus = 2.0 * (w - 1.0) / w * bytes / s / 1e9;
     report.set("allreduce_processes", json!(group.world()));
+    report.set("allreduce_by", json!(sync.describe()));
     report.set("allreduce_floats", json!(params));
     report.set("allreduce_s", json!(s));
     report.set("allreduce_bus_gb_s", json!(bus));
     report.row(
         format!(
-            "all-reduce of MAE-B's gradients ({:.1} M f32, {} processes)",
+            "all-reduce of MAE-B's gradients ({:.1} M f32, {} processes, {})",
             params as f64 / 1e6,
-            group.world()
+            group.world(),
+            sync.describe()
         ),
-        format!("{:.1} ms  ({bus:.1} GB/s bus)", s * 1e3),
+        match group.world() {
+            1 => format!("{:.1} ms  (one rank: the copies, no traffic)", s * 1e3),
+            _ => format!("{:.1} ms  ({bus:.1} GB/s bus)", s * 1e3),
+        },
     );
     Ok(())
 }

@@ -571,7 +571,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train(a, group.clone()),
         Command::Target(a) => target(a),
         Command::Preview(a) => preview(a),
-        Command::Bench(a) => bench::run(a, sample_data(), group.as_deref()),
+        Command::Bench(a) => bench::run(a, sample_data(), group.clone()),
         Command::Reconstruct(a) => reconstruct::run(a),
         Command::Import(a) => interop::import(a),
         Command::Export(a) => interop::export(a),

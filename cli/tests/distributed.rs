@@ -353,6 +353,18 @@ fn ranks_that_disagree_or_a_batch_that_does_not_split_are_refused() {
         "{said}"
     );
 
+    // NCCL asked for on CPU devices: refused by key before anything is written or trained.
+    let mut nccl = tiny(&dir.join("nccl"), 4);
+    nccl.extend(["--set".into(), "train.gradient_sync=nccl".into()]);
+    let o = run(under_mpirun(2, &nccl));
+    let said = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("train.gradient_sync") && said.contains("rank(s) 0, 1"),
+        "{said}"
+    );
+    assert!(!dir.join("nccl/metrics.jsonl").exists() && !dir.join("nccl/config.toml").exists());
+
     let o = run(under_mpirun(
         2,
         &["info".into(), "--method".into(), "mae".into()],
@@ -386,6 +398,8 @@ fn bench_times_the_all_reduce_of_mae_base_gradients_over_two_processes() {
     assert_eq!(lines.len(), 1, "{stdout}");
     let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
     assert_eq!(v["allreduce_processes"], 2);
+    // On CPU devices `auto` sums on the host, through the process group.
+    assert!(v["allreduce_by"].as_str().unwrap().contains("host"), "{v}");
     assert!(v["allreduce_floats"].as_u64().unwrap() > 100_000_000, "{v}");
     assert!(v["allreduce_s"].as_f64().unwrap() > 0.0, "{v}");
 }

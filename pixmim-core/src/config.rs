@@ -266,6 +266,10 @@ pub struct TrainConfig {
     /// update) and stop if they differ; 0 = never.
     #[serde(default = "default_replica_check_every")]
     pub replica_check_every: usize,
+    /// Several processes: what sums the gradients, `auto` (NCCL when every rank trains on a
+    /// CUDA device with libnccl, else MPI), `mpi` or `nccl` (docs/distributed.md).
+    #[serde(default)]
+    pub gradient_sync: crate::distributed::sync::GradientSyncKind,
     /// The device list the run trains on, as `train` resolved `--device` (`cpu` becomes a
     /// flex replica per core); written by `train` so that `--resume` repeats it exactly.
     #[serde(default)]
@@ -301,6 +305,7 @@ impl TrainConfig {
             memory_check: yes(),
             sync_timeout_s: default_sync_timeout(),
             replica_check_every: default_replica_check_every(),
+            gradient_sync: Default::default(),
             devices: None,
         }
     }

@@ -202,6 +202,16 @@ pub fn release_device_memory(device: &DispatchDevice) {
     let _ = device;
 }
 
+/// The CUDA ordinal of `device`, if it is a CUDA device (NCCL joins on it).
+pub fn cuda_index(device: &DispatchDevice) -> Option<usize> {
+    #[cfg(feature = "cuda")]
+    if let Some(d) = as_cuda(device) {
+        return Some(d.index);
+    }
+    let _ = device;
+    None
+}
+
 #[cfg(feature = "cuda")]
 fn as_cuda(device: &DispatchDevice) -> Option<&burn::backend::cuda::CudaDevice> {
     match device {

@@ -12,13 +12,13 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::ProcessGroup;
+use super::GradientSync;
 use crate::error::Result;
 
 /// Sum `grads` (one per local device, each `module`'s gradients) over this process's devices
-/// and then over `group`; `what` names the sum in a time-out's message.
+/// and then over the ranks with `sync`; `what` names the sum in a time-out's message.
 pub fn all_reduce<B, M>(
-    group: &dyn ProcessGroup,
+    sync: &dyn GradientSync,
     module: &M,
     mut grads: Vec<GradientsParams>,
     what: &str,
@@ -49,7 +49,7 @@ where
         .convert::<f32>()
         .into_vec::<f32>()
         .map_err(|e| crate::Error::Training(format!("reading the gradients for {what}: {e:?}")))?;
-    group.all_reduce_f32(&mut host, what)?;
+    sync.all_reduce_gradients(&mut host, what)?;
     let n = host.len();
     let summed = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(host, [n]), &device);
     let mut start = 0;
@@ -113,7 +113,9 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Put<'_, B::InnerBackend> {
 mod tests {
     use super::*;
     use crate::distributed::tests::on_ranks;
+    use crate::distributed::ProcessGroup;
     use burn::nn::Linear;
+    use std::sync::Arc;
 
     type B = crate::RunBackend;
     type I = <B as AutodiffBackend>::InnerBackend;
@@ -146,7 +148,8 @@ mod tests {
                 gp
             };
             let grads = vec![per_device(1.0), per_device(0.5)];
-            let mut out = all_reduce(g, &model, grads, "test").unwrap();
+            let sync = crate::distributed::HostSync(Arc::new(g.clone()));
+            let mut out = all_reduce(&sync, &model, grads, "test").unwrap();
             [
                 values(
                     out.remove::<I, 2>(model.weight.id)

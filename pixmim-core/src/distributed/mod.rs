@@ -10,12 +10,17 @@
 //! ([`check_replicas`]). Only rank 0 writes the run folder.
 //!
 //! The group itself is a trait so that the step does not know what carries the sums: MPI
-//! ([`mpi`], host buffers: the CPU path and the fallback for GPUs) today; NCCL on device
-//! buffers would implement [`ProcessGroup::all_reduce_f32`] the same way.
+//! ([`mpi`], host buffers). The gradients' sum, the one large one, goes through a
+//! [`GradientSync`] ([`sync`] picks it): the group's own, or NCCL between the GPUs ([`nccl`]),
+//! bootstrapped over the group.
 pub mod gradients;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "cuda")]
+pub mod nccl;
+pub mod sync;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
@@ -41,6 +46,55 @@ pub trait ProcessGroup: Send + Sync {
     /// Stop every process of the group with exit code `code` (after an error on this one, so
     /// that the others do not wait for it until their time-out).
     fn abort(&self, code: i32) -> !;
+}
+
+/// Sums a flat f32 buffer (one optimiser step's gradients, in the ranks' common order) over
+/// the process group, in place.
+pub trait GradientSync: Send + Sync {
+    fn all_reduce_gradients(&self, flat: &mut [f32], what: &str) -> Result<()>;
+    /// What carries the sums, for the run's first lines.
+    fn describe(&self) -> String;
+}
+
+/// The process group's own sum, on host memory.
+pub struct HostSync(pub Arc<dyn ProcessGroup>);
+
+impl GradientSync for HostSync {
+    fn all_reduce_gradients(&self, flat: &mut [f32], what: &str) -> Result<()> {
+        self.0.all_reduce_f32(flat, what)
+    }
+    fn describe(&self) -> String {
+        "the process group (host buffers)".into()
+    }
+}
+
+/// One process alone, each sum the identity: NCCL's one-rank communicator runs over it
+/// (`pixmim bench --only allreduce --device cuda` without a launcher).
+pub struct Solo;
+
+impl ProcessGroup for Solo {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world(&self) -> usize {
+        1
+    }
+    fn describe(&self) -> String {
+        "one process".into()
+    }
+    fn set_timeout(&self, _: Duration) {}
+    fn all_reduce_f32(&self, _: &mut [f32], _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn all_reduce_f64(&self, _: &mut [f64], _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn all_gather_u64(&self, mine: &[u64], _: &str) -> Result<Vec<u64>> {
+        Ok(mine.to_vec())
+    }
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
 }
 
 /// Report `e` as this rank's and stop every process of the group with its exit code (the
@@ -186,10 +240,11 @@ where
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::{Arc, Barrier, Mutex};
+    use std::sync::{Barrier, Mutex};
 
     /// A group of threads in one process: each "rank" is a thread, the sums go through shared
     /// memory. Enough to test what the training code does with a group, without MPI.
+    #[derive(Clone)]
     pub struct Threads {
         rank: usize,
         world: usize,

@@ -10,7 +10,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::DispatchDevice;
 
-use crate::distributed::ProcessGroup;
+use crate::distributed::{GradientSync, HostSync, ProcessGroup};
 use crate::engine::data_parallel::{multi_gradients, run_shards};
 use crate::error::{Error, Result};
 use crate::mask::MaskBatch;
@@ -58,6 +58,9 @@ pub struct Step<M> {
     /// The processes training this model with this one, if any: losses and gradients are
     /// summed over them.
     group: Option<Arc<dyn ProcessGroup>>,
+    /// What sums the gradients over the group (the group itself unless
+    /// [`Step::with_gradient_sync`] says otherwise).
+    sync: Option<Arc<dyn GradientSync>>,
     /// The iteration of the last batch accumulated (for the group's messages).
     iteration: usize,
 }
@@ -82,6 +85,7 @@ where
             target_accumulators,
             probe: None,
             group: None,
+            sync: None,
             iteration: 0,
         }
     }
@@ -89,7 +93,18 @@ where
     /// Train with `group`'s other processes: each holds its share of every batch
     /// ([`crate::data::loader::BatchRows`]) and the same number of devices.
     pub fn with_group(mut self, group: Option<Arc<dyn ProcessGroup>>) -> Self {
+        self.sync = group
+            .clone()
+            .map(|g| Arc::new(HostSync(g)) as Arc<dyn GradientSync>);
         self.group = group;
+        self
+    }
+
+    /// Sum the gradients with `sync` (NCCL, say) rather than the group's own sum.
+    pub fn with_gradient_sync(mut self, sync: Option<Arc<dyn GradientSync>>) -> Self {
+        if sync.is_some() {
+            self.sync = sync;
+        }
         self
     }
 
@@ -205,16 +220,16 @@ where
             .iter_mut()
             .map(|a| a.grads())
             .collect();
-        if let Some(group) = &self.group {
+        if let Some(sync) = &self.sync {
             use crate::distributed::gradients::all_reduce;
             let it = self.iteration;
             let what = format!("the gradients of iteration {it}");
-            let summed = all_reduce(group.as_ref(), &model, grads, &what)?;
+            let summed = all_reduce(sync.as_ref(), &model, grads, &what)?;
             let model = optim.step(lr, model, summed);
             let target = match target.theta {
                 Some(_) => {
                     let what = format!("the target's gradients of iteration {it}");
-                    let summed = all_reduce(group.as_ref(), &target, target_grads, &what)?;
+                    let summed = all_reduce(sync.as_ref(), &target, target_grads, &what)?;
                     optim.step_unclipped(lr, target, multi_gradients([summed], &self.devices))
                 }
                 None => target,

@@ -117,6 +117,19 @@ where
             ],
         )?;
     }
+    let sync = match &opts.group {
+        Some(g) => {
+            let sync = crate::distributed::sync::gradient_sync(c.train.gradient_sync, g, &devices)?;
+            if lead {
+                eprintln!(
+                    "gradients summed over {world} processes by {}",
+                    sync.describe()
+                );
+            }
+            Some(sync)
+        }
+        None => None,
+    };
     if lead {
         run.write_config(&c.table)?;
     }
@@ -162,7 +175,9 @@ where
         false => None,
     };
     let first_device = devices[0].clone();
-    let mut step = Step::<M>::new(devices, accum).with_group(opts.group.clone());
+    let mut step = Step::<M>::new(devices, accum)
+        .with_group(opts.group.clone())
+        .with_gradient_sync(sync);
     let mut lr_now = sched.at(start);
     let started = Instant::now();
     let mut losses = Vec::new();
