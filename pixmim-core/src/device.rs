@@ -1,7 +1,8 @@
-//! `--device cpu | flex | ndarray | cuda[:N]`, checked before anything touches it.
+//! `--device cpu | flex | ndarray | cuda[:N] | wgpu[:N]`, checked before anything touches it.
 //!
 //! Touching a CUDA device on a machine without the driver panics inside cudarc on a worker
-//! thread; we look for the driver library first and turn its absence into an error.
+//! thread, and a wgpu device without an adapter panics inside cubecl; we look for the driver
+//! library or the adapter first and turn their absence into an error.
 use burn::DispatchDevice;
 
 use crate::nn::Precision;
@@ -18,6 +19,11 @@ pub enum DeviceSpec {
     /// tests run on it too.
     NdArray,
     Cuda(usize),
+    /// burn's wgpu backend on a Vulkan (Linux, Windows) or Metal (macOS) adapter: AMD, Intel
+    /// and Apple GPUs, and Mesa's lavapipe, a Vulkan driver that runs on the CPU, on which the
+    /// GPU code path is tested. `None`: the adapter wgpu ranks first (a discrete GPU before an
+    /// integrated one before lavapipe); `Some(n)`: the n-th discrete GPU.
+    Wgpu(Option<usize>),
 }
 
 /// The backend's own name (`flex`, `ndarray`, `cuda:N`), which `cpu` resolves to.
@@ -27,6 +33,8 @@ impl std::fmt::Display for DeviceSpec {
             Self::Flex => f.write_str("flex"),
             Self::NdArray => f.write_str("ndarray"),
             Self::Cuda(i) => write!(f, "cuda:{i}"),
+            Self::Wgpu(None) => f.write_str("wgpu"),
+            Self::Wgpu(Some(i)) => write!(f, "wgpu:{i}"),
         }
     }
 }
@@ -66,7 +74,16 @@ impl DeviceSpec {
             "cpu" | "flex" => Ok(Self::Flex),
             "ndarray" => Ok(Self::NdArray),
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            "wgpu" => Ok(Self::Wgpu(None)),
             _ => {
+                if let Some(n) = s.strip_prefix("wgpu:") {
+                    let i = n.parse().map_err(|_| {
+                        Error::Usage(format!(
+                            "--device `{s}`: the wgpu index must be a number (the n-th discrete GPU)"
+                        ))
+                    })?;
+                    return Ok(Self::Wgpu(Some(i)));
+                }
                 if let Some(n) = s.strip_prefix("cuda:") {
                     let i = n.parse().map_err(|_| {
                         Error::Usage(format!("--device `{s}`: the CUDA index must be a number"))
@@ -74,7 +91,7 @@ impl DeviceSpec {
                     return Ok(Self::Cuda(i));
                 }
                 Err(Error::Usage(format!(
-                    "--device `{s}` is not one of cpu, flex, ndarray, cuda, cuda:N"
+                    "--device `{s}` is not one of cpu, flex, ndarray, cuda, cuda:N, wgpu, wgpu:N"
                 )))
             }
         }
@@ -89,15 +106,17 @@ impl DeviceSpec {
             .map(|d| Self::parse(d.trim()))
             .collect::<Result<_>>()?;
         for (i, d) in v.iter().enumerate() {
-            if matches!(d, Self::Cuda(_)) && v[..i].contains(d) {
+            if !d.is_cpu() && v[..i].contains(d) {
                 return Err(Error::Usage(format!("--device `{s}` names {d:?} twice")));
             }
         }
         Ok(v)
     }
 
+    /// A CPU backend (flex, ndarray), whose tensors are host memory. wgpu on lavapipe runs on
+    /// the CPU too, but as a GPU does: its own memory, its own kernels.
     pub fn is_cpu(&self) -> bool {
-        !matches!(self, Self::Cuda(_))
+        matches!(self, Self::Flex | Self::NdArray)
     }
 
     /// The inner (non-autodiff) device; fails clearly when CUDA can't be used.
@@ -106,6 +125,7 @@ impl DeviceSpec {
             Self::Flex => Ok(DispatchDevice::Flex(Default::default())),
             Self::NdArray => Ok(DispatchDevice::NdArray(Default::default())),
             Self::Cuda(i) => cuda_device(*i),
+            Self::Wgpu(i) => wgpu_device(*i),
         }
     }
 
@@ -115,6 +135,12 @@ impl DeviceSpec {
             return Err(Error::config(
                 "train.precision",
                 "bf16 needs --device cpu (flex) or cuda; the ndarray backend computes in f32 only",
+            ));
+        }
+        if precision == Precision::Bf16 && matches!(self, Self::Wgpu(_)) {
+            return Err(Error::config(
+                "train.precision",
+                "bf16 needs --device cpu (flex) or cuda; wgpu's shader language (WGSL) has no bf16",
             ));
         }
         Ok(())
@@ -314,6 +340,69 @@ fn cuda_device(index: usize) -> Result<DispatchDevice> {
 fn cuda_device(_index: usize) -> Result<DispatchDevice> {
     Err(Error::Device(
         "--device cuda: this binary was built without the `cuda` feature".into(),
+    ))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device(index: Option<usize>) -> Result<DispatchDevice> {
+    use burn::backend::wgpu::WgpuDevice;
+    let adapters = wgpu_adapters();
+    let discrete = adapters
+        .iter()
+        .filter(|a| a.device_type == wgpu::DeviceType::DiscreteGpu)
+        .count();
+    match index {
+        _ if adapters.is_empty() => Err(Error::Device(
+            "--device wgpu: no Vulkan or Metal adapter on this machine (a GPU driver, or Mesa's \
+             lavapipe on the CPU: Debian's mesa-vulkan-drivers); use --device cpu"
+                .into(),
+        )),
+        Some(i) if i >= discrete => Err(Error::Device(format!(
+            "--device wgpu:{i}: this machine has {discrete} discrete GPU(s) wgpu can use \
+             (adapters: {}); `wgpu` alone takes the first adapter",
+            adapters
+                .iter()
+                .map(|a| format!("{} ({:?})", a.name, a.device_type))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        Some(i) => Ok(DispatchDevice::Wgpu(WgpuDevice::DiscreteGpu(i))),
+        None => Ok(DispatchDevice::Wgpu(WgpuDevice::DefaultDevice)),
+    }
+}
+
+/// The adapters burn-wgpu can choose from, on the graphics API it uses (Metal on macOS,
+/// Vulkan elsewhere), asked of wgpu directly: cubecl panics on a worker thread when there is
+/// none.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_adapters() -> Vec<wgpu::AdapterInfo> {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let api = if cfg!(target_os = "macos") {
+        wgpu::Backends::METAL
+    } else {
+        wgpu::Backends::VULKAN
+    };
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: api,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    // Native wgpu answers at once; a poll loop is all the executor it needs.
+    let mut future = std::pin::pin!(instance.enumerate_adapters(api));
+    let mut cx = Context::from_waker(Waker::noop());
+    let adapters = loop {
+        if let Poll::Ready(a) = future.as_mut().poll(&mut cx) {
+            break a;
+        }
+        std::thread::yield_now();
+    };
+    adapters.iter().map(|a| a.get_info()).collect()
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_device(_index: Option<usize>) -> Result<DispatchDevice> {
+    Err(Error::Device(
+        "--device wgpu: this binary was built without the `wgpu` feature".into(),
     ))
 }
 

@@ -4,6 +4,28 @@ use std::path::{Path, PathBuf};
 
 use pixmim::checkpoint::{read_safetensors, HostTensor};
 
+/// The sample images shipped in the repo (`data/samples`), the tests' training data.
+pub fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples")
+}
+
+/// A fresh run folder for test `name` in the temp dir (this process's own).
+pub fn out_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pixmim-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// The tensors of the newest checkpoint of the run in `out`.
+pub fn final_weights(out: &Path) -> HashMap<String, HostTensor> {
+    let last = pixmim::checkpoint::run::list_checkpoints(out)
+        .unwrap()
+        .pop()
+        .unwrap()
+        .1;
+    load(&last)
+}
+
 /// Folder of vectors copied from the reference implementations (see their READMEs).
 pub fn vectors(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,21 +1,11 @@
 //! Training end to end on CPU with the tiny preset and the shipped sample images.
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use pixmim::checkpoint::{read_safetensors, HostTensor};
+use pixmim::checkpoint::read_safetensors;
 use pixmim::device::DeviceSpec;
 use pixmim::job::{TrainOptions, TrainSummary};
 use pixmim::registry::{compose, Request};
-
-fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples")
-}
-
-fn out_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pixmim-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+use pixmim_tests::{final_weights, out_dir, samples};
 
 fn run(sets: &[&str], out: &Path, resume: bool, stop_after: Option<usize>) -> TrainSummary {
     run_with(&[], sets, out, resume, stop_after)
@@ -71,15 +61,6 @@ fn run_on(
         group: None,
     };
     c.train(&opts).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn final_weights(out: &Path) -> HashMap<String, HostTensor> {
-    let last = pixmim::checkpoint::run::list_checkpoints(out)
-        .unwrap()
-        .pop()
-        .unwrap()
-        .1;
-    read_safetensors(&last).unwrap().0
 }
 
 #[test]

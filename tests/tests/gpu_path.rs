@@ -1,0 +1,130 @@
+//! The GPU code path against the CPU's: every method's tiny training step (forward, backward,
+//! AdamW), with and without the PixMIM plugin, on `--device wgpu` (burn's cubecl kernels, the
+//! ones burn-cuda compiles for NVIDIA cards too) equals the same run on flex.
+//!
+//! On a machine without a GPU the adapter is Mesa's lavapipe, a Vulkan driver that runs on the
+//! CPU (Debian's `mesa-vulkan-drivers`, which `.ci/run` installs): slow, so the runs are two
+//! steps of batch 4. Without any Vulkan or Metal adapter these tests fail, naming the package.
+use pixmim::device::DeviceSpec;
+use pixmim::job::{TrainOptions, TrainSummary};
+use pixmim::registry::{compose, Request};
+use pixmim_tests::{final_weights, out_dir, samples};
+
+/// Two AdamW steps from the same initial weights, on `device`.
+fn train(method: &str, plugins: &[&str], device: DeviceSpec, name: &str) -> TrainSummary {
+    let c = compose(&Request {
+        method: method.into(),
+        preset: Some("tiny".into()),
+        plugins: plugins.iter().map(|p| p.to_string()).collect(),
+        sets: vec![
+            "train.steps=2".into(),
+            "train.batch_size=4".into(),
+            "train.checkpoint_every=2".into(),
+            format!("data.path={:?}", samples().display().to_string()),
+        ],
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let opts = TrainOptions {
+        out: out_dir(name),
+        device,
+        replicas: vec![],
+        resume: false,
+        progress: false,
+        stop_after: None,
+        group: None,
+    };
+    c.train(&opts)
+        .unwrap_or_else(|e| panic!("{method} {plugins:?} on {device}: {e}"))
+}
+
+/// Relative tolerances, wgpu against flex. Both compute in f32 but reduce in different orders
+/// (cubecl's tiled matmul and its reductions against flex's gemm): the losses agree to float
+/// rounding, and the weights after two AdamW steps to 1e-4 of each tensor's largest value
+/// (Adam divides each gradient by its own running scale, so tiny gradients' rounding shows
+/// up as updates of up to lr).
+const LOSS_RTOL: f64 = 1e-5;
+const WEIGHT_RTOL: f32 = 1e-4;
+
+fn same_run(method: &str, plugins: &[&str]) {
+    let wgpu = DeviceSpec::Wgpu(None);
+    if let Err(e) = wgpu.device() {
+        panic!("{e}\n(the GPU path's tests need a Vulkan or Metal adapter; on Debian without a GPU: apt-get install mesa-vulkan-drivers)");
+    }
+    let tag = format!("{method}{}", plugins.len());
+    let cpu = train(
+        method,
+        plugins,
+        DeviceSpec::Flex,
+        &format!("gpu-path-flex-{tag}"),
+    );
+    let gpu = train(method, plugins, wgpu, &format!("gpu-path-wgpu-{tag}"));
+    assert_eq!(cpu.losses.len(), 2);
+    for (c, g) in cpu.losses.iter().zip(&gpu.losses) {
+        assert!(
+            (c - g).abs() <= LOSS_RTOL * c.abs(),
+            "{method} {plugins:?}: losses on flex {:?}, on wgpu {:?}",
+            cpu.losses,
+            gpu.losses
+        );
+    }
+    let (wc, wg) = (final_weights(&cpu.out), final_weights(&gpu.out));
+    assert_eq!(wc.len(), wg.len());
+    assert!(wc.keys().any(|k| k.starts_with("optim.exp_avg.")));
+    let mut worst = (0f32, String::new());
+    for (k, tc) in &wc {
+        // The key part of qkv.bias has an exactly zero gradient (softmax ignores a shift of
+        // all keys): float noise that Adam normalises into +-lr steps in any summation order.
+        if k.ends_with("attn.qkv.bias") {
+            continue;
+        }
+        let tg = &wg[k];
+        assert_eq!(tc.shape, tg.shape, "{k}");
+        let scale = tc.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = tc
+            .data
+            .iter()
+            .zip(&tg.data)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let rel = diff / scale.max(1e-30);
+        if rel > worst.0 {
+            worst = (rel, k.clone());
+        }
+        assert!(
+            diff <= WEIGHT_RTOL * scale + 1e-9,
+            "{method} {plugins:?} {k}: wgpu differs from flex by {diff} (scale {scale})"
+        );
+    }
+    eprintln!(
+        "{method} {plugins:?}: losses {:?} vs {:?}; largest weight difference {:.2e} of scale ({})",
+        cpu.losses, gpu.losses, worst.0, worst.1
+    );
+    for d in [cpu.out, gpu.out] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn mae_trains_on_wgpu_as_on_flex() {
+    same_run("mae", &[]);
+}
+
+#[test]
+fn mae_with_pixmim_trains_on_wgpu_as_on_flex() {
+    same_run("mae", &["pixmim"]);
+}
+
+#[test]
+fn convmae_trains_on_wgpu_as_on_flex() {
+    same_run("convmae", &[]);
+}
+
+#[test]
+fn mff_trains_on_wgpu_as_on_flex() {
+    same_run("mff", &[]);
+}
+
+#[test]
+fn lsmae_trains_on_wgpu_as_on_flex() {
+    same_run("lsmae", &[]);
+}
