@@ -212,6 +212,14 @@ pub fn device_memory(device: &DispatchDevice) -> Option<DeviceMemory> {
             reserved: usage.bytes_reserved,
         });
     }
+    #[cfg(feature = "wgpu")]
+    if let Some(d) = as_wgpu(device) {
+        let usage = wgpu_client(d).memory_usage().ok()?;
+        return Some(DeviceMemory {
+            in_use: usage.bytes_in_use,
+            reserved: usage.bytes_reserved,
+        });
+    }
     let _ = device;
     None
 }
@@ -225,7 +233,28 @@ pub fn release_device_memory(device: &DispatchDevice) {
     if let Some(d) = as_cuda(device) {
         cuda_client(d).memory_cleanup();
     }
+    #[cfg(feature = "wgpu")]
+    if let Some(d) = as_wgpu(device) {
+        wgpu_client(d).memory_cleanup();
+    }
     let _ = device;
+}
+
+#[cfg(feature = "wgpu")]
+fn as_wgpu(device: &DispatchDevice) -> Option<&burn::backend::wgpu::WgpuDevice> {
+    match device {
+        DispatchDevice::Autodiff(inner) => as_wgpu(inner),
+        DispatchDevice::Wgpu(d) => Some(d),
+        _ => None,
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_client(
+    device: &burn::backend::wgpu::WgpuDevice,
+) -> burn::cubecl::client::ComputeClient<burn::cubecl::wgpu::WgpuRuntime> {
+    use burn::cubecl::Runtime;
+    burn::cubecl::wgpu::WgpuRuntime::client(device)
 }
 
 /// The CUDA ordinal of `device`, if it is a CUDA device (NCCL joins on it).
