@@ -206,22 +206,25 @@ impl DeviceMemory {
 pub fn device_memory(device: &DispatchDevice) -> Option<DeviceMemory> {
     #[cfg(feature = "cuda")]
     if let Some(d) = as_cuda(device) {
-        let usage = cuda_client(d).memory_usage().ok()?;
-        return Some(DeviceMemory {
-            in_use: usage.bytes_in_use,
-            reserved: usage.bytes_reserved,
-        });
+        return pool_memory(&cuda_client(d));
     }
     #[cfg(feature = "wgpu")]
     if let Some(d) = as_wgpu(device) {
-        let usage = wgpu_client(d).memory_usage().ok()?;
-        return Some(DeviceMemory {
-            in_use: usage.bytes_in_use,
-            reserved: usage.bytes_reserved,
-        });
+        return pool_memory(&wgpu_client(d));
     }
     let _ = device;
     None
+}
+
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn pool_memory<R: burn::cubecl::Runtime>(
+    client: &burn::cubecl::client::ComputeClient<R>,
+) -> Option<DeviceMemory> {
+    let usage = client.memory_usage().ok()?;
+    Some(DeviceMemory {
+        in_use: usage.bytes_in_use,
+        reserved: usage.bytes_reserved,
+    })
 }
 
 /// Hand the GPU pools' free pages back to the driver, so that the next measurement's
