@@ -228,6 +228,11 @@ pub fn run(
     report.set("cores", json!(cores));
     report.set("device", json!(a.device));
     report.set("backends", json!(backends));
+    // cubecl's streams (each with its own memory pools) per GPU, as the run configured them.
+    report.set(
+        "gpu_streams_per_device",
+        json!(pixmim::device::gpu_streams_per_device()),
+    );
     report.set("batch", json!(a.batch));
     report.set("date", json!(date));
 

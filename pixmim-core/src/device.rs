@@ -363,6 +363,7 @@ fn cuda_device(index: usize) -> Result<DispatchDevice> {
                 .into(),
         ));
     }
+    one_stream_per_device();
     Ok(DispatchDevice::Cuda(burn::backend::cuda::CudaDevice {
         index,
     }))
@@ -398,9 +399,51 @@ fn wgpu_device(index: Option<usize>) -> Result<DispatchDevice> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
-        Some(i) => Ok(DispatchDevice::Wgpu(WgpuDevice::DiscreteGpu(i))),
-        None => Ok(DispatchDevice::Wgpu(WgpuDevice::DefaultDevice)),
+        Some(i) => {
+            one_stream_per_device();
+            Ok(DispatchDevice::Wgpu(WgpuDevice::DiscreteGpu(i)))
+        }
+        None => {
+            one_stream_per_device();
+            Ok(DispatchDevice::Wgpu(WgpuDevice::DefaultDevice))
+        }
     }
+}
+
+/// cubecl gives every host thread its own stream on a device, and every stream its own memory
+/// pools, which keep what they once held (upstream tracel-ai/burn#4971). pixmim's step runs on
+/// whichever thread of its pool is free, so over a run every thread's stream would come to
+/// hold a step's peak. One stream per device keeps one set of pools; a step's ops come from
+/// one thread at a time anyway. Done once, before the first GPU client exists; a
+/// `cubecl.toml` that sets another `[streaming] max_streams` keeps it.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn one_stream_per_device() {
+    use burn::cubecl::config::streaming::StreamingConfig;
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut slot = CubeClRuntimeConfig::storage().lock();
+        if slot.is_none() {
+            let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+            if config.streaming.max_streams == StreamingConfig::default().max_streams {
+                config.streaming.max_streams = 1;
+            }
+            *slot = Some(std::sync::Arc::new(config));
+        }
+    });
+}
+
+/// The streams per device cubecl was configured with (1 unless a `cubecl.toml` says otherwise);
+/// `None` before any GPU device was made.
+pub fn gpu_streams_per_device() -> Option<u8> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    {
+        use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+        let slot = CubeClRuntimeConfig::storage().lock();
+        slot.as_ref().map(|c| c.streaming.max_streams)
+    }
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    None
 }
 
 /// The adapters burn-wgpu can choose from, on the graphics API it uses (Metal on macOS,
