@@ -255,7 +255,7 @@ pub fn run(
 /// f32, one call per step as `train` makes, by the sum `train.gradient_sync = "auto"` picks
 /// for `device`: NCCL on CUDA, else the group's): `--warmup` untimed calls, then the median of
 /// `--steps`. Bus bandwidth as NCCL's tests count it: a ring all-reduce moves 2(W-1)/W of the
-/// buffer through each rank's link. One process on a CUDA device runs NCCL's one-rank
+/// buffer through each rank's link. One process on a CUDA device asks for NCCL's one-rank
 /// communicator: no traffic, but a check that NCCL and its copies work on the machine.
 fn allreduce(
     a: &BenchArgs,
@@ -264,9 +264,11 @@ fn allreduce(
     report: &mut Report,
 ) -> Result<()> {
     let device = device.device()?;
-    let group: Arc<dyn ProcessGroup> = match group {
-        Some(g) if g.world() > 1 => g,
-        _ if pixmim::device::cuda_index(&device).is_some() => Arc::new(Solo),
+    let (group, kind): (Arc<dyn ProcessGroup>, _) = match group {
+        Some(g) if g.world() > 1 => (g, GradientSyncKind::Auto),
+        _ if pixmim::device::cuda_index(&device).is_some() => {
+            (Arc::new(Solo), GradientSyncKind::Nccl)
+        }
         _ => {
             return Err(Error::Usage(
                 "--only allreduce times the sum over processes: start it with `mpirun -np 2` \
@@ -275,11 +277,7 @@ fn allreduce(
             ))
         }
     };
-    let sync = gradient_sync(
-        GradientSyncKind::Auto,
-        &group,
-        std::slice::from_ref(&device),
-    )?;
+    let sync = gradient_sync(kind, &group, std::slice::from_ref(&device))?;
     let (params, _) = composed("mae", "base", &[], vec![])?.count_params()?;
     let mut buf = vec![0.5f32; params];
     let mut secs = Vec::new();

@@ -33,7 +33,10 @@ pub fn gradient_sync(
     group: &Arc<dyn ProcessGroup>,
     devices: &[DispatchDevice],
 ) -> Result<Arc<dyn GradientSync>> {
-    if kind == GradientSyncKind::Mpi {
+    // One process alone sums nothing: `auto` spares it NCCL's copies (`nccl` still runs the
+    // one-rank communicator, the bench's check that NCCL works on a machine).
+    let alone = group.world() == 1 && kind == GradientSyncKind::Auto;
+    if kind == GradientSyncKind::Mpi || alone {
         return Ok(Arc::new(HostSync(group.clone())));
     }
     let ordinal = devices.first().and_then(crate::device::cuda_index);
