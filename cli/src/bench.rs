@@ -80,6 +80,16 @@ pub struct BenchArgs {
     /// for A100, H100, H200 and L40S from the name the driver gives).
     #[arg(long)]
     peak_tflops: Option<f64>,
+    /// Tune the GPU kernels of the training steps once and keep the choices in the autotune
+    /// cache, so that runs pointed at it do not tune in their first steps: the steps alone,
+    /// at the `base` preset unless --presets says otherwise. Needs a GPU --device and a build
+    /// with the `autotune` feature.
+    #[arg(long)]
+    tune: bool,
+    /// Folder of autotune results to read and extend (default: ./bench/gpu/cache, the repo's,
+    /// when it exists or with --tune).
+    #[arg(long, value_name = "DIR")]
+    autotune_cache: Option<PathBuf>,
 }
 
 /// MAE-B forward + backward FLOPs per 224 image at mask ratio 0.75 (numerics §1.2).
@@ -149,6 +159,25 @@ pub fn run(
         )));
     }
     let mut devices = DeviceSpec::parse_list(&DeviceSpec::resolve(&a.device, a.batch))?;
+    if a.tune {
+        if !pixmim::gpu_runtime::AUTOTUNE {
+            return Err(Error::Usage(
+                "--tune: this binary was built without the `autotune` feature \
+                 (cargo build --release -p pixmim-cli --features autotune)"
+                    .into(),
+            ));
+        }
+        if devices.iter().any(DeviceSpec::is_cpu) {
+            return Err(Error::Usage(format!(
+                "--tune tunes GPU kernels, but --device {} includes a CPU backend: give cuda or wgpu",
+                a.device
+            )));
+        }
+    }
+    let autotune_cache = crate::use_autotune_cache(a.autotune_cache.as_deref(), a.tune)?;
+    let tuned_before = autotune_cache
+        .as_deref()
+        .map(pixmim::gpu_runtime::autotune_cache_entries);
     for d in &devices {
         d.device()?; // fail on a missing CUDA driver before any work
     }
@@ -190,7 +219,7 @@ pub fn run(
     };
     let scratch = std::env::temp_dir().join(format!("pixmim-bench-{}", std::process::id()));
     let result = (|| -> Result<()> {
-        if a.only.contains(&Part::Pipeline) {
+        if a.only.contains(&Part::Pipeline) && !a.tune {
             let files = match &a.data {
                 Some(d) => pixmim::data::Dataset::open(d)?.items,
                 None => {
@@ -202,13 +231,13 @@ pub fn run(
             };
             pipeline(a, &files, cores, &scratch, &mut report)?;
         }
-        if a.only.contains(&Part::Lowpass) {
+        if a.only.contains(&Part::Lowpass) && !a.tune {
             lowpass(a, &device, &mut report)?;
         }
-        if a.only.contains(&Part::Steps) {
+        if a.only.contains(&Part::Steps) || a.tune {
             steps(a, &device, &replicas, &precisions, &mut report)?;
         }
-        if a.only.contains(&Part::Allreduce) {
+        if a.only.contains(&Part::Allreduce) && !a.tune {
             allreduce(a, group.clone(), &device, &mut report)?;
         }
         Ok(())
@@ -231,10 +260,11 @@ pub fn run(
     // cubecl's streams (each with its own memory pools) per GPU, as the run configured them.
     report.set(
         "gpu_streams_per_device",
-        json!(pixmim::device::gpu_streams_per_device()),
+        json!(pixmim::gpu_runtime::streams_per_device()),
     );
     report.set("batch", json!(a.batch));
     report.set("date", json!(date));
+    build_and_tuning(autotune_cache.as_deref(), tuned_before, &mut report);
 
     if report.quiet {
         return Ok(());
@@ -249,6 +279,35 @@ pub fn run(
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// What the GPU backends were built with (fusion, autotune) and, with an autotune cache under
+/// `cache`, its folder for this run's card and how many tuned shapes it held before and after.
+fn build_and_tuning(cache: Option<&Path>, before: Option<usize>, report: &mut Report) {
+    use pixmim::gpu_runtime::{autotune_cache_entries, AUTOTUNE, FUSION};
+    report.set("gpu_fusion", json!(FUSION));
+    report.set("gpu_autotune", json!(AUTOTUNE));
+    let on_off = |b: bool| if b { "on" } else { "off" };
+    report.row(
+        "GPU kernel fusion / autotune".into(),
+        format!("{} / {}", on_off(FUSION), on_off(AUTOTUNE)),
+    );
+    if let (Some(base), Some(before)) = (cache, before) {
+        // Counted over every card's folder; shown as this run's card's.
+        let after = autotune_cache_entries(base);
+        let dir = pixmim::gpu_runtime::autotune_cache().unwrap_or(base);
+        report.set("autotune_cache", json!(dir));
+        report.set("autotune_entries_before", json!(before));
+        report.set("autotune_entries_after", json!(after));
+        report.row(
+            "autotune cache".into(),
+            format!(
+                "{}: {after} tuned shapes, {} new",
+                dir.display(),
+                after.saturating_sub(before)
+            ),
+        );
+    }
 }
 
 /// The process group's sum of a buffer of MAE-B's trainable parameter count (its gradients,
@@ -454,6 +513,9 @@ fn steps(
 ) -> Result<()> {
     let presets: Vec<String> = if !a.presets.is_empty() {
         a.presets.clone()
+    } else if a.tune {
+        // The shapes users train, not the smoke preset's.
+        vec!["base".into()]
     } else if device.is_cpu() {
         vec!["tiny".into()]
     } else {

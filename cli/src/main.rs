@@ -7,7 +7,7 @@ mod reconstruct;
 mod robustness;
 mod sweep;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -180,6 +180,10 @@ struct TrainArgs {
     /// Continue from the newest checkpoint in --out (its config.toml is reused).
     #[arg(long)]
     resume: bool,
+    /// Folder of GPU autotune results to read and extend (a build with the `autotune`
+    /// feature; default: ./bench/gpu/cache, the repo's, when it exists).
+    #[arg(long, value_name = "DIR")]
+    autotune_cache: Option<PathBuf>,
 }
 
 /// The sample images: next to the binary's source tree, or in the current folder.
@@ -189,6 +193,27 @@ fn sample_data() -> Option<PathBuf> {
         PathBuf::from("data/samples"),
     ];
     candidates.into_iter().find(|p| p.is_dir())
+}
+
+/// The autotune cache the repo ships, as seen from its root (the README's commands run there).
+const SHIPPED_AUTOTUNE_CACHE: &str = "bench/gpu/cache";
+
+/// Point a GPU run at its autotune cache before any device is made: `--autotune-cache`, else,
+/// in a build with the `autotune` feature, the repo's when it exists (or always, `create`, for
+/// `bench --tune`, which fills it). Otherwise cubecl's default (`target/autotune`).
+fn use_autotune_cache(given: Option<&Path>, create: bool) -> Result<Option<PathBuf>> {
+    let dir = match given {
+        Some(d) => d.to_path_buf(),
+        None => {
+            let shipped = PathBuf::from(SHIPPED_AUTOTUNE_CACHE);
+            if !pixmim::gpu_runtime::AUTOTUNE || !(create || shipped.is_dir()) {
+                return Ok(None);
+            }
+            shipped
+        }
+    };
+    pixmim::gpu_runtime::use_autotune_cache(&dir)?;
+    Ok(pixmim::gpu_runtime::autotune_cache().map(Path::to_path_buf))
 }
 
 fn compose(c: &Compose, extra_sets: Vec<String>) -> Result<Composed> {
@@ -429,6 +454,7 @@ fn single_process(group: Option<&dyn ProcessGroup>, command: &str) -> Result<()>
 }
 
 fn train(a: &TrainArgs, group: Option<Arc<dyn ProcessGroup>>) -> Result<()> {
+    use_autotune_cache(a.autotune_cache.as_deref(), false)?;
     if let Some(given) = &a.device {
         for d in DeviceSpec::parse_list(given)? {
             d.device()?; // fail on a missing CUDA driver before any work
@@ -516,6 +542,9 @@ fn train(a: &TrainArgs, group: Option<Arc<dyn ProcessGroup>>) -> Result<()> {
             on,
             out.display()
         );
+        if let (Some(dir), false) = (pixmim::gpu_runtime::autotune_cache(), opts.device.is_cpu()) {
+            eprintln!("autotune cache: {}", dir.display());
+        }
     }
     let s = composed.train(&opts)?;
     if !lead {

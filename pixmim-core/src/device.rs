@@ -152,10 +152,6 @@ impl DeviceSpec {
     }
 }
 
-/// Does `device` run on burn-flex (alone, or under autodiff / `Dispatch`)? burn 0.21 cannot
-/// be asked about a backend's costs, only its name (`autodiff<dispatch<flex>>`). The layers
-/// that work around burn-flex's costs ([`crate::nn::HeadLayout`], the GELU and softmax host
-/// path in [`crate::nn::activation`]) ask here.
 /// The most replicas, at most one per core, that split `batch` evenly.
 fn replicas_for(batch: usize, cores: usize) -> usize {
     (1..=cores.min(batch).max(1))
@@ -164,6 +160,10 @@ fn replicas_for(batch: usize, cores: usize) -> usize {
         .unwrap_or(1)
 }
 
+/// Does `device` run on burn-flex (alone, or under autodiff / `Dispatch`)? burn 0.21 cannot
+/// be asked about a backend's costs, only its name (`autodiff<dispatch<flex>>`). The layers
+/// that work around burn-flex's costs ([`crate::nn::HeadLayout`], the GELU and softmax host
+/// path in [`crate::nn::activation`]) ask here.
 pub fn is_flex<B: burn::tensor::backend::Backend>(device: &B::Device) -> bool {
     B::name(device).contains("flex")
 }
@@ -363,7 +363,9 @@ fn cuda_device(index: usize) -> Result<DispatchDevice> {
                 .into(),
         ));
     }
-    one_stream_per_device();
+    crate::gpu_runtime::configure(
+        &cuda_card_name(index).unwrap_or_else(|| format!("cuda-{index}")),
+    );
     Ok(DispatchDevice::Cuda(burn::backend::cuda::CudaDevice {
         index,
     }))
@@ -400,50 +402,26 @@ fn wgpu_device(index: Option<usize>) -> Result<DispatchDevice> {
                 .join(", ")
         ))),
         Some(i) => {
-            one_stream_per_device();
+            let card = adapters
+                .iter()
+                .filter(|a| a.device_type == wgpu::DeviceType::DiscreteGpu)
+                .nth(i);
+            crate::gpu_runtime::configure(card.map_or("wgpu", |a| a.name.as_str()));
             Ok(DispatchDevice::Wgpu(WgpuDevice::DiscreteGpu(i)))
         }
         None => {
-            one_stream_per_device();
+            // wgpu's default: a discrete GPU before an integrated one before a CPU driver.
+            let rank = |t: wgpu::DeviceType| match t {
+                wgpu::DeviceType::DiscreteGpu => 0,
+                wgpu::DeviceType::IntegratedGpu => 1,
+                wgpu::DeviceType::VirtualGpu => 2,
+                _ => 3,
+            };
+            let card = adapters.iter().min_by_key(|a| rank(a.device_type));
+            crate::gpu_runtime::configure(card.map_or("wgpu", |a| a.name.as_str()));
             Ok(DispatchDevice::Wgpu(WgpuDevice::DefaultDevice))
         }
     }
-}
-
-/// cubecl gives every host thread its own stream on a device, and every stream its own memory
-/// pools, which keep what they once held (upstream tracel-ai/burn#4971). pixmim's step runs on
-/// whichever thread of its pool is free, so over a run every thread's stream would come to
-/// hold a step's peak. One stream per device keeps one set of pools; a step's ops come from
-/// one thread at a time anyway. Done once, before the first GPU client exists; a
-/// `cubecl.toml` that sets another `[streaming] max_streams` keeps it.
-#[cfg(any(feature = "cuda", feature = "wgpu"))]
-fn one_stream_per_device() {
-    use burn::cubecl::config::streaming::StreamingConfig;
-    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let mut slot = CubeClRuntimeConfig::storage().lock();
-        if slot.is_none() {
-            let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
-            if config.streaming.max_streams == StreamingConfig::default().max_streams {
-                config.streaming.max_streams = 1;
-            }
-            *slot = Some(std::sync::Arc::new(config));
-        }
-    });
-}
-
-/// The streams per device cubecl was configured with (1 unless a `cubecl.toml` says otherwise);
-/// `None` before any GPU device was made.
-pub fn gpu_streams_per_device() -> Option<u8> {
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    {
-        use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
-        let slot = CubeClRuntimeConfig::storage().lock();
-        slot.as_ref().map(|c| c.streaming.max_streams)
-    }
-    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
-    None
 }
 
 /// The adapters burn-wgpu can choose from, on the graphics API it uses (Metal on macOS,

@@ -20,6 +20,7 @@ pub mod distributed;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod gpu_runtime;
 pub mod init;
 pub mod interop;
 pub mod job;

@@ -5,6 +5,10 @@
 //! On a machine without a GPU the adapter is Mesa's lavapipe, a Vulkan driver that runs on the
 //! CPU (Debian's `mesa-vulkan-drivers`, which `.ci/run` installs): slow, so the runs are two
 //! steps of batch 4. Without any Vulkan or Metal adapter these tests fail, naming the package.
+//!
+//! The default build runs burn's kernels one op at a time; `.ci/run` runs this file a second
+//! time in a build with `--features pixmim-cli/fusion,pixmim-cli/autotune` (fused elementwise
+//! chains, autotuned matmuls: the configuration a GPU machine measures), to the same tolerances.
 use pixmim::device::DeviceSpec;
 use pixmim::job::{TrainOptions, TrainSummary};
 use pixmim::registry::{compose, Request};
@@ -96,8 +100,14 @@ fn same_run(method: &str, plugins: &[&str]) {
         );
     }
     eprintln!(
-        "{method} {plugins:?}: losses {:?} vs {:?}; largest weight difference {:.2e} of scale ({})",
-        cpu.losses, gpu.losses, worst.0, worst.1
+        "{method} {plugins:?} (fusion {}, autotune {}): losses {:?} vs {:?}; largest weight \
+         difference {:.2e} of scale ({})",
+        pixmim::gpu_runtime::FUSION,
+        pixmim::gpu_runtime::AUTOTUNE,
+        cpu.losses,
+        gpu.losses,
+        worst.0,
+        worst.1
     );
     for d in [cpu.out, gpu.out] {
         let _ = std::fs::remove_dir_all(d);
