@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# The GPU part of issue 7 as one script for the device machine (CUDA + PyTorch, no Rust, no network).
+# The GPU measurement of issue 27 as one script for the device machine (CUDA + PyTorch, no Rust,
+# no network). Three builds of the same commit, carried as gpu-bin/*.xz:
 #
-# Here:   cargo build --release -p pixmim-cli --no-default-features --features cuda --target-dir target-gpu
-#         (without the `mpi` feature: the binary then needs no libmpi on the device machine)
-#         mkdir -p gpu-bin && strip -o gpu-bin/pixmim target-gpu/release/pixmim && xz -f gpu-bin/pixmim
+# Here:   F="--no-default-features --features cuda"      (no `mpi`: no libmpi needed there)
+#         cargo build --release -p pixmim-cli $F --target-dir target-gpu
+#         cargo build --release -p pixmim-cli $F,fusion --target-dir target-gpu-fusion
+#         cargo build --release -p pixmim-cli $F,fusion,autotune --target-dir target-gpu-tuned
+#         mkdir -p gpu-bin && for b in "" -fusion -tuned; do
+#           strip -o gpu-bin/pixmim$b target-gpu$b/release/pixmim && xz -f gpu-bin/pixmim$b; done
 # There:  bash bench/gpu/run.sh                          # with gpu-bin/ carried along
 # Dry run, anywhere (CI does, on Mesa's lavapipe; cli/tests/gpu_script.rs):
 #         DEVICE=wgpu PRESET=tiny BATCH=4 SMOKE_BATCH=4 PRECISIONS=f32 TRAIN_PRECISION=f32 \
-#         BENCH_STEPS=2 BENCH_WARMUP=1 TRAIN_STEPS=3 TRAIN_LOG_EVERY=1 STAGES="smoke bench train" bash bench/gpu/run.sh
+#         BENCH_STEPS=2 BENCH_WARMUP=1 TRAIN_STEPS=3 TRAIN_LOG_EVERY=1 \
+#         STAGES="smoke bench train decide" bash bench/gpu/run.sh
 #
 # Every stage has its own time limit and writes as it goes, so a run cut short still reports
-# what it measured. Results go to $OUT (default bench/results/gpu-<date>); copy them into
-# bench/results/. Knobs: BATCH (default 128), STAGES (default "env smoke torch bench profile
-# train autotune"; autotune runs only if gpu-bin/pixmim-autotune.xz was carried), PRECISIONS
-# (bench, default f32,bf16), *_SECS (each stage's time limit), and for the dry run DEVICE
-# (default cuda), PRESET (base), SMOKE_BATCH (16), BENCH_STEPS / BENCH_WARMUP (8 / 3),
-# TRAIN_STEPS (200), TRAIN_PRECISION (bf16), TRAIN_LOG_EVERY (25).
+# what it measured; `decide` ends it with decision.md, every build and precision beside PyTorch
+# against the issue's goals (bench/gpu/decide.py). Results go to $OUT (default
+# bench/results/gpu-<date>); copy them into bench/results/. Knobs: BATCH (default 128), STAGES
+# (default "env smoke torch bench fusion tune tuned profile train decide"; fusion, tune and
+# tuned run only with their binaries: gpu-bin/pixmim-fusion.xz, gpu-bin/pixmim-tuned.xz, or
+# PIXMIM_FUSION_BIN / PIXMIM_TUNED_BIN), PRECISIONS (bench, default f32,bf16), *_SECS (each
+# stage's time limit), and for the dry run DEVICE (default cuda), PRESET (base), SMOKE_BATCH
+# (16), BENCH_STEPS / BENCH_WARMUP (8 / 3), TRAIN_STEPS (200), TRAIN_PRECISION (bf16),
+# TRAIN_LOG_EVERY (25).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 DATE=$(date -u +%F)
@@ -25,15 +33,19 @@ BATCH="${BATCH:-128}"
 DEVICE="${DEVICE:-cuda}"
 PRESET="${PRESET:-base}"
 SMOKE_BATCH="${SMOKE_BATCH:-16}"
-STAGES="${STAGES:-env smoke torch bench profile train autotune}"
+STAGES="${STAGES:-env smoke torch bench fusion tune tuned profile train decide}"
 LOG="$OUT/gpu.log"
 exec > >(tee -a "$LOG") 2>&1
 export PYTHONUNBUFFERED=1
 
+# The carried binaries, unpacked; a variable stays empty when its binary was not carried.
+unpack() { xz -dc "gpu-bin/$1.xz" >"/tmp/$1" && chmod +x "/tmp/$1" && echo "/tmp/$1"; }
 BIN="${PIXMIM_BIN:-target/release/pixmim}"
-if [ -f gpu-bin/pixmim.xz ]; then
-  xz -dc gpu-bin/pixmim.xz >/tmp/pixmim && chmod +x /tmp/pixmim && BIN=/tmp/pixmim
-fi
+[ -f gpu-bin/pixmim.xz ] && BIN=$(unpack pixmim)
+FUSION_BIN="${PIXMIM_FUSION_BIN:-}"
+[ -f gpu-bin/pixmim-fusion.xz ] && FUSION_BIN=$(unpack pixmim-fusion)
+TUNED_BIN="${PIXMIM_TUNED_BIN:-}"
+[ -f gpu-bin/pixmim-tuned.xz ] && TUNED_BIN=$(unpack pixmim-tuned)
 # burn-cuda compiles its kernels with NVRTC at run time and needs the CUDA headers.
 export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"
 export LD_LIBRARY_PATH="$CUDA_PATH/lib64:${LD_LIBRARY_PATH:-}"
@@ -100,16 +112,49 @@ if has torch; then
   } | tee "$OUT/torch.jsonl"
 fi
 
-if has bench; then
-  # 3. pixmim bench on the GPU: MAE-B steps with and without PixMIM (f32), the low-pass paths,
-  #    and the data pipeline on this machine's cores.
-  stage "pixmim bench, MAE ($PRESET) batch $BATCH on $DEVICE, ${PRECISIONS:-f32,bf16}"
-  CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | tr -cd 'A-Za-z0-9')
-  RUST_BACKTRACE=1 timeout "${BENCH_SECS:-240}" "$BIN" bench --device "$DEVICE" --methods mae \
+# One `pixmim bench` of MAE steps with and without PixMIM on $DEVICE, by binary $2, JSON to $1.
+bench_mae() {
+  local json=$1 bin=$2
+  shift 2
+  RUST_BACKTRACE=1 timeout "$SECS" "$bin" bench --device "$DEVICE" --methods mae \
     --presets "$PRESET" --precision "${PRECISIONS:-f32,bf16}" --batch "$BATCH" \
     --steps "${BENCH_STEPS:-8}" --warmup "${BENCH_WARMUP:-3}" \
-    --pipeline-secs 1 --machine "${CARD:-$DEVICE}" --json >"$OUT/pixmim-bench.json"
+    --machine "${CARD:-$DEVICE}" --json "$@" >"$OUT/$json"
   ran $?
+}
+# Is stage $1's binary ($2, carried as gpu-bin/$3.xz) here? Says so when not.
+carried() { [ -n "$2" ] || { echo; echo "== $1: gpu-bin/$3.xz not carried; skipped"; return 1; }; }
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr -cd 'A-Za-z0-9')
+
+if has bench; then
+  # 3. pixmim bench on the GPU, the default build (no fusion, no autotune): MAE steps with and
+  #    without PixMIM, the low-pass paths, and the data pipeline on this machine's cores.
+  stage "pixmim bench, MAE ($PRESET) batch $BATCH on $DEVICE, ${PRECISIONS:-f32,bf16}"
+  SECS="${BENCH_SECS:-150}" bench_mae pixmim-bench.json "$BIN" --pipeline-secs 1
+fi
+
+if has fusion && carried fusion "$FUSION_BIN" pixmim-fusion; then
+  # 3b. The same steps with burn's kernel fusion (fixed strategies, no autotune).
+  stage "pixmim bench, fusion build, MAE ($PRESET) batch $BATCH"
+  SECS="${FUSION_SECS:-120}" bench_mae pixmim-bench-fusion.json "$FUSION_BIN" --only steps
+fi
+
+if has tune && carried tune "$TUNED_BIN" pixmim-tuned; then
+  # 3c. The one-off tuning with the fusion + autotune build: MAE-B, ConvMAE-B, LSMAE-B steps
+  #     into the repo's cache (bench/gpu/cache/<card>/), copied back with the results.
+  stage "pixmim bench --tune, MAE / ConvMAE / LSMAE ($PRESET) batch $BATCH"
+  RUST_BACKTRACE=1 timeout "${TUNE_SECS:-180}" "$TUNED_BIN" bench --tune --device "$DEVICE" \
+    --methods mae,convmae,lsmae --presets "$PRESET" --precision "${PRECISIONS:-f32,bf16}" \
+    --batch "$BATCH" --steps 1 --warmup 1 --autotune-cache bench/gpu/cache --json >"$OUT/tune.json"
+  ran $?
+  mkdir -p "$OUT/autotune-cache" && cp -r bench/gpu/cache/. "$OUT/autotune-cache/"
+fi
+
+if has tuned && carried tuned "$TUNED_BIN" pixmim-tuned; then
+  # 3d. The fusion + autotune build's steady state, reading the cache the tune stage wrote.
+  stage "pixmim bench, fusion + autotune with the tuned cache, MAE ($PRESET) batch $BATCH"
+  SECS="${TUNED_SECS:-120}" bench_mae pixmim-bench-tuned.json "$TUNED_BIN" --only steps \
+    --autotune-cache bench/gpu/cache
 fi
 
 if has profile; then
@@ -141,20 +186,11 @@ if has train; then
   ran $?
   cp /tmp/train-base/metrics.jsonl "$OUT/train-base-metrics.jsonl" 2>/dev/null
 fi
-if has autotune; then
-  # 6. Optional: burn-cuda's matmul autotuning, if a binary built with it was carried too
-  #    (`cargo build --release -p pixmim-cli --features cuda-autotune --target-dir target-autotune`,
-  #    then strip and xz it to gpu-bin/pixmim-autotune.xz). Run 2 on 2026-11-27 tried it only
-  #    together with fusion, and compilation never finished; this asks whether autotune alone
-  #    reaches a steady state, and how fast.
-  if [ -f gpu-bin/pixmim-autotune.xz ]; then
-    stage "autotune: pixmim bench MAE-B f32 with burn-cuda's matmul autotuning, batch $BATCH"
-    xz -dc gpu-bin/pixmim-autotune.xz >/tmp/pixmim-autotune && chmod +x /tmp/pixmim-autotune
-    timeout "${AUTOTUNE_SECS:-150}" /tmp/pixmim-autotune bench --device cuda --only steps \
-      --methods mae --presets base --precision f32 --batch "$BATCH" --steps 8 --warmup 3 --json \
-      >"$OUT/pixmim-bench-autotune.json"
-    ran $?
-  fi
+if has decide; then
+  # 6. Every build and precision beside PyTorch, against the issue's goals.
+  stage "decision table"
+  python3 bench/gpu/decide.py "$OUT" --preset "$PRESET"
+  ran $?
 fi
 
 stage "done"

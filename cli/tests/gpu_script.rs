@@ -24,7 +24,7 @@ fn the_gpu_script_dry_runs_on_wgpu() {
             ("BENCH_WARMUP", "1"),
             ("TRAIN_STEPS", "3"),
             ("TRAIN_LOG_EVERY", "1"),
-            ("STAGES", "smoke bench train"),
+            ("STAGES", "smoke bench fusion tune tuned train decide"),
         ])
         .env("OUT", &out)
         .output()
@@ -72,5 +72,18 @@ fn the_gpu_script_dry_runs_on_wgpu() {
     // Train: MAE + PixMIM, every step logged.
     let train = std::fs::read_to_string(out.join("train-base-metrics.jsonl")).unwrap();
     assert_eq!(train.lines().count(), 3, "{train}");
+
+    // The fusion and autotune stages are skipped without their binaries, saying so; the
+    // decision table has the default build's row, and no PyTorch to compare with.
+    assert!(!out.join("pixmim-bench-fusion.json").exists());
+    assert!(!out.join("tune.json").exists());
+    let decision = std::fs::read_to_string(out.join("decision.md")).unwrap();
+    let img_s = v["steps"]["mae/tiny"]["img_s"].as_f64().unwrap();
+    assert!(
+        decision.contains(&format!(
+            "| pixmim default (no fusion, no autotune) | f32 | {img_s:.1} | - |"
+        )),
+        "{decision}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
