@@ -72,9 +72,40 @@ pub fn section<T: DeserializeOwned>(table: &Table, key: &str) -> Result<T> {
         .get(key)
         .cloned()
         .unwrap_or_else(|| Value::Table(Table::new()));
-    value
-        .try_into::<T>()
-        .map_err(|e| Error::config(key, e.message().trim().to_string()))
+    value.clone().try_into::<T>().map_err(|e| {
+        let msg = e.message().trim().to_string();
+        Error::config(offending_key(&value, key, &msg), msg)
+    })
+}
+
+/// `section.key` for the one key of `section` whose value the TOML error quotes (`unknown
+/// variant `f16``, `invalid type: string "x"`), else `section`: toml's errors for a value
+/// do not say which key held it.
+fn offending_key(section: &Value, name: &str, msg: &str) -> String {
+    let quoted: Vec<&str> = msg
+        .split(['`', '"'])
+        .skip(1)
+        .step_by(2)
+        .filter(|q| !q.is_empty())
+        .collect();
+    let Some(table) = section.as_table() else {
+        return name.to_string();
+    };
+    let hits: Vec<&String> = table
+        .iter()
+        .filter(|(_, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            quoted.contains(&text.as_str())
+        })
+        .map(|(k, _)| k)
+        .collect();
+    match hits.as_slice() {
+        [one] => format!("{name}.{one}"),
+        _ => name.to_string(),
+    }
 }
 
 /// A named, swappable component (`augmentation`, `masking`, `target`): `name` picks the
@@ -254,6 +285,11 @@ pub struct TrainConfig {
     /// or `flex`.
     #[serde(default)]
     pub precision: crate::nn::Precision,
+    /// `none` (default) or `balanced`: burn's autodiff checkpointing, which recomputes
+    /// element-wise operations in the backward pass instead of keeping their outputs (less
+    /// activation memory, some recomputation; the same gradients).
+    #[serde(default)]
+    pub activation_checkpointing: ActivationCheckpointing,
     /// Refuse a run whose estimated step memory exceeds what the device has
     /// ([`crate::memory`]); `false` trains anyway.
     #[serde(default = "yes")]
@@ -284,6 +320,26 @@ fn default_replica_check_every() -> usize {
     100
 }
 
+/// What the autodiff graph keeps for the backward pass (`train.activation_checkpointing`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationCheckpointing {
+    /// Every intermediate the backward pass needs is stored.
+    #[default]
+    None,
+    /// burn's `CheckpointingStrategy::Balanced`: cheap element-wise results are recomputed.
+    Balanced,
+}
+
+impl ActivationCheckpointing {
+    pub fn strategy(self) -> burn::CheckpointingStrategy {
+        match self {
+            Self::None => burn::CheckpointingStrategy::None,
+            Self::Balanced => burn::CheckpointingStrategy::Balanced,
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -302,6 +358,7 @@ impl TrainConfig {
             log_every: one(),
             image_every: default_image_every(),
             precision: Default::default(),
+            activation_checkpointing: Default::default(),
             memory_check: yes(),
             sync_timeout_s: default_sync_timeout(),
             replica_check_every: default_replica_check_every(),
@@ -475,6 +532,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("bogus"));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        for (text, key) in [
+            ("[train]\nprecision=\"f16\"", "train.precision"),
+            (
+                "[train]\nactivation_checkpointing=\"full\"\nsteps=1",
+                "train.activation_checkpointing",
+            ),
+            ("[train]\nbatch_size=\"many\"", "train.batch_size"),
+        ] {
+            let t: Table = text.parse().unwrap();
+            let err = section::<TrainConfig>(&t, "train").unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{text}: {err}");
+        }
+        // Two keys holding the quoted value: the section alone, never a wrong key.
+        let t: Table = "[train]\nprecision=\"x\"\ngradient_sync=\"x\""
+            .parse()
+            .unwrap();
+        let err = section::<TrainConfig>(&t, "train").unwrap_err().to_string();
+        assert!(err.contains("at `train`:"), "{err}");
     }
 
     #[test]
