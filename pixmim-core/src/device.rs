@@ -150,6 +150,17 @@ impl DeviceSpec {
     pub fn train_device(&self) -> Result<DispatchDevice> {
         Ok(DispatchDevice::autodiff(self.device()?))
     }
+
+    /// [`Self::train_device`] with `train.activation_checkpointing`.
+    pub fn train_device_with(
+        &self,
+        checkpointing: crate::config::ActivationCheckpointing,
+    ) -> Result<DispatchDevice> {
+        Ok(DispatchDevice::autodiff_checkpointed(
+            self.device()?,
+            checkpointing.strategy(),
+        ))
+    }
 }
 
 /// The most replicas, at most one per core, that split `batch` evenly.

@@ -170,14 +170,15 @@ fn host<I: Backend>(t: &Tensor<I, 1>) -> HostTensor {
     }
 }
 
-/// Load a training checkpoint of `method` into `model`, the target's parameters and `optim`;
-/// returns the iteration to continue from.
+/// Load a training checkpoint of `method` into `model`, the target's parameters and `optim`
+/// (its moments on `device`, the run's first training device); returns the iteration to
+/// continue from.
 pub fn load<B: AutodiffBackend, M: AutodiffModule<B>, T: AutodiffModule<B>>(
     path: &Path,
     (model, target): (M, T),
     optim: &mut AdamW<B>,
     method: &str,
-    device: &burn::tensor::Device<B::InnerBackend>,
+    device: &B::Device,
 ) -> Result<(M, T, usize)> {
     let (tensors, meta) = checkpoint::read_safetensors(path)?;
     let bad = |msg: String| Error::Checkpoint {
@@ -241,8 +242,11 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>, T: AutodiffModule<B>>(
             continue;
         };
         let step = steps.get(&name).and_then(Value::as_u64).unwrap_or(0);
+        // Made through the autodiff device, so that they carry its checkpointing strategy as
+        // the gradients they meet do (burn-dispatch refuses to mix them).
         let t = |h: &HostTensor| {
-            Tensor::from_data(TensorData::new(h.data.clone(), [h.data.len()]), device)
+            Tensor::<B, 1>::from_data(TensorData::new(h.data.clone(), [h.data.len()]), device)
+                .inner()
         };
         optim.state.insert(
             id,

@@ -51,7 +51,7 @@ where
         .map_err(|e| crate::Error::Training(format!("reading the gradients for {what}: {e:?}")))?;
     sync.all_reduce_gradients(&mut host, what)?;
     let n = host.len();
-    let summed = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(host, [n]), &device);
+    let summed = tagged_like_params(module, TensorData::new(host, [n])).to_device(&device);
     let mut start = 0;
     let mut parts = HashMap::new();
     for (id, len) in lengths {
@@ -63,6 +63,18 @@ where
         out: &mut out,
     });
     Ok(out)
+}
+
+/// `data` as an inner tensor made through the module's (autodiff) device: burn-dispatch tags
+/// each tensor with its autodiff checkpointing strategy (`train.activation_checkpointing`) and
+/// refuses to mix tags, and a tensor made on a bare inner device is untagged. Same memory and
+/// copy as making it there.
+pub(crate) fn tagged_like_params<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    data: TensorData,
+) -> Tensor<B::InnerBackend, 1> {
+    let device = module.devices().into_iter().next().unwrap_or_default();
+    Tensor::<B, 1>::from_data(data, &device).inner()
 }
 
 /// Takes each parameter's gradients out of every device's set, summed on the first device

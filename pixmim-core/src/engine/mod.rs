@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use burn::DispatchDevice;
 
+use crate::config::ActivationCheckpointing;
 use crate::device::DeviceSpec;
 use crate::error::Result;
 use crate::registry::Composed;
@@ -21,16 +22,18 @@ use crate::RunBackend;
 pub use crate::target::{host_target, target_on_device, target_tensor};
 
 /// The devices of a training run or bench: `first` then `more` (data parallel), each
-/// checked (a missing CUDA driver is an error, not a panic), and `batch` split evenly over them.
+/// checked (a missing CUDA driver is an error, not a panic), with the run's activation
+/// checkpointing, and `batch` split evenly over them.
 pub fn training_devices<'a>(
     first: &'a DeviceSpec,
     more: &'a [DeviceSpec],
     batch: usize,
+    checkpointing: ActivationCheckpointing,
 ) -> Result<(Vec<&'a DeviceSpec>, Vec<DispatchDevice>)> {
     let specs: Vec<&DeviceSpec> = std::iter::once(first).chain(more).collect();
     let devices: Vec<DispatchDevice> = specs
         .iter()
-        .map(|d| d.train_device())
+        .map(|d| d.train_device_with(checkpointing))
         .collect::<Result<_>>()?;
     if !batch.is_multiple_of(devices.len()) {
         return Err(crate::Error::config(

@@ -40,7 +40,12 @@ where
     M: Autoencoder<B> + AutodiffModule<B> + 'static,
     F: Fn(&DispatchDevice, u64) -> M,
 {
-    let (specs, devices) = super::training_devices(&opts.device, &opts.replicas, opts.batch)?;
+    let (specs, devices) = super::training_devices(
+        &opts.device,
+        &opts.replicas,
+        opts.batch,
+        c.train.activation_checkpointing,
+    )?;
     let device = devices[0].clone();
     for d in &devices {
         release_device_memory(d); // the previous configuration's pages

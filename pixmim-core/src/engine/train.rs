@@ -79,7 +79,12 @@ where
     } else {
         RunDir::follow(&opts.out)
     };
-    let (specs, devices) = super::training_devices(&opts.device, &opts.replicas, batch / world)?;
+    let (specs, devices) = super::training_devices(
+        &opts.device,
+        &opts.replicas,
+        batch / world,
+        c.train.activation_checkpointing,
+    )?;
     let seed = derive(c.seed, Purpose::Init, 0);
     let mut model = super::model_for_training(c, &specs, &devices[0], seed, &build)?;
     super::memory_preflight(c, &specs, checkpoint::count_params(&model), world)?;
@@ -90,9 +95,9 @@ where
     let mut last_good = run.latest()?;
     match (&last_good, opts.resume) {
         (Some(path), true) => {
-            let device = opts.device.device()?;
             let method = c.method.name();
-            (model, target, start) = run::load(path, (model, target), &mut optim, method, &device)?;
+            (model, target, start) =
+                run::load(path, (model, target), &mut optim, method, &devices[0])?;
             if lead {
                 eprintln!("resuming from {} at step {start}", path.display());
             }

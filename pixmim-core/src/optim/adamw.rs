@@ -232,7 +232,6 @@ impl<B: AutodiffBackend> ModuleMapper<B> for StepMapper<'_, B> {
         };
         let require_grad = tensor.is_require_grad();
         let shape = tensor.shape();
-        let n = shape.num_elements();
         let [b1, b2] = self.opt.betas;
         let wd = if self.opt.no_decay.contains(&id) {
             0.0
@@ -248,9 +247,13 @@ impl<B: AutodiffBackend> ModuleMapper<B> for StepMapper<'_, B> {
         if p.device() != device {
             p = p.to_device(&device);
         }
+        // Zeros derived from the gradient, not made on `device`: burn-dispatch tags every
+        // tensor with its autodiff checkpointing strategy and refuses to mix tags, and a tensor
+        // made on a bare device (`zeros`, `zeros_like`) is untagged. (A non-finite gradient
+        // makes the moments non-finite either way.)
         let mut prev = self.opt.state.remove(&id).unwrap_or_else(|| Moments {
-            exp_avg: Tensor::zeros([n], &device),
-            exp_avg_sq: Tensor::zeros([n], &device),
+            exp_avg: g.clone() * 0.0,
+            exp_avg_sq: g.clone() * 0.0,
             step: 0,
         });
         if prev.exp_avg.device() != device {
