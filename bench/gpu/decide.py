@@ -14,6 +14,7 @@ import pathlib
 # pixmim-bench.json is the default build; the others are the builds run.sh names so.
 BUILDS = [
     ("pixmim-bench.json", "default (no fusion, no autotune)"),
+    ("pixmim-bench-checkpointing.json", "default, activation checkpointing"),
     ("pixmim-bench-fusion.json", "fusion"),
     ("pixmim-bench-tuned.json", "fusion + autotune, tuned cache"),
 ]

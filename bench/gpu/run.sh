@@ -18,7 +18,7 @@
 # what it measured; `decide` ends it with decision.md, every build and precision beside PyTorch
 # against the goals (bench/gpu/decide.py). Results go to $OUT (default
 # bench/results/gpu-<date>); copy them into bench/results/. Knobs: BATCH (default 128), STAGES
-# (default "env smoke torch bench fusion tune tuned profile train decide"; fusion, tune and
+# (default "env smoke torch bench checkpointing fusion tune tuned profile train decide"; fusion, tune and
 # tuned run only with their binaries: gpu-bin/pixmim-fusion.xz, gpu-bin/pixmim-tuned.xz, or
 # PIXMIM_FUSION_BIN / PIXMIM_TUNED_BIN), PRECISIONS (bench, default f32,bf16), *_SECS (each
 # stage's time limit), and for the dry run DEVICE (default cuda), PRESET (base), SMOKE_BATCH
@@ -33,7 +33,7 @@ BATCH="${BATCH:-128}"
 DEVICE="${DEVICE:-cuda}"
 PRESET="${PRESET:-base}"
 SMOKE_BATCH="${SMOKE_BATCH:-16}"
-STAGES="${STAGES:-env smoke torch bench fusion tune tuned profile train decide}"
+STAGES="${STAGES:-env smoke torch bench checkpointing fusion tune tuned profile train decide}"
 LOG="$OUT/gpu.log"
 exec > >(tee -a "$LOG") 2>&1
 export PYTHONUNBUFFERED=1
@@ -131,6 +131,14 @@ if has bench; then
   #    without PixMIM, the low-pass paths, and the data pipeline on this machine's cores.
   stage "pixmim bench, MAE ($PRESET) batch $BATCH on $DEVICE, ${PRECISIONS:-f32,bf16}"
   SECS="${BENCH_SECS:-150}" bench_mae pixmim-bench.json "$BIN" --pipeline-secs 1
+fi
+
+if has checkpointing; then
+  # 3a. The default build with activation checkpointing (train.activation_checkpointing):
+  #     the device memory it saves, the time it costs.
+  stage "pixmim bench, activation checkpointing, MAE ($PRESET) batch $BATCH"
+  SECS="${CHECKPOINTING_SECS:-120}" bench_mae pixmim-bench-checkpointing.json "$BIN" --only steps \
+    --set train.activation_checkpointing=balanced
 fi
 
 if has fusion && carried fusion "$FUSION_BIN" pixmim-fusion; then

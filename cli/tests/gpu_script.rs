@@ -24,7 +24,10 @@ fn the_gpu_script_dry_runs_on_wgpu() {
             ("BENCH_WARMUP", "1"),
             ("TRAIN_STEPS", "3"),
             ("TRAIN_LOG_EVERY", "1"),
-            ("STAGES", "smoke bench fusion tune tuned train decide"),
+            (
+                "STAGES",
+                "smoke bench checkpointing fusion tune tuned train decide",
+            ),
         ])
         .env("OUT", &out)
         .output()
@@ -73,6 +76,12 @@ fn the_gpu_script_dry_runs_on_wgpu() {
     let train = std::fs::read_to_string(out.join("train-base-metrics.jsonl")).unwrap();
     assert_eq!(train.lines().count(), 3, "{train}");
 
+    // Activation checkpointing: the same step timed with `balanced`, a row of its own.
+    let ck = std::fs::read_to_string(out.join("pixmim-bench-checkpointing.json")).unwrap();
+    let ck: serde_json::Value =
+        serde_json::from_str(ck.trim()).unwrap_or_else(|e| panic!("{e}: {ck}"));
+    let ck_img_s = ck["steps"]["mae/tiny"]["img_s"].as_f64().unwrap();
+
     // The fusion and autotune stages are skipped without their binaries, saying so; the
     // decision table has the default build's row, and no PyTorch to compare with.
     assert!(!out.join("pixmim-bench-fusion.json").exists());
@@ -82,6 +91,12 @@ fn the_gpu_script_dry_runs_on_wgpu() {
     assert!(
         decision.contains(&format!(
             "| pixmim default (no fusion, no autotune) | f32 | {img_s:.1} | - |"
+        )),
+        "{decision}"
+    );
+    assert!(
+        decision.contains(&format!(
+            "| pixmim default, activation checkpointing | f32 | {ck_img_s:.1} | - |"
         )),
         "{decision}"
     );
