@@ -2,29 +2,11 @@
 //! feature (CI's second build, `.ci/run`), on `--device wgpu` (Mesa's lavapipe in CI): tuning
 //! fills the card's folder, and a second run pointed at it tunes nothing more. In the default
 //! build both flags are refused by name, so nobody believes they tuned.
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn pixmim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pixmim"))
-        .args(args)
-        .output()
-        .expect("run pixmim")
-}
-
-fn said(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pixmim-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+use common::{pixmim, text, tmp};
 
 /// Every file under `dir` with its bytes, sorted by path.
 #[cfg_attr(not(feature = "autotune"), allow(dead_code))]
@@ -48,7 +30,7 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 #[cfg(feature = "autotune")]
 #[test]
 fn tuning_fills_the_cards_folder_once() {
-    let cache = scratch("tune-cache");
+    let cache = tmp("tune-cache");
     let c = cache.to_str().unwrap();
     let tune = [
         "bench",
@@ -69,8 +51,8 @@ fn tuning_fills_the_cards_folder_once() {
         c,
         "--json",
     ];
-    let report = |o: &Output| -> serde_json::Value {
-        assert!(o.status.success(), "{}", said(o));
+    let report = |o: &std::process::Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", text(o));
         let line = String::from_utf8_lossy(&o.stdout);
         serde_json::from_str(line.lines().last().unwrap()).unwrap()
     };
@@ -95,7 +77,7 @@ fn tuning_fills_the_cards_folder_once() {
     );
 
     // `train` reads the same folder and says so.
-    let out = scratch("tune-train");
+    let out = tmp("tune-train");
     let o = pixmim(&[
         "train",
         "--method",
@@ -113,11 +95,11 @@ fn tuning_fills_the_cards_folder_once() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", said(&o));
+    assert!(o.status.success(), "{}", text(&o));
     assert!(
-        said(&o).contains(&format!("autotune cache: {}", folder.display())),
+        text(&o).contains(&format!("autotune cache: {}", folder.display())),
         "{}",
-        said(&o)
+        text(&o)
     );
     let _ = std::fs::remove_dir_all(&out);
     let _ = std::fs::remove_dir_all(&cache);
@@ -127,18 +109,18 @@ fn tuning_fills_the_cards_folder_once() {
 #[test]
 fn tuning_refuses_a_cpu_device() {
     let o = pixmim(&["bench", "--tune", "--device", "cpu"]);
-    assert_eq!(o.status.code(), Some(2), "{}", said(&o));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        said(&o).contains("--tune tunes GPU kernels"),
+        text(&o).contains("--tune tunes GPU kernels"),
         "{}",
-        said(&o)
+        text(&o)
     );
 }
 
 #[cfg(not(feature = "autotune"))]
 #[test]
 fn without_the_autotune_build_the_flags_are_refused() {
-    let cache = scratch("tune-refused");
+    let cache = tmp("tune-refused");
     let c = cache.to_str().unwrap();
     for args in [
         &["bench", "--tune", "--device", "wgpu"][..],
@@ -162,11 +144,11 @@ fn without_the_autotune_build_the_flags_are_refused() {
         ],
     ] {
         let o = pixmim(args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", said(&o));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         assert!(
-            said(&o).contains("`autotune` feature"),
+            text(&o).contains("`autotune` feature"),
             "{args:?}: {}",
-            said(&o)
+            text(&o)
         );
         assert!(!cache.exists(), "{args:?} created {}", cache.display());
     }
