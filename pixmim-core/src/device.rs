@@ -151,14 +151,15 @@ impl DeviceSpec {
         Ok(DispatchDevice::autodiff(self.device()?))
     }
 
-    /// [`Self::train_device`] with `train.activation_checkpointing`.
+    /// [`Self::train_device`] with an activation checkpointing strategy
+    /// (`train.activation_checkpointing`).
     pub fn train_device_with(
         &self,
-        checkpointing: crate::config::ActivationCheckpointing,
+        checkpointing: burn::CheckpointingStrategy,
     ) -> Result<DispatchDevice> {
         Ok(DispatchDevice::autodiff_checkpointed(
             self.device()?,
-            checkpointing.strategy(),
+            checkpointing,
         ))
     }
 }

@@ -33,7 +33,7 @@ pub fn training_devices<'a>(
     let specs: Vec<&DeviceSpec> = std::iter::once(first).chain(more).collect();
     let devices: Vec<DispatchDevice> = specs
         .iter()
-        .map(|d| d.train_device_with(checkpointing))
+        .map(|d| d.train_device_with(checkpointing.strategy()))
         .collect::<Result<_>>()?;
     if !batch.is_multiple_of(devices.len()) {
         return Err(crate::Error::config(
