@@ -217,9 +217,15 @@ pub fn run(
         out: Map::new(),
         quiet: group.as_ref().is_some_and(|g| g.rank() != 0),
     };
+    // --tune times the training steps alone: they are what it tunes.
+    let parts = if a.tune {
+        vec![Part::Steps]
+    } else {
+        a.only.clone()
+    };
     let scratch = std::env::temp_dir().join(format!("pixmim-bench-{}", std::process::id()));
     let result = (|| -> Result<()> {
-        if a.only.contains(&Part::Pipeline) && !a.tune {
+        if parts.contains(&Part::Pipeline) {
             let files = match &a.data {
                 Some(d) => pixmim::data::Dataset::open(d)?.items,
                 None => {
@@ -231,13 +237,13 @@ pub fn run(
             };
             pipeline(a, &files, cores, &scratch, &mut report)?;
         }
-        if a.only.contains(&Part::Lowpass) && !a.tune {
+        if parts.contains(&Part::Lowpass) {
             lowpass(a, &device, &mut report)?;
         }
-        if a.only.contains(&Part::Steps) || a.tune {
+        if parts.contains(&Part::Steps) {
             steps(a, &device, &replicas, &precisions, &mut report)?;
         }
-        if a.only.contains(&Part::Allreduce) && !a.tune {
+        if parts.contains(&Part::Allreduce) {
             allreduce(a, group.clone(), &device, &mut report)?;
         }
         Ok(())

@@ -6,6 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "autotune")]
+use common::train_tiny;
 use common::{pixmim, text, tmp};
 
 /// Every file under `dir` with its bytes, sorted by path.
@@ -78,23 +80,18 @@ fn tuning_fills_the_cards_folder_once() {
 
     // `train` reads the same folder and says so.
     let out = tmp("tune-train");
-    let o = pixmim(&[
-        "train",
-        "--method",
-        "mae",
-        "--preset",
-        "tiny",
-        "--steps",
-        "1",
-        "--device",
-        "wgpu",
-        "--set",
-        "train.batch_size=4",
-        "--autotune-cache",
-        c,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = train_tiny(
+        &out,
+        1,
+        &[
+            "--device",
+            "wgpu",
+            "--set",
+            "train.batch_size=4",
+            "--autotune-cache",
+            c,
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains(&format!("autotune cache: {}", folder.display())),

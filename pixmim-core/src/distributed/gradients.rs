@@ -69,7 +69,7 @@ where
 /// each tensor with its autodiff checkpointing strategy (`train.activation_checkpointing`) and
 /// refuses to mix tags, and a tensor made on a bare inner device is untagged. Same memory and
 /// copy as making it there.
-pub(crate) fn tagged_like_params<B: AutodiffBackend, M: AutodiffModule<B>>(
+fn tagged_like_params<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     data: TensorData,
 ) -> Tensor<B::InnerBackend, 1> {
