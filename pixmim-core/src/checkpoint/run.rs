@@ -22,15 +22,16 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Open `out` for a run: create its checkpoint folder and clear writes a killed process
-    /// left. Checkpoints already there are an error unless the run resumes.
+    /// Open `out` for a run: clear writes a killed process left; checkpoints already there are
+    /// an error unless the run resumes. Nothing is created until [`RunDir::start`], so a run
+    /// refused later (device, memory, a checkpoint of another shape) leaves no folder behind.
     pub fn open(out: &Path, resume: bool) -> Result<Self> {
         let dir = Self {
             out: out.to_path_buf(),
         };
-        let ckdir = dir.checkpoint_dir();
-        std::fs::create_dir_all(&ckdir).map_err(|e| Error::io(&ckdir, e))?;
-        dir.remove_partial_writes()?;
+        if dir.checkpoint_dir().exists() {
+            dir.remove_partial_writes()?;
+        }
         if !resume && !dir.checkpoints()?.is_empty() {
             return Err(Error::Usage(format!(
                 "{} already holds checkpoints; pass --resume to continue that run, or choose another --out",
@@ -61,8 +62,11 @@ impl RunDir {
         Ok(self.checkpoints()?.pop().map(|(_, p)| p))
     }
 
-    /// The run's resolved config, as the run will use it.
-    pub fn write_config(&self, config: &toml::Table) -> Result<()> {
+    /// Create the run's folders and write its resolved config, as the run will use it: the
+    /// first write to `out`, made once every check before training has passed.
+    pub fn start(&self, config: &toml::Table) -> Result<()> {
+        let ckdir = self.checkpoint_dir();
+        std::fs::create_dir_all(&ckdir).map_err(|e| Error::io(&ckdir, e))?;
         checkpoint::atomic_write(
             &self.out.join("config.toml"),
             toml::to_string(config).unwrap_or_default().as_bytes(),

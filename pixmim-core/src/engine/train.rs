@@ -136,7 +136,7 @@ where
         None => None,
     };
     if lead {
-        run.write_config(&c.table)?;
+        run.start(&c.table)?;
     }
 
     let workers = if c.train.num_workers == 0 {
