@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use clap::Args;
-use pixmim::augment::{resize_normalise, CropBox, Interpolation};
+use pixmim::augment::CenterCrop;
 use pixmim::checkpoint::HostTensor;
 use pixmim::device::DeviceSpec;
 use pixmim::job::{ReconstructInput, ReconstructOptions};
@@ -68,17 +68,10 @@ fn load_image(a: &ReconstructArgs, (h, w): (usize, usize)) -> Result<ImageBatch>
         v
     } else {
         let img = pixmim::data::dataset::decode(&a.image)?;
-        // Resize the short side to the model's size and centre-crop (crop first, same result).
-        let (iw, ih) = img.dimensions();
-        let side = iw.min(ih);
-        let crop = CropBox {
-            top: (ih - side) / 2,
-            left: (iw - side) / 2,
-            height: side,
-            width: side,
-        };
+        // The evaluation transform without a border: the short side to the model's size
+        // (bicubic), the centre kept.
         let mut out = vec![0.0; 3 * h * w];
-        resize_normalise(&img, crop, (h, w), Interpolation::Bilinear, false, &mut out);
+        CenterCrop::eval((h, w), 1.0)?.view(&img, &mut out);
         out
     };
     Ok(ImageBatch {

@@ -110,6 +110,40 @@ fn reconstruct_with_the_official_noise_gives_the_official_loss_and_prediction() 
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A photo goes through the evaluation transform (short side to the model's size, centre kept):
+/// the same target as the `.npy` of that view, on a non-square image.
+#[test]
+fn reconstruct_takes_a_photo_through_the_evaluation_centre_crop() {
+    let dir = tmp("recon-photo");
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples/chelsea.jpg"); // 241 x 160
+    let decoded = pixmim::data::dataset::decode(&photo).unwrap();
+    let mut view = vec![0.0; 3 * 64 * 64];
+    pixmim::augment::CenterCrop::eval((64, 64), 1.0)
+        .unwrap()
+        .view(&decoded, &mut view);
+    pixmim::npy::write(&dir.join("view.npy"), &[3, 64, 64], &view).unwrap();
+    let weights = vectors().join("weights.safetensors");
+    let dump = |input: &Path, name: &str| {
+        let mut args = vec!["reconstruct", "--checkpoint", weights.to_str().unwrap()];
+        args.extend(VECTOR_MODEL);
+        let (grid, dump) = (dir.join(format!("{name}.png")), dir.join(name));
+        args.extend(["--image", input.to_str().unwrap(), "--seed", "3"]);
+        args.extend([
+            "--out",
+            grid.to_str().unwrap(),
+            "--dump",
+            dump.to_str().unwrap(),
+        ]);
+        ok(&args);
+        load(&dump)
+    };
+    let from_photo = dump(&photo, "photo.safetensors");
+    let from_view = dump(&dir.join("view.npy"), "view.safetensors");
+    assert_eq!(from_photo["mask"].data, from_view["mask"].data);
+    assert!(from_photo["target"].data == from_view["target"].data);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn same(a: &HashMap<String, HostTensor>, b: &HashMap<String, HostTensor>, keys: &[&String]) {
     for k in keys {
         assert_eq!(a[*k].shape, b[*k].shape, "{k}");

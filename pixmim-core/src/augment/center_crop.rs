@@ -54,6 +54,20 @@ impl CenterCrop {
         )
     }
 
+    /// The view of `img`, normalised into `out` (3 x H x W): the transform draws nothing, so
+    /// callers outside a data pipeline (`reconstruct`) need no generator.
+    pub fn view(&self, img: &image::RgbImage, out: &mut [f32]) {
+        let region = self.region(img.width(), img.height());
+        resize_region_normalise(
+            img,
+            region,
+            self.size,
+            self.params.interpolation,
+            false,
+            out,
+        );
+    }
+
     /// The source region `[left, top, width, height]` the view shows.
     pub fn region(&self, width: u32, height: u32) -> [f64; 4] {
         let (th, tw) = self.size;
@@ -84,15 +98,7 @@ impl Augmentation for CenterCrop {
         self.size
     }
     fn apply(&self, img: &image::RgbImage, _rng: &mut StdRng, out: &mut [f32]) {
-        let region = self.region(img.width(), img.height());
-        resize_region_normalise(
-            img,
-            region,
-            self.size,
-            self.params.interpolation,
-            false,
-            out,
-        );
+        self.view(img, out);
     }
     fn view_map(&self, width: u32, height: u32, _rng: &mut StdRng) -> Option<ViewMap> {
         let [left, top, w, h] = self.region(width, height);
