@@ -175,12 +175,13 @@ pub fn run(
         }
     }
     let autotune_cache = crate::use_autotune_cache(a.autotune_cache.as_deref(), a.tune)?;
-    let tuned_before = autotune_cache
-        .as_deref()
-        .map(pixmim::gpu_runtime::autotune_cache_entries);
     for d in &devices {
         d.device()?; // fail on a missing CUDA driver before any work
     }
+    // Counted once the first GPU device chose its card's folder: this card's tuned shapes.
+    let tuned_before = autotune_cache
+        .and_then(|_| pixmim::gpu_runtime::autotune_cache())
+        .map(pixmim::gpu_runtime::autotune_cache_entries);
     let backends = devices.iter().map(|d| d.to_string()).collect::<Vec<_>>();
     if !a.batch.is_multiple_of(devices.len()) {
         return Err(Error::Usage(format!(
@@ -270,7 +271,7 @@ pub fn run(
     );
     report.set("batch", json!(a.batch));
     report.set("date", json!(date));
-    build_and_tuning(autotune_cache.as_deref(), tuned_before, &mut report);
+    build_and_tuning(tuned_before, &mut report);
 
     if report.quiet {
         return Ok(());
@@ -287,9 +288,9 @@ pub fn run(
     Ok(())
 }
 
-/// What the GPU backends were built with (fusion, autotune) and, with an autotune cache under
-/// `cache`, its folder for this run's card and how many tuned shapes it held before and after.
-fn build_and_tuning(cache: Option<&Path>, before: Option<usize>, report: &mut Report) {
+/// What the GPU backends were built with (fusion, autotune) and, with an autotune cache, its
+/// folder for this run's card and how many tuned shapes it held `before` and after.
+fn build_and_tuning(before: Option<usize>, report: &mut Report) {
     use pixmim::gpu_runtime::{autotune_cache_entries, AUTOTUNE, FUSION};
     report.set("gpu_fusion", json!(FUSION));
     report.set("gpu_autotune", json!(AUTOTUNE));
@@ -298,10 +299,8 @@ fn build_and_tuning(cache: Option<&Path>, before: Option<usize>, report: &mut Re
         "GPU kernel fusion / autotune".into(),
         format!("{} / {}", on_off(FUSION), on_off(AUTOTUNE)),
     );
-    if let (Some(base), Some(before)) = (cache, before) {
-        // Counted over every card's folder; shown as this run's card's.
-        let after = autotune_cache_entries(base);
-        let dir = pixmim::gpu_runtime::autotune_cache().unwrap_or(base);
+    if let (Some(dir), Some(before)) = (pixmim::gpu_runtime::autotune_cache(), before) {
+        let after = autotune_cache_entries(dir);
         report.set("autotune_cache", json!(dir));
         report.set("autotune_entries_before", json!(before));
         report.set("autotune_entries_after", json!(after));

@@ -58,6 +58,10 @@ fn tuning_fills_the_cards_folder_once() {
         let line = String::from_utf8_lossy(&o.stdout);
         serde_json::from_str(line.lines().last().unwrap()).unwrap()
     };
+    // Another card's results in the same cache are neither counted nor used.
+    let other = cache.join("Another-Card");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("matmul.json.log"), "{\"a\":1}\n{\"b\":2}\n").unwrap();
     let first = report(&pixmim(&tune));
     assert_eq!(first["gpu_autotune"], true);
     assert_eq!(first["autotune_entries_before"], 0);
