@@ -38,8 +38,13 @@ LOG="$OUT/gpu.log"
 exec > >(tee -a "$LOG") 2>&1
 export PYTHONUNBUFFERED=1
 
+# Scratch space of this run (unpacked binaries, run folders, profiles), removed at the end: two
+# runs on one machine do not share or remove each other's files.
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/pixmim-gpu.XXXXXX")
+trap 'rm -rf "$SCRATCH"' EXIT
+
 # The carried binaries, unpacked; a variable stays empty when its binary was not carried.
-unpack() { xz -dc "gpu-bin/$1.xz" >"/tmp/$1" && chmod +x "/tmp/$1" && echo "/tmp/$1"; }
+unpack() { xz -dc "gpu-bin/$1.xz" >"$SCRATCH/$1" && chmod +x "$SCRATCH/$1" && echo "$SCRATCH/$1"; }
 BIN="${PIXMIM_BIN:-target/release/pixmim}"
 [ -f gpu-bin/pixmim.xz ] && BIN=$(unpack pixmim)
 FUSION_BIN="${PIXMIM_FUSION_BIN:-}"
@@ -78,17 +83,16 @@ if has smoke; then
   # 1. Does burn-cuda 0.21 initialise and train on this card? Same seed on the CPU beside it:
   #    the losses should agree to float tolerance (different reduction orders).
   stage "smoke: tiny MAE, 5 steps, $DEVICE then cpu"
-  rm -rf /tmp/smoke-gpu /tmp/smoke-cpu /tmp/smoke-bf16 /tmp/train-base
   SMOKE=(train --method mae --preset tiny --steps 5 --set "train.batch_size=$SMOKE_BATCH"
     --set train.log_every=1)
-  RUST_BACKTRACE=1 timeout 120 "$BIN" "${SMOKE[@]}" --device "$DEVICE" --out /tmp/smoke-gpu
+  RUST_BACKTRACE=1 timeout 120 "$BIN" "${SMOKE[@]}" --device "$DEVICE" --out "$SCRATCH/smoke-gpu"
   ran $?
-  timeout 60 "$BIN" "${SMOKE[@]}" --device cpu --out /tmp/smoke-cpu
+  timeout 60 "$BIN" "${SMOKE[@]}" --device cpu --out "$SCRATCH/smoke-cpu"
   if [ "$DEVICE" = cuda ]; then
-    timeout 90 "$BIN" "${SMOKE[@]}" --device cuda --set train.precision=bf16 --out /tmp/smoke-bf16
+    timeout 90 "$BIN" "${SMOKE[@]}" --device cuda --set train.precision=bf16 --out "$SCRATCH/smoke-bf16"
   fi
   for r in gpu cpu bf16; do
-    sed "s/^/$r /" /tmp/smoke-$r/metrics.jsonl 2>/dev/null
+    sed "s/^/$r /" "$SCRATCH/smoke-$r/metrics.jsonl" 2>/dev/null
   done >"$OUT/smoke-metrics.txt"
   if [ "$DEVICE" = cuda ]; then
     # NCCL's one-rank communicator (issue 26): the gradient sum's copies and all-reduce on the
@@ -174,11 +178,11 @@ if has profile; then
     /usr/local/cuda/nsight-systems-*/bin/nsys 2>/dev/null | head -1)
   if [ -n "$NSYS" ]; then
     timeout "${PROFILE_SECS:-120}" "$NSYS" profile -t cuda -s none --cpuctxsw=none -f true \
-      -o /tmp/pixmim-step "$BIN" bench --device cuda --only steps --methods mae --presets base \
+      -o "$SCRATCH/pixmim-step" "$BIN" bench --device cuda --only steps --methods mae --presets base \
       --precision f32 --batch "$BATCH" --steps 3 --warmup 2
     ran $?
     "$NSYS" stats -r cuda_gpu_kern_sum,cuda_api_sum --format csv -o "$OUT/nsys" \
-      /tmp/pixmim-step.nsys-rep >/dev/null 2>&1
+      "$SCRATCH/pixmim-step.nsys-rep" >/dev/null 2>&1
     head -25 "$OUT"/nsys_cuda_gpu_kern_sum*.csv 2>/dev/null | cut -c1-200
   else
     echo "nsys not found; skipped"
@@ -190,9 +194,9 @@ if has train; then
   stage "pixmim train MAE ($PRESET) + PixMIM, batch $BATCH, ${TRAIN_PRECISION:-bf16}"
   timeout "${TRAIN_SECS:-90}" "$BIN" train --method mae --plugin pixmim --preset "$PRESET" \
     --device "$DEVICE" --steps "${TRAIN_STEPS:-200}" --set "train.batch_size=$BATCH" \
-    --set "train.precision=${TRAIN_PRECISION:-bf16}" --set "train.log_every=${TRAIN_LOG_EVERY:-25}" --out /tmp/train-base
+    --set "train.precision=${TRAIN_PRECISION:-bf16}" --set "train.log_every=${TRAIN_LOG_EVERY:-25}" --out "$SCRATCH/train-base"
   ran $?
-  cp /tmp/train-base/metrics.jsonl "$OUT/train-base-metrics.jsonl" 2>/dev/null
+  cp "$SCRATCH/train-base/metrics.jsonl" "$OUT/train-base-metrics.jsonl" 2>/dev/null
 fi
 if has decide; then
   # 6. Every build and precision beside PyTorch, against the issue's goals.
