@@ -26,6 +26,40 @@ pub fn final_weights(out: &Path) -> HashMap<String, HostTensor> {
     load(&last)
 }
 
+/// The final checkpoints of two runs hold the same tensors (parameters and AdamW moments), each
+/// within `rtol` of its largest magnitude; returns the largest relative difference and its
+/// tensor. `attn.qkv.bias` is skipped: its key part has an exactly zero gradient (softmax
+/// ignores a shift of all keys), float noise that Adam normalises into +-lr steps in any
+/// summation order; its moments are still compared (`optim.*`).
+pub fn assert_same_final_weights(a: &Path, b: &Path, rtol: f32, what: &str) -> (f32, String) {
+    let (wa, wb) = (final_weights(a), final_weights(b));
+    assert_eq!(wa.len(), wb.len(), "{what}: tensor counts");
+    assert!(wa.keys().any(|k| k.starts_with("optim.exp_avg.")));
+    let mut worst = (0f32, String::new());
+    for (k, ta) in &wa {
+        if k.ends_with("attn.qkv.bias") {
+            continue;
+        }
+        let tb = &wb[k];
+        assert_eq!(ta.shape, tb.shape, "{what} {k}");
+        let scale = ta.data.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = ta
+            .data
+            .iter()
+            .zip(&tb.data)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let rel = diff / scale.max(1e-30);
+        if rel > worst.0 {
+            worst = (rel, k.clone());
+        }
+        assert!(
+            diff <= rtol * scale + 1e-9,
+            "{what} {k}: differs by {diff} (scale {scale})"
+        );
+    }
+    worst
+}
+
 /// Folder of vectors copied from the reference implementations (see their READMEs).
 pub fn vectors(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

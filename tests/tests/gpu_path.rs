@@ -12,7 +12,7 @@
 use pixmim::device::DeviceSpec;
 use pixmim::job::{TrainOptions, TrainSummary};
 use pixmim::registry::{compose, Request};
-use pixmim_tests::{final_weights, out_dir, samples};
+use pixmim_tests::{assert_same_final_weights, out_dir, samples};
 
 /// Two AdamW steps from the same initial weights, on `device`.
 fn train(method: &str, plugins: &[&str], device: DeviceSpec, name: &str) -> TrainSummary {
@@ -72,33 +72,12 @@ fn same_run(method: &str, plugins: &[&str]) {
             gpu.losses
         );
     }
-    let (wc, wg) = (final_weights(&cpu.out), final_weights(&gpu.out));
-    assert_eq!(wc.len(), wg.len());
-    assert!(wc.keys().any(|k| k.starts_with("optim.exp_avg.")));
-    let mut worst = (0f32, String::new());
-    for (k, tc) in &wc {
-        // The key part of qkv.bias has an exactly zero gradient (softmax ignores a shift of
-        // all keys): float noise that Adam normalises into +-lr steps in any summation order.
-        if k.ends_with("attn.qkv.bias") {
-            continue;
-        }
-        let tg = &wg[k];
-        assert_eq!(tc.shape, tg.shape, "{k}");
-        let scale = tc.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = tc
-            .data
-            .iter()
-            .zip(&tg.data)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        let rel = diff / scale.max(1e-30);
-        if rel > worst.0 {
-            worst = (rel, k.clone());
-        }
-        assert!(
-            diff <= WEIGHT_RTOL * scale + 1e-9,
-            "{method} {plugins:?} {k}: wgpu differs from flex by {diff} (scale {scale})"
-        );
-    }
+    let worst = assert_same_final_weights(
+        &cpu.out,
+        &gpu.out,
+        WEIGHT_RTOL,
+        &format!("{method} {plugins:?} wgpu against flex"),
+    );
     eprintln!(
         "{method} {plugins:?} (fusion {}, autotune {}): losses {:?} vs {:?}; largest weight \
          difference {:.2e} of scale ({})",

@@ -5,7 +5,7 @@ use pixmim::checkpoint::read_safetensors;
 use pixmim::device::DeviceSpec;
 use pixmim::job::{TrainOptions, TrainSummary};
 use pixmim::registry::{compose, Request};
-use pixmim_tests::{final_weights, out_dir, samples};
+use pixmim_tests::{assert_same_final_weights, final_weights, out_dir, samples};
 
 fn run(sets: &[&str], out: &Path, resume: bool, stop_after: Option<usize>) -> TrainSummary {
     run_with(&[], sets, out, resume, stop_after)
@@ -127,28 +127,7 @@ fn data_parallel_on_two_devices_matches_one_device() {
             b.losses
         );
     }
-    let (wa, wb) = (final_weights(&one), final_weights(&two));
-    assert_eq!(wa.len(), wb.len());
-    assert!(wa.keys().any(|k| k.starts_with("optim.exp_avg.")));
-    for (k, ta) in &wa {
-        // The key part of qkv.bias has an exactly zero gradient (softmax ignores a shift of
-        // all keys), so its gradient is float noise that Adam normalises into +-lr steps in
-        // any summation order; its moments are still compared (optim.*).
-        if k.ends_with("attn.qkv.bias") {
-            continue;
-        }
-        let tb = &wb[k];
-        let scale = ta.data.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let diff = ta
-            .data
-            .iter()
-            .zip(&tb.data)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(
-            diff <= 1e-4 * scale + 1e-9,
-            "{k}: max diff {diff} (scale {scale})"
-        );
-    }
+    assert_same_final_weights(&one, &two, 1e-4, "two devices against one");
     // A batch that does not split evenly is refused before training.
     let c = compose(&Request {
         method: "mae".into(),
