@@ -3,13 +3,11 @@
 //! data, below the registry and the code that runs the jobs (the engine, evaluation, import),
 //! so that neither imports the other back; their behaviour lives beside the code that makes
 //! them (e.g. `impl Reconstruction` in `engine::reconstruct`).
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::HostTensor;
 use crate::data::loader::Source;
 use crate::device::{DeviceMemory, DeviceSpec};
 use crate::distributed::ProcessGroup;
@@ -141,7 +139,7 @@ pub struct Reconstruction {
 /// A state dict in the official names, to load into the model and save as a pixmim checkpoint.
 pub struct ImportOptions {
     pub input: PathBuf,
-    pub tensors: HashMap<String, HostTensor>,
+    pub tensors: crate::interop::state_dict::StateDict,
     pub out: PathBuf,
 }
 

@@ -1,5 +1,5 @@
 //! Moving weights between pixmim and the PyTorch codebases: reading released checkpoints
-//! (`.pth` via burn-store's pickle reader, no Python; or safetensors) in the official, mm*
+//! (`.pth` through a restricted pickle reader of its own, no Python; or safetensors) in the official, mm*
 //! or timm key layouts, and writing ours out in those layouts (`pixmim import` / `export`).
 pub mod layout;
 
@@ -16,7 +16,12 @@ use crate::job::{ImportOptions, ImportReport};
 use crate::registry::Composed;
 use crate::RunBackend;
 
+pub mod pickle;
 pub mod pth;
+pub mod pth_reader;
+pub mod state_dict;
+
+pub use state_dict::{Opening, StateDict};
 
 pub use layout::{mm_to_official, official_to_mm, official_to_mmseg, OfficialLayout};
 
@@ -94,87 +99,35 @@ impl Format {
     }
 }
 
-fn is_mm_key(k: &str) -> bool {
-    k.starts_with("backbone.") || k.starts_with("neck.")
-}
-
-/// Read a state dict and return it under official names. `.pth` files are read with
-/// burn-store (the `model` or `state_dict` entry, else the top level); safetensors directly.
-pub fn read_state_dict(path: &Path, format: Format) -> Result<HashMap<String, HostTensor>> {
+/// A checkpoint's state dict under official names: `.pth` (the `model` or `state_dict`
+/// entry, else the top level) or safetensors; mm* names are mapped to official ones.
+pub fn read_state_dict(path: &Path, format: Format) -> Result<StateDict> {
     if format == Format::Mmseg {
         return Err(Error::Usage(
             "--from mmseg: mmseg's layout is for export only; import the pretraining checkpoint it was converted from".into(),
         ));
     }
-    let raw = read_raw(path, format)?;
-    let mm = format.is_mm() || raw.keys().any(|k| is_mm_key(k));
-    Ok(raw
-        .into_iter()
-        .filter_map(|(k, v)| {
-            if mm {
-                mm_to_official(&k).map(|k| (k, v))
-            } else {
-                Some((k, v))
-            }
-        })
-        .collect())
+    StateDict::open(path, &Opening::for_format(path, format))
 }
 
-/// A state dict under the names the file has.
+/// A state dict under the names the file has, every tensor read.
 pub fn read_raw(path: &Path, format: Format) -> Result<HashMap<String, HostTensor>> {
-    let is_safetensors = path.extension().and_then(|e| e.to_str()) == Some("safetensors");
-    if is_safetensors || format == Format::Safetensors {
-        Ok(checkpoint::read_safetensors(path)?
-            .0
-            .into_iter()
-            .filter(|(k, _)| checkpoint::is_model_key(k))
-            .collect())
-    } else {
-        read_pth(
-            path,
-            if format.is_mm() {
+    state_dict::read_raw(path, &Opening::for_format(path, format))
+}
+
+impl Opening {
+    fn for_format(path: &Path, format: Format) -> Self {
+        Self {
+            safetensors: format == Format::Safetensors
+                || path.extension().and_then(|e| e.to_str()) == Some("safetensors"),
+            pth_key: if format.is_mm() {
                 "state_dict"
             } else {
                 "model"
             },
-        )
+            mm: format.is_mm(),
+        }
     }
-}
-
-fn read_pth(path: &Path, key: &str) -> Result<HashMap<String, HostTensor>> {
-    use burn_store::pytorch::PytorchReader;
-    if !path.exists() {
-        return Err(Error::data(path, "does not exist"));
-    }
-    let reader = PytorchReader::with_top_level_key(path, key)
-        .or_else(|_| PytorchReader::new(path))
-        .map_err(|e| Error::Checkpoint {
-            path: path.into(),
-            msg: format!("cannot read as a PyTorch checkpoint: {e}"),
-        })?;
-    let mut out = HashMap::new();
-    for (name, snap) in reader.into_tensors() {
-        let data = snap.to_data().map_err(|e| Error::Checkpoint {
-            path: path.into(),
-            msg: format!("`{name}`: {e:?}"),
-        })?;
-        let shape = data.shape.to_vec();
-        let values: Vec<f32> = data
-            .convert::<f32>()
-            .to_vec()
-            .map_err(|e| Error::Checkpoint {
-                path: path.into(),
-                msg: format!("`{name}`: {e:?}"),
-            })?;
-        out.insert(
-            name,
-            HostTensor {
-                shape,
-                data: values,
-            },
-        );
-    }
-    Ok(out)
 }
 
 /// Our state dict in `format`'s layout (the method's official names and shapes, then the mm
@@ -233,7 +186,8 @@ pub fn export(checkpoint_path: &Path, format: Format, out: &Path) -> Result<usiz
 
 /// Load `opts.tensors` (official names) into the composed method's model and write it as a
 /// pixmim checkpoint. An encoder-only file gets a freshly initialised decoder; anything
-/// else missing, extra or of the wrong shape is refused with the full list.
+/// else missing, extra or of the wrong shape is refused with the full list, before any
+/// tensor's data is read.
 pub fn import_into<M, F>(c: &Composed, opts: &ImportOptions, build: F) -> Result<ImportReport>
 where
     M: AutodiffModule<RunBackend>,
@@ -243,16 +197,25 @@ where
     let fresh_model = build(&device, c.seed);
     let fresh_params = checkpoint::export_params(&fresh_model);
     let layout = c.method.official_layout();
-    let file_has_decoder = opts.tensors.keys().any(|k| !layout.is_encoder_key(k));
+    let file = &opts.tensors;
+    let file_has_decoder = file.keys().any(|k| !layout.is_encoder_key(k));
+    let mut wanted = Vec::new();
     let mut by_model_name = HashMap::new();
     let mut fresh = Vec::new();
     let mut missing = Vec::new();
     let mut used = std::collections::HashSet::new();
     for (ours, init) in &fresh_params {
         let (key, official_init) = layout.to_official(ours, init.clone());
-        match opts.tensors.get(&key) {
-            Some(t) => {
-                by_model_name.insert(ours.clone(), layout.to_pixmim(&key, t.clone()));
+        match file.shape(&key) {
+            Some(shape) if shape == official_init.shape.as_slice() => {
+                wanted.push((ours.clone(), key.clone()));
+                used.insert(key);
+            }
+            Some(shape) => {
+                missing.push(format!(
+                    "`{key}` is {shape:?} in the file, {:?} in the model",
+                    official_init.shape
+                ));
                 used.insert(key);
             }
             None if !file_has_decoder && !layout.is_encoder_key(&key) => {
@@ -264,13 +227,26 @@ where
     }
     let mut ignored = Vec::new();
     let mut extra = Vec::new();
-    for k in opts.tensors.keys().filter(|k| !used.contains(*k)) {
+    for k in file.keys().filter(|k| !used.contains(*k)) {
         // timm-style classifier heads and fc_norm are not part of a MIM model.
         if k.starts_with("head.") || k.starts_with("fc_norm.") {
             ignored.push(k.clone());
         } else {
-            extra.push(format!("unexpected `{k}` {:?}", opts.tensors[k].shape));
+            extra.push(format!(
+                "unexpected `{k}` {:?}",
+                file.shape(k).unwrap_or(&[])
+            ));
         }
+    }
+    if !missing.is_empty() || !extra.is_empty() {
+        missing.sort();
+        extra.sort();
+        return Err(refusal(&opts.input, c, &missing, &extra));
+    }
+    // Only now is data read: the tensors the model takes, each of the model's own size.
+    for (ours, key) in &wanted {
+        let t = file.load(key)?;
+        by_model_name.insert(ours.clone(), layout.to_pixmim(key, t));
     }
     let (model, _) = match checkpoint::import_params(fresh_model, &by_model_name, &opts.input) {
         Ok(r) => r,
@@ -280,9 +256,6 @@ where
         }
         Err(e) => return Err(e),
     };
-    if !missing.is_empty() || !extra.is_empty() {
-        return Err(refusal(&opts.input, c, &missing, &extra));
-    }
     checkpoint::write_model(&opts.out, &model, c.method.name(), &c.table, 0)?;
     fresh.sort();
     ignored.sort();

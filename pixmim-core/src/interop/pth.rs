@@ -150,7 +150,7 @@ pub fn write_pth(path: &Path, key: Option<&str>, tensors: &[(String, HostTensor)
 mod tests {
     use super::*;
 
-    /// A file written here reads back through burn-store's PyTorch reader (the one `pixmim
+    /// A file written here reads back through the `.pth` reader (the one `pixmim
     /// import` uses) with the same names, shapes and values, including a tensor of more than
     /// 65,536 values and a scalar-shaped one.
     #[test]
