@@ -24,32 +24,57 @@ pub fn read(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     if header.contains("'fortran_order': True") {
         return Err(bad("Fortran order is not supported"));
     }
-    let shape: Vec<usize> = header
+    let dims: Vec<&str> = header
         .split("'shape': (")
         .nth(1)
         .and_then(|s| s.split(')').next())
         .ok_or_else(|| bad("no shape"))?
         .split(',')
-        .filter_map(|s| s.trim().parse().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
         .collect();
+    let shape: Vec<usize> = dims
+        .iter()
+        .map(|d| {
+            d.parse()
+                .map_err(|_| bad(&format!("shape entry `{d}` is not a size")))
+        })
+        .collect::<Result<_>>()?;
+    if shape.is_empty() || shape.len() > 8 {
+        return Err(bad(&format!(
+            "shape {shape:?}: an image array has 1 to 8 dimensions"
+        )));
+    }
+    if shape.contains(&0) {
+        return Err(bad(&format!("shape {shape:?} holds no values")));
+    }
+    let item = if header.contains("'<f4'") {
+        4
+    } else if header.contains("'|u1'") {
+        1
+    } else {
+        return Err(bad("dtype must be float32 ('<f4') or uint8"));
+    };
     let data = &b[start + hlen..];
-    let n: usize = shape.iter().product();
-    let values: Vec<f32> = if header.contains("'<f4'") {
-        if data.len() < 4 * n {
-            return Err(bad("truncated data"));
-        }
+    // Sizes from the header are checked against the file before anything is allocated.
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|n| n.checked_mul(item).is_some_and(|bytes| bytes <= data.len()))
+        .ok_or_else(|| {
+            bad(&format!(
+                "shape {shape:?} needs more than the {} bytes of data the file holds (truncated?)",
+                data.len()
+            ))
+        })?;
+    let values: Vec<f32> = if item == 4 {
         data.chunks_exact(4)
             .take(n)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect()
-    } else if header.contains("'|u1'") {
-        data.iter().take(n).map(|&v| v as f32).collect()
     } else {
-        return Err(bad("dtype must be float32 ('<f4') or uint8"));
+        data.iter().take(n).map(|&v| v as f32).collect()
     };
-    if values.len() != n {
-        return Err(bad("truncated data"));
-    }
     Ok((shape, values))
 }
 
@@ -90,6 +115,25 @@ mod tests {
         std::fs::write(dir.join("b.npy"), b"hello").unwrap();
         let e = read(&dir.join("b.npy")).unwrap_err();
         assert!(e.to_string().contains("b.npy") && e.exit_code() == 2, "{e}");
+        // Headers whose sizes are zero, overflow, or exceed the data: refused, nothing
+        // allocated from them.
+        for (shape, why) in [
+            ("(3, 0, 8)", "holds no values"),
+            ("(3, 4294967296, 4294967296)", "needs more than"),
+            ("(4611686018427387904, 8)", "needs more than"),
+            ("(2, x)", "is not a size"),
+        ] {
+            let header =
+                format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}\n");
+            let mut f = b"\x93NUMPY\x01\x00".to_vec();
+            f.extend((header.len() as u16).to_le_bytes());
+            f.extend(header.as_bytes());
+            f.extend([0u8; 96]);
+            let c = dir.join("c.npy");
+            std::fs::write(&c, &f).unwrap();
+            let e = read(&c).unwrap_err().to_string();
+            assert!(e.contains("c.npy") && e.contains(why), "{shape}: {e}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -31,21 +31,92 @@ pub fn labels_path(images: &Path) -> Option<PathBuf> {
     Some(images.with_file_name(name.replace("-images-idx3-ubyte", "-labels-idx1-ubyte")))
 }
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::data(path, format!("cannot gunzip: {e}")))?;
-        Ok(out)
+/// Read an IDX file, gzipped or not, checking its header's sizes before the data: a gzip
+/// stream is inflated only up to the size the header declares (plus a byte, to see excess),
+/// so a small file that inflates to gigabytes is refused without taking them.
+fn read(path: &Path, want_dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 2];
+    let mut probe = std::io::BufReader::new(file);
+    let gz = {
+        use std::io::BufRead;
+        let buf = probe.fill_buf().map_err(|e| Error::io(path, e))?;
+        head[..buf.len().min(2)].copy_from_slice(&buf[..buf.len().min(2)]);
+        head == [0x1f, 0x8b]
+    };
+    let mut stream: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(probe))
     } else {
-        Ok(raw)
+        Box::new(probe)
+    };
+    let io = |e: std::io::Error| {
+        if gz {
+            Error::data(path, format!("cannot gunzip: {e}"))
+        } else {
+            Error::io(path, e)
+        }
+    };
+    let mut header = vec![0u8; 4];
+    read_up_to(&mut stream, &mut header).map_err(io)?;
+    let ndim = check_magic(path, &header, want_dims)?;
+    header.resize(4 + 4 * ndim, 0);
+    if read_up_to(&mut stream, &mut header[4..]).map_err(io)? < 4 * ndim {
+        return Err(Error::data(path, "truncated IDX header"));
     }
+    let dims: Vec<usize> = header[4..]
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .collect();
+    let n = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize / 2)
+        .ok_or_else(|| Error::data(path, format!("header's sizes {dims:?} overflow")))?;
+    if !gz {
+        let len = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .len();
+        let have = len.saturating_sub(header.len() as u64);
+        if have != n as u64 {
+            return Err(Error::data(
+                path,
+                format!("header says {dims:?} ({n} bytes) but the file holds {have} bytes of data"),
+            ));
+        }
+    }
+    let mut data = Vec::new();
+    stream
+        .take(n as u64 + 1)
+        .read_to_end(&mut data)
+        .map_err(io)?;
+    if data.len() != n {
+        let have = if data.len() > n {
+            "more".to_string()
+        } else {
+            data.len().to_string()
+        };
+        return Err(Error::data(
+            path,
+            format!("header says {dims:?} ({n} bytes) but the file holds {have} bytes of data"),
+        ));
+    }
+    Ok((dims, data))
 }
 
-/// Parse an IDX header: magic 0x0000 08 NDIM (u8 data), then NDIM big-endian u32 sizes.
-fn parse(path: &Path, bytes: &[u8], want_dims: usize) -> Result<(Vec<usize>, usize)> {
+/// Fill `buf` as far as the stream goes; how many bytes came.
+fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..])? {
+            0 => break,
+            k => got += k,
+        }
+    }
+    Ok(got)
+}
+
+/// The magic: 0x0000 08 NDIM (u8 data); returns NDIM.
+fn check_magic(path: &Path, bytes: &[u8], want_dims: usize) -> Result<usize> {
     let bad = |m: String| Error::data(path, m);
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         return Err(bad("not an IDX file (bad magic number)".into()));
@@ -60,40 +131,20 @@ fn parse(path: &Path, bytes: &[u8], want_dims: usize) -> Result<(Vec<usize>, usi
     if ndim != want_dims {
         return Err(bad(format!("has {ndim} dimensions, expected {want_dims}")));
     }
-    let header = 4 + 4 * ndim;
-    if bytes.len() < header {
-        return Err(bad("truncated IDX header".into()));
-    }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| {
-            let o = 4 + 4 * i;
-            u32::from_be_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
-        })
-        .collect();
-    let n: usize = dims.iter().product();
-    if bytes.len() != header + n {
-        return Err(bad(format!(
-            "header says {dims:?} ({n} bytes) but the file holds {} bytes of data",
-            bytes.len() - header
-        )));
-    }
-    Ok((dims, header))
+    Ok(ndim)
 }
 
 impl IdxImages {
     /// Read an images file and, when present, its labels file (same count required).
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes = read_maybe_gz(path)?;
-        let (dims, header) = parse(path, &bytes, 3)?;
+        let (dims, pixels) = read(path, 3)?;
         let (count, rows, cols) = (dims[0], dims[1], dims[2]);
         if count == 0 || rows == 0 || cols == 0 {
             return Err(Error::data(path, format!("holds no images ({dims:?})")));
         }
-        let pixels = bytes[header..].to_vec();
         let labels = match labels_path(path).filter(|p| p.exists()) {
             Some(lp) => {
-                let lb = read_maybe_gz(&lp)?;
-                let (ldims, lh) = parse(&lp, &lb, 1)?;
+                let (ldims, lb) = read(&lp, 1)?;
                 if ldims[0] != count {
                     return Err(Error::data(
                         &lp,
@@ -104,7 +155,7 @@ impl IdxImages {
                         ),
                     ));
                 }
-                Some(lb[lh..].to_vec())
+                Some(lb)
             }
             None => None,
         };
@@ -116,6 +167,11 @@ impl IdxImages {
             pixels,
             labels,
         })
+    }
+
+    /// Every image's pixels, row-major, image after image.
+    pub fn pixels(&self) -> &[u8] {
+        &self.pixels
     }
 
     /// Image `i`, grey replicated to RGB.
@@ -198,6 +254,64 @@ mod tests {
             e.contains("train-labels-idx1-ubyte") && e.contains("1 labels"),
             "{e}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Headers whose sizes overflow or are zero, and a gzip stream that inflates far past
+    /// what its header declares: refused, naming the file, without allocating what they claim.
+    #[test]
+    fn hostile_headers_and_gzip_bombs_are_refused() {
+        let dir = std::env::temp_dir().join(format!("pixmim-idx-bad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let header = |dims: [u32; 3]| {
+            let mut b = vec![0, 0, 8, 3];
+            for d in dims {
+                b.extend(d.to_be_bytes());
+            }
+            b
+        };
+        let gzip = |bytes: &[u8], extra_zeros: usize| {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            enc.write_all(bytes).unwrap();
+            let zeros = vec![0u8; 1 << 20];
+            let mut left = extra_zeros;
+            while left > 0 {
+                let k = left.min(zeros.len());
+                enc.write_all(&zeros[..k]).unwrap();
+                left -= k;
+            }
+            enc.finish().unwrap()
+        };
+        let p = dir.join("x-images-idx3-ubyte");
+        let gz = dir.join("x-images-idx3-ubyte.gz");
+        for (bytes, why) in [
+            (header([4, 1 << 31, 1 << 31]), "overflow"),
+            (header([u32::MAX, u32::MAX, u32::MAX]), "overflow"),
+            (header([0, 28, 28]), "holds no images"),
+            (header([2, 28, 28]), "holds 0 bytes"),
+        ] {
+            std::fs::write(&p, &bytes).unwrap();
+            let e = IdxImages::open(&p).unwrap_err().to_string();
+            assert!(
+                e.contains("x-images-idx3-ubyte") && e.contains(why),
+                "{why}: {e}"
+            );
+            std::fs::write(&gz, gzip(&bytes, 0)).unwrap();
+            let e = IdxImages::open(&gz).unwrap_err().to_string();
+            assert!(
+                e.contains("idx3-ubyte.gz") && e.contains(why),
+                "gz {why}: {e}"
+            );
+        }
+        // 64 MiB of zeros behind a header declaring one 2x2 image: about 64 KiB gzipped.
+        // Reading stops a byte past the declared 4.
+        let mut one = header([1, 2, 2]);
+        one.extend([1, 2, 3, 4]);
+        std::fs::write(&gz, gzip(&one, 64 << 20)).unwrap();
+        assert!(std::fs::metadata(&gz).unwrap().len() < 1 << 20);
+        let e = IdxImages::open(&gz).unwrap_err().to_string();
+        assert!(e.contains("holds more bytes"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
