@@ -20,6 +20,8 @@ pub struct Dataset {
     pub classes: Vec<String>,
     /// The images, when the dataset is an IDX file rather than image files.
     pub idx: Option<Arc<IdxImages>>,
+    /// Links to folders already listed (loops, duplicates) that the listing skipped.
+    pub skipped_links: usize,
 }
 
 fn is_image(p: &Path) -> bool {
@@ -29,20 +31,57 @@ fn is_image(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if is_image(&p) {
-            out.push(p);
+/// A recursive listing that visits every directory once, however many symbolic links lead
+/// to it: a link to a folder already listed (`ln -s . loop`, a link to an ancestor, two links
+/// to one folder) is skipped and counted, so no image is listed twice and a loop ends.
+#[derive(Default)]
+struct Walk {
+    /// (device, inode) of every directory listed.
+    seen_dirs: std::collections::HashSet<(u64, u64)>,
+    items: Vec<PathBuf>,
+    skipped_links: usize,
+}
+
+fn dir_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+impl Walk {
+    fn dir(&mut self, dir: &Path) -> Result<()> {
+        let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+        self.seen_dirs.insert(dir_id(&meta));
+        let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            // The entry's own type, without following a link (no stat for plain entries).
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() {
+                self.dir(&p)?;
+            } else if kind.is_symlink() {
+                match std::fs::metadata(&p) {
+                    Ok(m) if m.is_dir() => {
+                        if self.seen_dirs.contains(&dir_id(&m)) {
+                            self.skipped_links += 1;
+                        } else {
+                            self.dir(&p)?;
+                        }
+                    }
+                    Ok(_) if is_image(&p) => self.items.push(p),
+                    // A dangling link: listed, so it is reported as unreadable like any file.
+                    Err(_) if is_image(&p) => self.items.push(p),
+                    _ => {}
+                }
+            } else if is_image(&p) {
+                self.items.push(p);
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 impl Dataset {
@@ -53,10 +92,18 @@ impl Dataset {
         if path.is_file() && is_idx_images(path) {
             return Self::open_idx(path);
         }
+        let mut skipped_links = 0;
         let (items, root) = if path.is_dir() {
-            let mut v = Vec::new();
-            walk(path, &mut v)?;
-            (v, path.to_path_buf())
+            let mut walk = Walk::default();
+            walk.dir(path)?;
+            skipped_links = walk.skipped_links;
+            if skipped_links > 0 {
+                eprintln!(
+                    "note: {}: skipped {skipped_links} link(s) to folders already listed (a loop or a duplicate)",
+                    path.display()
+                );
+            }
+            (walk.items, path.to_path_buf())
         } else {
             let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
             let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -104,6 +151,7 @@ impl Dataset {
             labels,
             classes,
             idx: None,
+            skipped_links,
         })
     }
 
@@ -128,6 +176,7 @@ impl Dataset {
             labels,
             classes,
             idx: Some(Arc::new(idx)),
+            skipped_links: 0,
         })
     }
 
@@ -147,14 +196,59 @@ impl Dataset {
         }
     }
 
-    /// A hash of the item list (paths, in order), the same in every process: ranks of a
-    /// distributed run compare it to be sure they read the same data.
+    /// A hash of the item list (paths relative to the root, in order): ranks of a distributed
+    /// run compare it to be sure they list the same data, wherever each node mounts it.
     pub fn fingerprint(&self) -> u64 {
         use crate::distributed::{fnv1a, FNV_OFFSET};
         self.items.iter().fold(FNV_OFFSET, |h, p| {
-            let bytes = p.as_os_str().as_encoded_bytes();
+            let rel = p.strip_prefix(&self.root).unwrap_or(p);
+            let bytes = rel.as_os_str().as_encoded_bytes();
             fnv1a(bytes.iter().copied().chain([0]), h)
         })
+    }
+
+    /// Files whose bytes [`Self::content_fingerprint`] reads.
+    pub const CONTENT_SAMPLE: usize = 64;
+
+    /// A hash of the data's content: the bytes of [`Self::CONTENT_SAMPLE`] files spread evenly
+    /// over the list (all of them in a smaller dataset), or an IDX file's pixels and labels.
+    /// Ranks compare it, so nodes whose copies of a dataset hold other pixels under the same
+    /// names are refused; files outside the sample are not read (a whole-dataset hash would
+    /// read every byte on every start). A file that cannot be read hashes as its error.
+    pub fn content_fingerprint(&self) -> u64 {
+        use crate::distributed::{fnv1a, FNV_OFFSET};
+        if let Some(idx) = &self.idx {
+            let h = fnv1a(idx.pixels().iter().copied(), FNV_OFFSET);
+            return fnv1a(idx.labels.iter().flatten().copied(), h);
+        }
+        let n = self.items.len();
+        let k = n.min(Self::CONTENT_SAMPLE);
+        (0..k)
+            .map(|i| i * n / k)
+            .fold(FNV_OFFSET, |h, i| match std::fs::read(&self.items[i]) {
+                Ok(bytes) => fnv1a(bytes.len().to_le_bytes().into_iter().chain(bytes), h),
+                Err(e) => fnv1a(e.kind().to_string().into_bytes(), h),
+            })
+    }
+
+    /// A hash of every file's path, size and modification time (for an IDX dataset, its
+    /// file's): what a cache of results computed from the data is keyed by.
+    pub fn files_stamp(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let stamp = |p: &Path, h: &mut std::collections::hash_map::DefaultHasher| {
+            p.hash(h);
+            if let Ok(m) = std::fs::metadata(p) {
+                m.len().hash(h);
+                m.modified().ok().hash(h);
+            }
+        };
+        match &self.idx {
+            Some(idx) => stamp(&idx.path, &mut h),
+            None => self.items.iter().for_each(|p| stamp(p, &mut h)),
+        }
+        self.items.len().hash(&mut h);
+        h.finish()
     }
 
     pub fn len(&self) -> usize {
@@ -162,6 +256,33 @@ impl Dataset {
     }
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+}
+
+/// The waits before each retry of a file read that failed with an I/O error (a network file
+/// system's hiccup, a file moved back a moment later): a transient error must not become a
+/// file listed as bad for good (`data.on_error = "skip"`), or a resumed run would train on
+/// other data than an uninterrupted one. Decode errors are never retried.
+pub const RETRY_DELAYS: &[std::time::Duration] = &[
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_millis(1000),
+];
+
+/// `op`, tried again after each of `delays` while it fails.
+pub fn retry_io<T>(
+    delays: &[std::time::Duration],
+    mut op: impl FnMut() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    let mut waits = delays.iter();
+    loop {
+        match op() {
+            Ok(v) => return Ok(v),
+            Err(e) => match waits.next() {
+                Some(d) => std::thread::sleep(*d),
+                None => return Err(e),
+            },
+        }
     }
 }
 
@@ -174,7 +295,7 @@ impl Dataset {
 /// does a file that ends before its image does ([`super::complete`]), which the decoder would
 /// fill in silently.
 pub fn decode(path: &Path) -> Result<image::RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = retry_io(RETRY_DELAYS, || std::fs::read(path)).map_err(|e| Error::io(path, e))?;
     if bytes.is_empty() {
         return Err(Error::data(path, "empty file (0 bytes)"));
     }
@@ -229,5 +350,104 @@ mod tests {
         let err = decode(&dir.join("bad.png")).unwrap_err().to_string();
         assert!(err.contains("bad.png"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An I/O error is retried (a file back in place on the third try reads), as many times
+    /// as there are delays; a decode error is not an I/O error and is not retried.
+    #[test]
+    fn io_errors_are_retried_before_they_count() {
+        let delays = [std::time::Duration::ZERO; 3];
+        let mut tries = 0;
+        let r = retry_io(&delays, || {
+            tries += 1;
+            match tries {
+                1 | 2 => Err(std::io::Error::other("EIO")),
+                _ => Ok(7),
+            }
+        });
+        assert_eq!((r.unwrap(), tries), (7, 3));
+        let mut tries = 0;
+        let r: std::io::Result<()> = retry_io(&delays, || {
+            tries += 1;
+            Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+        });
+        assert!(r.is_err());
+        assert_eq!(tries, 4, "one try and one per delay");
+        // decode retries a read that fails: a missing file is reported only after every
+        // wait (a lower bound on the time, which a slow machine only lengthens).
+        let dir = std::env::temp_dir().join(format!("pixmim-ds-retry-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("a.png");
+        let t0 = std::time::Instant::now();
+        let e = decode(&p).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e}");
+        assert!(t0.elapsed() >= RETRY_DELAYS.iter().sum::<std::time::Duration>());
+        std::fs::write(&p, b"not an image").unwrap();
+        let e = decode(&p).unwrap_err();
+        assert!(matches!(e, Error::Data { .. }), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A file rewritten in place (same size, same folder) changes the stamp; the folder's
+    /// own modification time does not move.
+    #[test]
+    fn the_files_stamp_sees_a_file_replaced_in_place() {
+        let dir = std::env::temp_dir().join(format!("pixmim-ds-stamp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        image::RgbImage::new(4, 4).save(dir.join("a.png")).unwrap();
+        let ds = Dataset::open(&dir).unwrap();
+        let before = (
+            ds.files_stamp(),
+            std::fs::metadata(&dir).unwrap().modified().unwrap(),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        image::RgbImage::from_pixel(4, 4, image::Rgb([9, 9, 9]))
+            .save(dir.join("a.png"))
+            .unwrap();
+        let after = (
+            ds.files_stamp(),
+            std::fs::metadata(&dir).unwrap().modified().unwrap(),
+        );
+        assert_eq!(after.1, before.1, "the folder's time is unchanged");
+        assert_ne!(after.0, before.0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `ln -s . loop` and two links into one folder: every image once, the links counted;
+    /// a link to a folder outside the tree is followed (a dataset assembled from links).
+    #[test]
+    fn symlink_loops_list_each_image_once_and_end() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("pixmim-ds-loop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let outside = dir.with_extension("outside");
+        let _ = std::fs::remove_dir_all(&outside);
+        let root = dir.join("root");
+        for sub in ["a", "b"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+            image::RgbImage::new(2, 2)
+                .save(root.join(sub).join("x.png"))
+                .unwrap();
+        }
+        std::fs::create_dir_all(&outside).unwrap();
+        image::RgbImage::new(2, 2)
+            .save(outside.join("y.png"))
+            .unwrap();
+        symlink(".", root.join("a").join("loop")).unwrap(); // a -> a
+        symlink("..", root.join("b").join("up")).unwrap(); // b -> root
+        symlink(root.join("a"), root.join("b").join("again")).unwrap(); // b -> a, listed
+        symlink(&outside, root.join("c")).unwrap();
+        let ds = Dataset::open(&root).unwrap();
+        let names: Vec<String> = ds
+            .items
+            .iter()
+            .map(|p| p.strip_prefix(&root).unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["a/x.png", "b/x.png", "c/y.png"]);
+        assert_eq!(ds.skipped_links, 3);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&outside);
     }
 }

@@ -12,6 +12,7 @@ use burn::DispatchDevice;
 
 use crate::checkpoint::{self, HostTensor};
 use crate::data::loader::views;
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::job::{FeatureOptions, Features, Pool};
 use crate::masking::{MaskBatch, MaskTensors};
@@ -156,27 +157,29 @@ where
 }
 
 /// Where features of (checkpoint, data, transform, pool) are cached: beside the checkpoint,
-/// keyed by everything that changes them (the checkpoint's size and modification time
-/// included, so a retrained checkpoint is never served stale features).
+/// keyed by everything that changes them: the checkpoint's size and modification time (a
+/// retrained checkpoint is never served stale features) and every data file's path, size
+/// and modification time (images replaced in place are seen, which the folder's own time
+/// does not show).
 pub fn cache_path(
     checkpoint: &Path,
-    data: &Path,
+    data: &Dataset,
     transform: &dyn Augmentation,
     pool: Pool,
-    limit: Option<usize>,
 ) -> PathBuf {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    for p in [checkpoint, data] {
-        let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        canon.hash(&mut h);
-        if let Ok(m) = std::fs::metadata(p) {
-            m.len().hash(&mut h);
-            m.modified().ok().hash(&mut h);
-        }
+    let canon = std::fs::canonicalize(checkpoint).unwrap_or_else(|_| checkpoint.to_path_buf());
+    canon.hash(&mut h);
+    if let Ok(m) = std::fs::metadata(checkpoint) {
+        m.len().hash(&mut h);
+        m.modified().ok().hash(&mut h);
     }
+    std::fs::canonicalize(&data.root)
+        .unwrap_or_else(|_| data.root.clone())
+        .hash(&mut h);
+    data.files_stamp().hash(&mut h);
     transform.describe().hash(&mut h);
     pool.hash(&mut h);
-    limit.hash(&mut h);
     let stem = checkpoint
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
