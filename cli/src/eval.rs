@@ -16,6 +16,7 @@ use pixmim::eval::features::cache_path;
 use pixmim::eval::mixup::Mixup;
 use pixmim::eval::{knn_classify, linear_probe, LinearProbeConfig, ProbeOptimizer};
 use pixmim::job::{FeatureOptions, Features, FinetuneOptions, Pool};
+use pixmim::out_dir::{self, JobKind};
 use pixmim::registry::Composed;
 use pixmim::traits::Augmentation;
 use pixmim::{Error, Result};
@@ -215,7 +216,8 @@ fn features_of(
 ) -> Result<Features> {
     let d = &a.data;
     let transform = eval_transform(c, d.crop_pct)?;
-    let cache = cache_path(&d.checkpoint, data, transform.as_ref(), a.pool, limit);
+    let source = labelled(data, limit)?;
+    let cache = cache_path(&d.checkpoint, &source.dataset, transform.as_ref(), a.pool);
     if !a.no_cache && cache.exists() {
         if let Ok(f) = Features::load(&cache) {
             eprintln!(
@@ -230,7 +232,7 @@ fn features_of(
     let opts = FeatureOptions {
         checkpoint: d.checkpoint.clone(),
         device: DeviceSpec::parse(&d.device)?,
-        source: labelled(data, limit)?,
+        source,
         transform,
         batch_size: d.eval_batch,
         pool: a.pool,
@@ -299,15 +301,21 @@ fn linear(a: &LinearArgs) -> Result<()> {
         ..Default::default()
     };
     cfg.validate()?;
+    // Refused before the features are computed; claimed (marked, locked) once they are.
+    if let Some(dir) = &a.out {
+        out_dir::check(dir, JobKind::LinearProbe)?;
+    }
     let (train, val) = train_and_val(&a.features)?;
-    let mut log = match &a.out {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            Some(pixmim::log::MetricsLog::open(
-                &dir.join("metrics.jsonl"),
-                0,
-            )?)
-        }
+    let claim = a
+        .out
+        .as_ref()
+        .map(|dir| out_dir::claim(dir, JobKind::LinearProbe))
+        .transpose()?;
+    let mut log = match &claim {
+        Some(claim) => Some(pixmim::log::MetricsLog::open(
+            &claim.dir.join("metrics.jsonl"),
+            0,
+        )?),
         None => None,
     };
     let mut log_err = None;

@@ -35,6 +35,7 @@ mod module_graph;
 pub mod nn;
 pub mod npy;
 pub mod optim;
+pub mod out_dir;
 pub mod patchify;
 pub mod preview;
 pub mod recipe;

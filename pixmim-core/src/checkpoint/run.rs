@@ -15,19 +15,33 @@ use crate::checkpoint::{self, HostTensor, TARGET_PREFIX};
 use crate::error::{Error, Result};
 use crate::optim::adamw::Moments;
 use crate::optim::AdamW;
+use crate::out_dir::{self, JobKind};
 
 /// The folder of one training run.
 pub struct RunDir {
     pub out: PathBuf,
+    /// The writer's lock on the folder ([`crate::out_dir`]), held for the run's life by the
+    /// process that writes it.
+    lock: Option<std::fs::File>,
 }
 
 impl RunDir {
-    /// Open `out` for a run: clear writes a killed process left; checkpoints already there are
-    /// an error unless the run resumes. Nothing is created until [`RunDir::start`], so a run
-    /// refused later (device, memory, a checkpoint of another shape) leaves no folder behind.
+    /// Open `out` for a run: refuse a folder of another job or one another process is
+    /// writing, clear writes a killed process left; checkpoints already there are an error
+    /// unless the run resumes. Nothing is created until [`RunDir::start`] (but the lock file
+    /// of a folder that exists), so a run refused later (device, memory, a checkpoint of
+    /// another shape) leaves no folder behind.
     pub fn open(out: &Path, resume: bool) -> Result<Self> {
+        out_dir::check(out, JobKind::Train)?;
+        // Locked before anything in it is touched: the `.tmp` files removed below may be
+        // another live writer's.
+        let lock = match out.is_dir() {
+            true => Some(out_dir::lock(out)?),
+            false => None,
+        };
         let dir = Self {
             out: out.to_path_buf(),
+            lock,
         };
         if dir.checkpoint_dir().exists() {
             dir.remove_partial_writes()?;
@@ -46,6 +60,7 @@ impl RunDir {
     pub fn follow(out: &Path) -> Self {
         Self {
             out: out.to_path_buf(),
+            lock: None,
         }
     }
 
@@ -62,9 +77,44 @@ impl RunDir {
         Ok(self.checkpoints()?.pop().map(|(_, p)| p))
     }
 
+    /// The newest checkpoint that reads whole, for a resume. Newer ones that do not (a disk
+    /// that filled, a file damaged since) are passed over, named on stderr and returned; the
+    /// writer (`rename`) moves each aside to `NAME.corrupt`, out of the checkpoint list and
+    /// of the pruning of old checkpoints, never deleting it.
+    pub fn newest_intact(&self, rename: bool) -> Result<(Option<Intact>, Vec<PathBuf>)> {
+        let mut corrupt = Vec::new();
+        for (_, path) in self.checkpoints()?.into_iter().rev() {
+            match read_intact(&path) {
+                Ok(c) => return Ok((Some(c), corrupt)),
+                Err(why) => {
+                    let aside = path.with_extension("safetensors.corrupt");
+                    eprintln!(
+                        "warning: checkpoint {} cannot be resumed from ({why}){}",
+                        path.display(),
+                        if rename {
+                            format!("; moved to {} and passing to an older one", aside.display())
+                        } else {
+                            "; passing to an older one".into()
+                        }
+                    );
+                    if rename {
+                        std::fs::rename(&path, &aside).map_err(|e| Error::io(&path, e))?;
+                    }
+                    corrupt.push(path);
+                }
+            }
+        }
+        Ok((None, corrupt))
+    }
+
     /// Create the run's folders and write its resolved config, as the run will use it: the
     /// first write to `out`, made once every check before training has passed.
-    pub fn start(&self, config: &toml::Table) -> Result<()> {
+    pub fn start(&mut self, config: &toml::Table) -> Result<()> {
+        std::fs::create_dir_all(&self.out).map_err(|e| Error::io(&self.out, e))?;
+        if self.lock.is_none() {
+            self.lock = Some(out_dir::lock(&self.out)?);
+        }
+        out_dir::mark(&self.out, JobKind::Train)?;
         let ckdir = self.checkpoint_dir();
         std::fs::create_dir_all(&ckdir).map_err(|e| Error::io(&ckdir, e))?;
         checkpoint::atomic_write(
@@ -174,24 +224,57 @@ fn host<I: Backend>(t: &Tensor<I, 1>) -> HostTensor {
     }
 }
 
+/// A checkpoint read whole: what [`load`] applies.
+pub struct Intact {
+    pub path: PathBuf,
+    tensors: HashMap<String, HostTensor>,
+    meta: HashMap<String, String>,
+}
+
+/// Read a training checkpoint, or say why it cannot be one (unreadable, not safetensors,
+/// truncated, no pixmim metadata): damage, as opposed to a checkpoint of another model.
+pub fn read_intact(path: &Path) -> std::result::Result<Intact, String> {
+    let (tensors, meta) = checkpoint::read_safetensors(path).map_err(|e| match e {
+        Error::Checkpoint { msg, .. } => msg,
+        other => other.to_string(),
+    })?;
+    if meta.get("format").map(String::as_str) != Some(checkpoint::FORMAT) {
+        return Err(format!("not a {} file", checkpoint::FORMAT));
+    }
+    if meta
+        .get("iteration")
+        .and_then(|s| s.parse::<usize>().ok())
+        .is_none()
+    {
+        return Err("has no iteration".into());
+    }
+    Ok(Intact {
+        path: path.to_path_buf(),
+        tensors,
+        meta,
+    })
+}
+
 /// Load a training checkpoint of `method` into `model`, the target's parameters and `optim`
 /// (its moments on `device`, the run's first training device); returns the iteration to
 /// continue from.
 pub fn load<B: AutodiffBackend, M: AutodiffModule<B>, T: AutodiffModule<B>>(
-    path: &Path,
+    checkpoint: Intact,
     (model, target): (M, T),
     optim: &mut AdamW<B>,
     method: &str,
     device: &B::Device,
 ) -> Result<(M, T, usize)> {
-    let (tensors, meta) = checkpoint::read_safetensors(path)?;
+    let Intact {
+        path,
+        tensors,
+        meta,
+    } = checkpoint;
+    let path = path.as_path();
     let bad = |msg: String| Error::Checkpoint {
         path: path.to_path_buf(),
         msg,
     };
-    if meta.get("format").map(String::as_str) != Some(checkpoint::FORMAT) {
-        return Err(bad(format!("not a {} file", checkpoint::FORMAT)));
-    }
     if meta.get("method").map(String::as_str) != Some(method) {
         return Err(bad(format!(
             "was written by method `{}`, this run is `{method}`",

@@ -198,6 +198,7 @@ where
     F: Fn(&DispatchDevice, u64) -> M,
 {
     opts.validate()?;
+    crate::out_dir::check(&opts.out, crate::out_dir::JobKind::Finetune)?;
     for t in [&opts.train_transform, &opts.val_transform] {
         if t.output_size() != c.geometry.image {
             return Err(Error::Usage(format!(
@@ -274,7 +275,7 @@ where
         iters_per_epoch: ipe,
         start_factor: 0.0,
     };
-    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let _claim = crate::out_dir::claim(&opts.out, crate::out_dir::JobKind::Finetune)?;
     let mut metrics = MetricsLog::open(&opts.out.join("metrics.jsonl"), 0)?;
     let bar = crate::log::progress_bar((opts.epochs * ipe) as u64, "finetune");
     let mut cache = None;
