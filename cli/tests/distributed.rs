@@ -345,6 +345,44 @@ fn ranks_that_disagree_or_a_batch_that_does_not_split_are_refused() {
     );
     assert!(!folder.join("metrics.jsonl").exists() && !folder.join("config.toml").exists());
 
+    // Two nodes' copies of a dataset: the same file names, other pixels in one file. The
+    // paths may differ (each node mounts its copy where it will); the content may not.
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples");
+    let copies = [dir.join("data-a"), dir.join("data-b")];
+    for copy in &copies {
+        std::fs::create_dir_all(copy).unwrap();
+        for e in std::fs::read_dir(&samples).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let first = copies[1].join("astronaut.jpg");
+    image::open(&first).unwrap().fliph().save(&first).unwrap();
+    let folder = dir.join("other-pixels");
+    let mut c = mpirun(1);
+    c.arg(PIXMIM)
+        .args(tiny(&folder, 4))
+        .args(["--data", copies[0].to_str().unwrap()]);
+    c.args([":", "-np", "1", PIXMIM]).args(tiny(&folder, 4));
+    c.args(["--data", copies[1].to_str().unwrap()]);
+    let o = run(c);
+    let said = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("the data's content of rank 1 differs from rank 0's"),
+        "{said}"
+    );
+    // The same content at two paths trains.
+    let pixels = std::fs::read(copies[0].join(first.file_name().unwrap())).unwrap();
+    std::fs::write(&first, pixels).unwrap();
+    let mut c = mpirun(1);
+    c.arg(PIXMIM)
+        .args(tiny(&folder, 2))
+        .args(["--data", copies[0].to_str().unwrap()]);
+    c.args([":", "-np", "1", PIXMIM]).args(tiny(&folder, 2));
+    c.args(["--data", copies[1].to_str().unwrap()]);
+    ok(c);
+
     let o = run(under_mpirun(3, &tiny(&dir.join("three"), 4)));
     let said = text(&o);
     assert_eq!(o.status.code(), Some(2), "{said}");

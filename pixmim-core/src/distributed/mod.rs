@@ -19,6 +19,7 @@ pub mod mpi;
 #[cfg(feature = "cuda")]
 pub mod nccl;
 pub mod sync;
+pub mod watchdog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,10 @@ pub trait ProcessGroup: Send + Sync {
     fn describe(&self) -> String;
     /// How long a call waits for the other ranks before the run is stopped (`train.sync_timeout_s`).
     fn set_timeout(&self, timeout: Duration);
+    /// The time-out [`ProcessGroup::set_timeout`] set (600 s unless set).
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(600)
+    }
     /// Element-wise sum over the ranks, in place. `what` names the values in error messages.
     fn all_reduce_f32(&self, buf: &mut [f32], what: &str) -> Result<()>;
     fn all_reduce_f64(&self, buf: &mut [f64], what: &str) -> Result<()>;

@@ -277,6 +277,10 @@ impl ProcessGroup for MpiGroup {
             .store(timeout.as_millis() as u64, Ordering::Relaxed);
     }
 
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
+    }
+
     fn all_reduce_f32(&self, buf: &mut [f32], what: &str) -> Result<()> {
         self.sum(buf, what)
     }

@@ -10,13 +10,47 @@
 //!
 //! libnccl is loaded at run time (cudarc's dynamic loading, as for libcuda), so the build needs
 //! no NCCL; [`library_present`] says whether a machine has it.
+//!
+//! Every NCCL call that can block (the all-reduce, the synchronisation after it) runs under a
+//! [`Deadline`] of the group's time-out, which aborts the communicator if a peer stalls inside
+//! NCCL; so the communicator is held as NCCL's raw handle, which the watcher can abort from
+//! its own thread (cudarc's `Comm` keeps it private).
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream};
-use cudarc::nccl::{Comm, Id, ReduceOp};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtrMut};
+use cudarc::nccl::{result, sys, Id};
 
+use super::watchdog::Deadline;
 use super::{GradientSync, ProcessGroup};
 use crate::error::{Error, Result};
+
+/// NCCL's communicator handle, aborted (once) by whoever gets there first: the watchdog of
+/// a stalled call, or the drop at the end.
+struct RawComm {
+    handle: Mutex<Option<usize>>,
+}
+
+impl RawComm {
+    fn get(&self) -> Option<sys::ncclComm_t> {
+        self.handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|h| h as sys::ncclComm_t)
+    }
+    /// `ncclCommAbort`: pending and future calls on it return with an error.
+    fn abort(&self) {
+        if let Some(h) = self.handle.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            // SAFETY: a handle from ncclCommInitRank, aborted once (taken out above).
+            let _ = unsafe { result::comm_abort(h as sys::ncclComm_t) };
+        }
+    }
+}
+
+impl Drop for RawComm {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
 
 /// Whether libnccl can be loaded here.
 pub fn library_present() -> bool {
@@ -28,20 +62,15 @@ pub fn library_present() -> bool {
 pub struct NcclSync {
     group: Arc<dyn ProcessGroup>,
     ordinal: usize,
+    comm: Arc<RawComm>,
     inner: Mutex<Inner>,
 }
 
 struct Inner {
-    comm: Comm,
     stream: Arc<CudaStream>,
     /// The device copy of the flat buffer, kept between steps (same length each time).
     buffer: Option<CudaSlice<f32>>,
 }
-
-// SAFETY: the communicator (a raw NCCL handle) is only used under `NcclSync`'s mutex, one call
-// at a time; NCCL allows a communicator to be driven from any thread so long as calls on it
-// do not overlap.
-unsafe impl Send for Inner {}
 
 fn nccl_error(ordinal: usize, doing: &str, e: impl std::fmt::Debug) -> Error {
     Error::Training(format!("NCCL on cuda:{ordinal}: {doing} failed: {e:?}"))
@@ -62,13 +91,21 @@ impl NcclSync {
         let stream = ctx
             .new_stream()
             .map_err(|e| nccl_error(ordinal, "a stream", e))?;
-        let comm = Comm::from_rank(stream.clone(), group.rank(), group.world(), id)
-            .map_err(|e| nccl_error(ordinal, "joining the communicator", e))?;
+        let mut handle = std::mem::MaybeUninit::uninit();
+        let (world, rank) = (group.world() as i32, group.rank() as i32);
+        // SAFETY: NCCL writes the handle on success, which is checked before it is read.
+        let handle = unsafe {
+            result::comm_init_rank(handle.as_mut_ptr(), world, raw_id(&id), rank)
+                .map_err(|e| nccl_error(ordinal, "joining the communicator", e))?;
+            handle.assume_init()
+        };
         Ok(Self {
             group,
             ordinal,
+            comm: Arc::new(RawComm {
+                handle: Mutex::new(Some(handle as usize)),
+            }),
             inner: Mutex::new(Inner {
-                comm,
                 stream,
                 buffer: None,
             }),
@@ -93,11 +130,7 @@ impl GradientSync for NcclSync {
         }
         let o = self.ordinal;
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Inner {
-            comm,
-            stream,
-            buffer,
-        } = &mut *inner;
+        let Inner { stream, buffer } = &mut *inner;
         if buffer.as_ref().is_none_or(|b| b.len() != n) {
             *buffer = None; // free the old one first
             *buffer = Some(
@@ -110,14 +143,38 @@ impl GradientSync for NcclSync {
         stream
             .memcpy_htod(&*flat, device)
             .map_err(|e| nccl_error(o, "copying the gradients in", e))?;
-        comm.all_reduce_in_place(device, &ReduceOp::Sum)
-            .map_err(|e| nccl_error(o, &format!("the all-reduce of {what}"), e))?;
-        stream
-            .memcpy_dtoh(&*device, flat)
-            .map_err(|e| nccl_error(o, "copying the sums out", e))?;
-        stream
-            .synchronize()
-            .map_err(|e| nccl_error(o, &format!("waiting for {what}"), e))
+        let deadline = Deadline::new(self.group.rank(), self.group.timeout());
+        let comm = self.comm.clone();
+        let abort = {
+            let comm = self.comm.clone();
+            move || comm.abort()
+        };
+        deadline.run(&format!("the NCCL all-reduce of {what}"), abort, || {
+            let handle = comm
+                .get()
+                .ok_or_else(|| nccl_error(o, "the all-reduce", "the communicator was aborted"))?;
+            let (ptr, sync) = device.device_ptr_mut(stream);
+            // SAFETY: `ptr` is `n` f32 of device memory owned by this rank, on `stream`.
+            let summed = unsafe {
+                result::all_reduce(
+                    ptr as *const std::ffi::c_void,
+                    ptr as *mut std::ffi::c_void,
+                    n,
+                    sys::ncclDataType_t::ncclFloat32,
+                    sys::ncclRedOp_t::ncclSum,
+                    handle,
+                    stream.cu_stream() as sys::cudaStream_t,
+                )
+            };
+            drop(sync);
+            summed.map_err(|e| nccl_error(o, &format!("the all-reduce of {what}"), e))?;
+            stream
+                .memcpy_dtoh(&*device, flat)
+                .map_err(|e| nccl_error(o, "copying the sums out", e))?;
+            stream
+                .synchronize()
+                .map_err(|e| nccl_error(o, &format!("waiting for {what}"), e))
+        })?
     }
 
     fn describe(&self) -> String {
@@ -140,6 +197,12 @@ fn id_words(id: &Id) -> [u64; ID_WORDS] {
         *w = u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
     }
     words
+}
+
+fn raw_id(id: &Id) -> sys::ncclUniqueId {
+    sys::ncclUniqueId {
+        internal: *id.internal(),
+    }
 }
 
 fn id_from_words(words: &[u64]) -> Id {

@@ -74,7 +74,7 @@ where
             format!("the global batch of {batch} does not split evenly over {world} processes"),
         ));
     }
-    let run = if lead {
+    let mut run = if lead {
         RunDir::open(&opts.out, opts.resume)?
     } else {
         RunDir::follow(&opts.out)
@@ -92,31 +92,52 @@ where
     let mut target = TargetParams::new(target_gen, &devices[0]);
     let mut optim = super::optimiser(c, &model, &target);
     let mut start = 0;
-    let mut last_good = run.latest()?;
-    match (&last_good, opts.resume) {
-        (Some(path), true) => {
+    let (intact, corrupt) = match opts.resume {
+        true => run.newest_intact(lead)?,
+        false => (None, Vec::new()),
+    };
+    if opts.resume && intact.is_none() && !corrupt.is_empty() {
+        return Err(Error::Checkpoint {
+            path: run.checkpoint_dir(),
+            msg: "holds no checkpoint that reads whole; refusing to start the run over".into(),
+        });
+    }
+    let mut last_good = match &intact {
+        Some(c) => Some(c.path.clone()),
+        None => run.latest()?,
+    };
+    match intact {
+        Some(checkpoint) => {
+            let path = checkpoint.path.clone();
             let method = c.method.name();
             (model, target, start) =
-                run::load(path, (model, target), &mut optim, method, &devices[0])?;
+                run::load(checkpoint, (model, target), &mut optim, method, &devices[0])?;
             if lead {
                 eprintln!("resuming from {} at step {start}", path.display());
             }
         }
-        (None, true) if lead => eprintln!(
+        None if opts.resume && lead => eprintln!(
             "no checkpoint in {} yet: starting from step 0",
             run.checkpoint_dir().display()
         ),
-        _ => {}
+        None => {}
     }
     if let Some(g) = group {
+        // The data's path may differ between nodes (each mounts its copy where it will);
+        // what it lists and holds is compared instead.
+        let mut config = c.table.clone();
+        if let Some(toml::Value::Table(data)) = config.get_mut("data") {
+            data.remove("path");
+        }
         crate::distributed::agree(
             g,
             &[
                 (
                     "the run's config",
-                    crate::distributed::hash_str(&toml::to_string(&c.table).unwrap_or_default()),
+                    crate::distributed::hash_str(&toml::to_string(&config).unwrap_or_default()),
                 ),
                 ("the data list", dataset.fingerprint()),
+                ("the data's content", dataset.content_fingerprint()),
                 ("the step it starts from", start as u64),
                 ("the number of devices", devices.len() as u64),
             ],
@@ -179,6 +200,9 @@ where
         )?),
         false => None,
     };
+    if let (Some(report), false) = (report.as_mut(), corrupt.is_empty()) {
+        report.passed_over(start, &corrupt)?;
+    }
     let first_device = devices[0].clone();
     let mut step = Step::<M>::new(devices, accum)
         .with_group(opts.group.clone())
@@ -319,6 +343,16 @@ impl Report {
             since_log: Instant::now(),
             images_since_log: 0,
         })
+    }
+
+    /// Note in the metrics that the resume at `start` passed over damaged checkpoints.
+    fn passed_over(&mut self, start: usize, corrupt: &[std::path::PathBuf]) -> Result<()> {
+        let mut fields = Map::new();
+        fields.insert("step".into(), json!(start));
+        fields.insert("event".into(), json!("resume"));
+        let names: Vec<String> = corrupt.iter().map(|p| p.display().to_string()).collect();
+        fields.insert("corrupt_checkpoints".into(), json!(names));
+        self.metrics.log(fields)
     }
 
     /// One more step of `batch` images done.
