@@ -91,14 +91,28 @@ fn offending_key(section: &Value, name: &str, msg: &str) -> String {
     let Some(table) = section.as_table() else {
         return name.to_string();
     };
+    // A value is the quoted one if its text is, or it is the same number (toml prints 1e20
+    // as `100000000000000000000.0`, serde quotes `1e20`), or an array holding it.
+    let same = |v: &Value, q: &str| -> bool {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let number = match v {
+            Value::Float(f) => Some(*f),
+            Value::Integer(i) => Some(*i as f64),
+            _ => None,
+        };
+        text == q
+            || matches!((number, q.parse::<f64>()), (Some(a), Ok(b)) if a == b || (a.is_nan() && b.is_nan()))
+    };
     let hits: Vec<&String> = table
         .iter()
         .filter(|(_, v)| {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            quoted.contains(&text.as_str())
+            quoted.iter().any(|q| match v {
+                Value::Array(items) => same(v, q) || items.iter().any(|x| same(x, q)),
+                _ => same(v, q),
+            })
         })
         .map(|(k, _)| k)
         .collect();
@@ -131,9 +145,11 @@ pub fn component_params(table: &Table, key: &str) -> Table {
 
 /// Deserialise a component's parameters, naming `section.key` on error.
 pub fn parse_params<T: DeserializeOwned>(params: &Table, section: &str) -> Result<T> {
-    Value::Table(params.clone())
-        .try_into::<T>()
-        .map_err(|e| Error::config(section, e.message().trim().to_string()))
+    let value = Value::Table(params.clone());
+    value.clone().try_into::<T>().map_err(|e| {
+        let msg = e.message().trim().to_string();
+        Error::config(offending_key(&value, section, &msg), msg)
+    })
 }
 
 /// Which parameters skip weight decay (numerics §0.8).
@@ -194,6 +210,9 @@ impl OptimConfig {
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(Error::config("optim.eps", "must be > 0"));
         }
+        // No upper bounds on the rates: a run they make diverge stops at the first non-finite
+        // loss (exit 1, naming the step and the last good checkpoint), which is a test's way
+        // of making one diverge.
         if let Some(c) = self.clip_grad {
             if !(c.is_finite() && c > 0.0) {
                 return Err(Error::config(
@@ -241,6 +260,13 @@ impl ScheduleConfig {
         if !(self.min_lr.is_finite() && self.min_lr >= 0.0) {
             return Err(Error::config("schedule.min_lr", "must be >= 0"));
         }
+        finite_in(
+            "schedule.warmup_epochs",
+            self.warmup_epochs,
+            0.0,
+            MAX_EPOCHS,
+        )?;
+        finite_in("schedule.min_lr", self.min_lr, 0.0, 1e3)?;
         if !(self.start_factor > 0.0 && self.start_factor <= 1.0) {
             return Err(Error::config("schedule.start_factor", "must be in (0, 1]"));
         }
@@ -381,26 +407,117 @@ fn default_keep() -> usize {
     3
 }
 
+/// Upper bounds of `[train]`'s counts: far above any real run, low enough that no size made
+/// from them overflows or asks for absurd memory or threads before a check could see it.
+pub const MAX_BATCH: usize = 1 << 16;
+pub const MAX_ACCUM: usize = 1 << 16;
+pub const MAX_WORKERS: usize = 1024;
+pub const MAX_EPOCHS: f64 = 1e6;
+pub const MAX_STEPS: usize = 1 << 40;
+/// A week: `std::time::Duration` takes it, and no collective legitimately waits longer.
+pub const MAX_SYNC_TIMEOUT_S: f64 = 7.0 * 86400.0;
+
+/// Upper bounds of a model's sizes (`[model]`): ten times and more the largest published MIM
+/// models (ViT-H: width 1280, 32 blocks, 16 heads, MLP ratio 4), and small enough that a
+/// model made from them fails its memory check instead of aborting an allocation.
+pub const MAX_MODEL_WIDTH: usize = 1 << 14;
+pub const MAX_MODEL_DEPTH: usize = 1 << 10;
+pub const MAX_MODEL_HEADS: usize = 1 << 10;
+pub const MAX_MLP_RATIO: f64 = 64.0;
+
+/// A transformer's width, depth, heads and MLP ratio within the bounds above, each error
+/// naming its key (`model.<key>`): widths and heads at least 1, depths from 0 (a model
+/// may refuse 0 itself); divisibility is the model's own rule.
+pub fn check_model_size(
+    widths: &[(&str, usize)],
+    depths: &[(&str, usize)],
+    heads: &[(&str, usize)],
+    mlp_ratios: &[(&str, f64)],
+) -> Result<()> {
+    let key = |k: &str| format!("model.{k}");
+    for &(k, v) in widths {
+        in_range(&key(k), v, 1, MAX_MODEL_WIDTH)?;
+    }
+    for &(k, v) in depths {
+        in_range(&key(k), v, 0, MAX_MODEL_DEPTH)?;
+    }
+    for &(k, v) in heads {
+        in_range(&key(k), v, 1, MAX_MODEL_HEADS)?;
+    }
+    for &(k, v) in mlp_ratios {
+        finite_in(&key(k), v, 0.0, MAX_MLP_RATIO)?;
+        if v == 0.0 {
+            return Err(Error::config(key(k), "must be > 0, got 0"));
+        }
+    }
+    Ok(())
+}
+
+/// `key` must be in `[lo, hi]`, naming the key and the range otherwise.
+pub fn in_range<T: PartialOrd + std::fmt::Display>(key: &str, v: T, lo: T, hi: T) -> Result<()> {
+    if v < lo || v > hi {
+        return Err(Error::config(
+            key,
+            format!("must be from {lo} to {hi}, got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A finite float in `[lo, hi]` (NaN and infinities refused), naming the key.
+pub fn finite_in(key: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
+    if !v.is_finite() {
+        return Err(Error::config(
+            key,
+            format!("must be a finite number, got {v}"),
+        ));
+    }
+    in_range(key, v, lo, hi)
+}
+
 impl TrainConfig {
+    /// Every rule, the run's length given (`train.steps` or `train.epochs`) included.
     pub fn validate(&self) -> Result<()> {
+        self.check_values()?;
+        if self.epochs.is_none() && self.steps.is_none() {
+            return Err(Error::config(
+                "train.epochs",
+                "set train.epochs or train.steps (or --epochs / --steps)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every value in range; the run's length may still be missing (the command line gives
+    /// it after the config is composed).
+    pub fn check_values(&self) -> Result<()> {
         if !(self.sync_timeout_s.is_finite() && self.sync_timeout_s > 0.0) {
             return Err(Error::config(
                 "train.sync_timeout_s",
                 format!("must be > 0 seconds, got {}", self.sync_timeout_s),
             ));
         }
+        finite_in(
+            "train.sync_timeout_s",
+            self.sync_timeout_s,
+            0.0,
+            MAX_SYNC_TIMEOUT_S,
+        )?;
         if self.batch_size == 0 {
             return Err(Error::config(
                 "train.batch_size",
                 "must be at least 1, got 0",
             ));
         }
+        in_range("train.batch_size", self.batch_size, 1, MAX_BATCH)?;
         if self.accum_iter == 0 {
             return Err(Error::config(
                 "train.accum_iter",
                 "must be at least 1, got 0",
             ));
         }
+        in_range("train.accum_iter", self.accum_iter, 1, MAX_ACCUM)?;
+        in_range("train.num_workers", self.num_workers, 0, MAX_WORKERS)?;
         if let Some(e) = self.epochs {
             if !(e.is_finite() && e > 0.0) {
                 return Err(Error::config(
@@ -408,15 +525,13 @@ impl TrainConfig {
                     format!("must be > 0, got {e}"),
                 ));
             }
+            finite_in("train.epochs", e, 0.0, MAX_EPOCHS)?;
+        }
+        if let Some(s) = self.steps {
+            in_range("train.steps", s, 0, MAX_STEPS)?;
         }
         if self.steps == Some(0) {
             return Err(Error::config("train.steps", "must be at least 1, got 0"));
-        }
-        if self.epochs.is_none() && self.steps.is_none() {
-            return Err(Error::config(
-                "train.epochs",
-                "set train.epochs or train.steps (or --epochs / --steps)",
-            ));
         }
         if self.checkpoint_every == 0 {
             return Err(Error::config(

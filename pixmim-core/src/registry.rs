@@ -520,6 +520,7 @@ fn compose_with(req: &Request, file: Option<Table>) -> Result<Composed> {
     let schedule: ScheduleConfig = config::section(&table, "schedule")?;
     schedule.validate()?;
     let train: TrainConfig = config::section(&table, "train")?;
+    train.check_values()?;
     let data: DataConfig = config::section(&table, "data")?;
     Ok(Composed {
         table,

@@ -253,3 +253,158 @@ proptest! {
         }
     }
 }
+
+/// Every numeric leaf of a resolved config (arrays element by element), found by walking the
+/// table rather than listed by hand, so a key added later is covered too.
+fn numeric_keys(table: &toml::Table, prefix: &str, out: &mut Vec<(String, Option<usize>)>) {
+    for (k, v) in table {
+        let key = format!("{prefix}{k}");
+        match v {
+            toml::Value::Integer(_) | toml::Value::Float(_) => out.push((key, None)),
+            toml::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    if matches!(x, toml::Value::Integer(_) | toml::Value::Float(_)) {
+                        out.push((key.clone(), Some(i)));
+                    }
+                }
+            }
+            toml::Value::Table(t) => numeric_keys(t, &format!("{key}."), out),
+            _ => {}
+        }
+    }
+}
+
+/// `--set` of `key` (element `index`) to `value`, the array's other elements as resolved.
+fn set_to(table: &toml::Table, key: &str, index: Option<usize>, value: &str) -> String {
+    let Some(i) = index else {
+        return format!("{key}={value}");
+    };
+    let mut cur = toml::Value::Table(table.clone());
+    for part in key.split('.') {
+        cur = cur[part].clone();
+    }
+    let mut items: Vec<String> = cur
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    items[i] = value.to_string();
+    format!("{key}=[{}]", items.join(", "))
+}
+
+/// Each numeric key of every method (with and without every plugin) at each extreme: 0, -1,
+/// a huge float, NaN, the infinities and the largest integer. Either compose refuses it, exit
+/// 2, naming the key, or the run it describes trains a step (with the plugin set, where a
+/// run is cheap: the tiny preset, batch 2) without a panic or an abort. Before this test,
+/// `train.sync_timeout_s = 1e20` passed every check and panicked at the run's start.
+#[test]
+fn every_numeric_key_at_its_extremes_is_refused_by_name_or_trains() {
+    use pixmim::device::DeviceSpec;
+    use pixmim::job::TrainOptions;
+    const EXTREMES: &[&str] = &[
+        "0",
+        "-1",
+        "1e20",
+        "nan",
+        "inf",
+        "-inf",
+        "9223372036854775807",
+    ];
+    let samples = pixmim_tests::samples();
+    let mut refused = 0;
+    let mut trained = Vec::new();
+    let mut wrong = Vec::new();
+    for method in pixmim::registry::methods() {
+        let plugin_sets: Vec<Vec<String>> = std::iter::once(vec![])
+            .chain(
+                pixmim::registry::plugins()
+                    .iter()
+                    .map(|p| vec![p.name().to_string()]),
+            )
+            .collect();
+        for plugins in plugin_sets {
+            let request = |sets: Vec<String>| Request {
+                method: method.name().into(),
+                preset: Some("tiny".into()),
+                plugins: plugins.clone(),
+                sets,
+                config_file: None,
+            };
+            let resolved = compose(&request(vec![])).unwrap().table;
+            let mut keys = Vec::new();
+            numeric_keys(&resolved, "", &mut keys);
+            assert!(
+                keys.iter().any(|(k, _)| k == "train.sync_timeout_s"),
+                "{keys:?}"
+            );
+            for (key, index) in &keys {
+                for value in EXTREMES {
+                    let set = set_to(&resolved, key, *index, value);
+                    let c = match compose(&request(vec![set.clone()])) {
+                        Err(e) => {
+                            let leaf = key.rsplit('.').next().unwrap();
+                            if e.exit_code() != 2 || !e.to_string().contains(leaf) {
+                                wrong.push(format!("{set}: {e}"));
+                            }
+                            refused += 1;
+                            continue;
+                        }
+                        Ok(c) => c,
+                    };
+                    // Accepted: the run it describes starts and trains a step. Keys of the
+                    // run's length and batch are set for the run unless they are the key.
+                    if plugins.is_empty() {
+                        continue;
+                    }
+                    let mut sets = vec![set.clone()];
+                    for (k, v) in [
+                        ("train.batch_size", "2"),
+                        ("train.steps", "1"),
+                        ("train.image_every", "0"),
+                        ("train.num_workers", "1"),
+                        ("train.checkpoint_every", "1"),
+                    ] {
+                        if k != key {
+                            sets.push(format!("{k}={v}"));
+                        }
+                    }
+                    sets.push(format!("data.path={:?}", samples.display().to_string()));
+                    let mut c = compose(&request(sets)).unwrap_or(c);
+                    if c.train.steps.is_none() && c.train.epochs.is_none() {
+                        c.set_run_length(Some(1), None).unwrap();
+                    }
+                    let out = pixmim_tests::out_dir(&format!("extreme-{}", trained.len()));
+                    let mut opts = TrainOptions::new(&out, DeviceSpec::Flex);
+                    opts.stop_after = Some(1);
+                    let run =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.train(&opts)));
+                    let Ok(run) = run else {
+                        wrong.push(format!("{set}: accepted, then panicked"));
+                        let _ = std::fs::remove_dir_all(&out);
+                        trained.push(set);
+                        continue;
+                    };
+                    match run {
+                        Ok(_) => {}
+                        Err(e) if e.exit_code() == 2 || e.to_string().contains("loss is") => {}
+                        Err(e) => wrong.push(format!("{set}: accepted, then failed: {e}")),
+                    }
+                    let _ = std::fs::remove_dir_all(&out);
+                    trained.push(set);
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{refused} refused, {} accepted and run: {trained:?}",
+        trained.len()
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    assert!(refused > 100);
+}

@@ -120,8 +120,53 @@ impl ConvMaeConfig {
 
     pub fn validate(&self) -> Result<()> {
         let e = |k: &str, m: String| Err(Error::config(format!("model.{k}"), m));
-        if self.patch_size.contains(&0) || self.img_size == 0 {
+        let [w0, w1, w2] = self.embed_dim;
+        let [d0, d1, d2] = self.depth;
+        let [r0, r1, r2] = self.mlp_ratio;
+        pixmim_core::config::check_model_size(
+            &[
+                ("embed_dim[0]", w0),
+                ("embed_dim[1]", w1),
+                ("embed_dim[2]", w2),
+                ("decoder_embed_dim", self.decoder_embed_dim),
+            ],
+            &[
+                ("depth[0]", d0),
+                ("depth[1]", d1),
+                ("depth[2]", d2),
+                ("decoder_depth", self.decoder_depth),
+            ],
+            &[
+                ("num_heads", self.num_heads),
+                ("decoder_num_heads", self.decoder_num_heads),
+            ],
+            &[
+                ("mlp_ratio[0]", r0),
+                ("mlp_ratio[1]", r1),
+                ("mlp_ratio[2]", r2),
+            ],
+        )?;
+        if self.img_size == 0 {
+            return e("img_size", "must be positive".into());
+        }
+        if self.patch_size.contains(&0) {
             return e("patch_size", "sizes must be positive".into());
+        }
+        // Their product is the total patch; each within the largest image keeps it from
+        // overflowing.
+        if self
+            .patch_size
+            .iter()
+            .any(|&p| p > pixmim_core::component::MAX_IMAGE_SIDE)
+        {
+            return e(
+                "patch_size",
+                format!(
+                    "{:?}: each stage's patch must be at most {}",
+                    self.patch_size,
+                    pixmim_core::component::MAX_IMAGE_SIDE
+                ),
+            );
         }
         if !self.img_size.is_multiple_of(self.total_patch()) {
             return e(

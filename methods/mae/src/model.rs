@@ -97,8 +97,23 @@ impl MaeConfig {
 
     pub fn validate(&self) -> Result<()> {
         let e = |k: &str, m: String| Err(Error::config(format!("model.{k}"), m));
-        if self.patch_size == 0 || self.img_size == 0 {
-            return e("patch_size", "image and patch size must be positive".into());
+        pixmim_core::config::check_model_size(
+            &[
+                ("embed_dim", self.embed_dim),
+                ("decoder_embed_dim", self.decoder_embed_dim),
+            ],
+            &[("depth", self.depth), ("decoder_depth", self.decoder_depth)],
+            &[
+                ("num_heads", self.num_heads),
+                ("decoder_num_heads", self.decoder_num_heads),
+            ],
+            &[("mlp_ratio", self.mlp_ratio)],
+        )?;
+        if self.img_size == 0 {
+            return e("img_size", "must be positive".into());
+        }
+        if self.patch_size == 0 {
+            return e("patch_size", "must be positive".into());
         }
         if !self.img_size.is_multiple_of(self.patch_size) {
             return e(
