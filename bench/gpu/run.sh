@@ -21,7 +21,7 @@
 # (default "env smoke torch bench checkpointing fusion tune tuned profile train decide"; fusion, tune and
 # tuned run only with their binaries: gpu-bin/pixmim-fusion.xz, gpu-bin/pixmim-tuned.xz, or
 # PIXMIM_FUSION_BIN / PIXMIM_TUNED_BIN), PRECISIONS (bench, default f32,bf16), *_SECS (each
-# stage's time limit), and for the dry run DEVICE (default cuda), PRESET (base), SMOKE_BATCH
+# stage's time limit; LIMITS=none drops them, as the dry run does), and for the dry run DEVICE (default cuda), PRESET (base), SMOKE_BATCH
 # (16), BENCH_STEPS / BENCH_WARMUP (8 / 3), TRAIN_STEPS (200), TRAIN_PRECISION (bf16),
 # TRAIN_LOG_EVERY (25).
 set -uo pipefail
@@ -56,6 +56,12 @@ export CUDA_PATH="${CUDA_PATH:-/usr/local/cuda}"
 export LD_LIBRARY_PATH="$CUDA_PATH/lib64:${LD_LIBRARY_PATH:-}"
 
 stage() { echo; echo "== $(date -u +%T) $*"; STAGE="$*"; }
+# `limit SECS CMD...`: CMD under a time limit meant for a GPU machine; LIMITS=none (the dry
+# run on a CPU, where a busy machine may take any time) runs it without one.
+limit() {
+  local secs="$1"; shift
+  if [ "${LIMITS:-}" = none ]; then "$@"; else timeout "$secs" "$@"; fi
+}
 # Each pixmim command's exit status; the script goes on after a failure (a run cut short still
 # reports the rest) and exits 1 at the end naming the stages that failed.
 FAILED=""
@@ -85,11 +91,11 @@ if has smoke; then
   stage "smoke: tiny MAE, 5 steps, $DEVICE then cpu"
   SMOKE=(train --method mae --preset tiny --steps 5 --set "train.batch_size=$SMOKE_BATCH"
     --set train.log_every=1)
-  RUST_BACKTRACE=1 timeout 120 "$BIN" "${SMOKE[@]}" --device "$DEVICE" --out "$SCRATCH/smoke-gpu"
+  RUST_BACKTRACE=1 limit 120 "$BIN" "${SMOKE[@]}" --device "$DEVICE" --out "$SCRATCH/smoke-gpu"
   ran $?
-  timeout 60 "$BIN" "${SMOKE[@]}" --device cpu --out "$SCRATCH/smoke-cpu"
+  limit 60 "$BIN" "${SMOKE[@]}" --device cpu --out "$SCRATCH/smoke-cpu"
   if [ "$DEVICE" = cuda ]; then
-    timeout 90 "$BIN" "${SMOKE[@]}" --device cuda --set train.precision=bf16 --out "$SCRATCH/smoke-bf16"
+    limit 90 "$BIN" "${SMOKE[@]}" --device cuda --set train.precision=bf16 --out "$SCRATCH/smoke-bf16"
   fi
   for r in gpu cpu bf16; do
     sed "s/^/$r /" "$SCRATCH/smoke-$r/metrics.jsonl" 2>/dev/null
@@ -98,7 +104,7 @@ if has smoke; then
     # NCCL's one-rank communicator (issue 26): the gradient sum's copies and all-reduce on the
     # card, checked against the expected values by the bench. PyTorch's wheel carries libnccl.
     NCCL_LIB=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
-    LD_LIBRARY_PATH="${NCCL_LIB:+$NCCL_LIB:}$LD_LIBRARY_PATH" timeout 60 "$BIN" bench --only allreduce \
+    LD_LIBRARY_PATH="${NCCL_LIB:+$NCCL_LIB:}$LD_LIBRARY_PATH" limit 60 "$BIN" bench --only allreduce \
       --device cuda --warmup 1 --steps 5 --json >"$OUT/nccl-one-rank.json"
     ran $?
     echo "nccl one rank: $(cat "$OUT/nccl-one-rank.json")"
@@ -110,9 +116,9 @@ if has torch; then
   #    matmuls (like for like with burn-cuda's f32, whose tensor-core matmuls round to TF32).
   stage "pytorch MAE-B, AMP fp16, fp32 and fp32+TF32, batch $BATCH"
   {
-    timeout 90 python3 bench/torch/mae_step.py --batch "$BATCH" --steps 20
-    timeout 90 python3 bench/torch/mae_step.py --batch "$BATCH" --steps 20 --no-amp
-    timeout 90 python3 bench/torch/mae_step.py --batch "$BATCH" --steps 20 --no-amp --tf32
+    limit 90 python3 bench/torch/mae_step.py --batch "$BATCH" --steps 20
+    limit 90 python3 bench/torch/mae_step.py --batch "$BATCH" --steps 20 --no-amp
+    limit 90 python3 bench/torch/mae_step.py --batch "$BATCH" --steps 20 --no-amp --tf32
   } | tee "$OUT/torch.jsonl"
 fi
 
@@ -120,7 +126,7 @@ fi
 bench_mae() {
   local json=$1 bin=$2
   shift 2
-  RUST_BACKTRACE=1 timeout "$SECS" "$bin" bench --device "$DEVICE" --methods mae \
+  RUST_BACKTRACE=1 limit "$SECS" "$bin" bench --device "$DEVICE" --methods mae \
     --presets "$PRESET" --precision "${PRECISIONS:-f32,bf16}" --batch "$BATCH" \
     --steps "${BENCH_STEPS:-8}" --warmup "${BENCH_WARMUP:-3}" \
     --machine "${CARD:-$DEVICE}" --json "$@" >"$OUT/$json"
@@ -155,7 +161,7 @@ if has tune && carried tune "$TUNED_BIN" pixmim-tuned; then
   # 3c. The one-off tuning with the fusion + autotune build: MAE-B, ConvMAE-B, LSMAE-B steps
   #     into the repo's cache (bench/gpu/cache/<card>/), copied back with the results.
   stage "pixmim bench --tune, MAE / ConvMAE / LSMAE ($PRESET) batch $BATCH"
-  RUST_BACKTRACE=1 timeout "${TUNE_SECS:-180}" "$TUNED_BIN" bench --tune --device "$DEVICE" \
+  RUST_BACKTRACE=1 limit "${TUNE_SECS:-180}" "$TUNED_BIN" bench --tune --device "$DEVICE" \
     --methods mae,convmae,lsmae --presets "$PRESET" --precision "${PRECISIONS:-f32,bf16}" \
     --batch "$BATCH" --steps 1 --warmup 1 --autotune-cache bench/gpu/cache --json >"$OUT/tune.json"
   ran $?
@@ -177,7 +183,7 @@ if has profile; then
   NSYS=$(command -v nsys || ls "$CUDA_PATH"/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys \
     /usr/local/cuda/nsight-systems-*/bin/nsys 2>/dev/null | head -1)
   if [ -n "$NSYS" ]; then
-    timeout "${PROFILE_SECS:-120}" "$NSYS" profile -t cuda -s none --cpuctxsw=none -f true \
+    limit "${PROFILE_SECS:-120}" "$NSYS" profile -t cuda -s none --cpuctxsw=none -f true \
       -o "$SCRATCH/pixmim-step" "$BIN" bench --device cuda --only steps --methods mae --presets base \
       --precision f32 --batch "$BATCH" --steps 3 --warmup 2
     ran $?
@@ -192,7 +198,7 @@ fi
 if has train; then
   # 5. Real pretraining steps (data loading, schedule, checkpoint) of MAE-B + PixMIM.
   stage "pixmim train MAE ($PRESET) + PixMIM, batch $BATCH, ${TRAIN_PRECISION:-bf16}"
-  timeout "${TRAIN_SECS:-90}" "$BIN" train --method mae --plugin pixmim --preset "$PRESET" \
+  limit "${TRAIN_SECS:-90}" "$BIN" train --method mae --plugin pixmim --preset "$PRESET" \
     --device "$DEVICE" --steps "${TRAIN_STEPS:-200}" --set "train.batch_size=$BATCH" \
     --set "train.precision=${TRAIN_PRECISION:-bf16}" --set "train.log_every=${TRAIN_LOG_EVERY:-25}" --out "$SCRATCH/train-base"
   ran $?

@@ -45,10 +45,13 @@ impl MetricsLog {
             .open(path)
             .map_err(|e| Error::io(path, e))?;
         let dir = path.parent().unwrap_or(Path::new("."));
+        let mut events = EventWriter::create(dir)?;
+        // The event files' counterpart of dropping those lines.
+        events.session_start(keep_below as i64)?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
-            events: EventWriter::create(dir)?,
+            events,
         })
     }
 

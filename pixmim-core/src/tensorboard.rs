@@ -5,7 +5,7 @@
 //! `u64 length (LE) | masked CRC32C of those 8 bytes | data | masked CRC32C of data`, the data
 //! an `Event` protobuf. The first event holds `file_version = "brain.Event:2"`; the others a
 //! `Summary` with one `Value { tag, simple_value }` per scalar, or `Value { tag, image }` with
-//! an encoded PNG. Field numbers from tensorflow's `event.proto` and `summary.proto`.
+//! an encoded PNG, or a `SessionLog` START where a run resumes. Field numbers from tensorflow's `event.proto` and `summary.proto`.
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -153,6 +153,18 @@ impl EventWriter {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// `SessionLog { status: START }` at `step`: the run (re)starts there, so TensorBoard
+    /// drops the events of earlier files at that step and after (its purge of orphaned data),
+    /// as a resume logs them again.
+    pub fn session_start(&mut self, step: i64) -> Result<()> {
+        let mut e = event(step, None, None);
+        let mut log = Vec::new();
+        key(&mut log, 1, 0); // SessionLog.status
+        varint(&mut log, 1); // START
+        bytes_field(&mut e, 7, &log); // Event.session_log
+        self.write(&e)
     }
 
     pub fn scalar(&mut self, tag: &str, step: i64, value: f64) -> Result<()> {

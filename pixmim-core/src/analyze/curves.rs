@@ -9,20 +9,34 @@ use crate::analyze::plot::{line_plot, Series};
 use crate::error::{Error, Result};
 
 /// The lines of a run's `metrics.jsonl`; a line that is not a JSON object is an error naming
-/// the file and line.
+/// the file and line, except a last line the file does not end (a write cut short, as by a
+/// full disk), which is passed over with a warning, as a resume does.
 pub fn read_metrics(path: &Path) -> Result<Vec<Map<String, Value>>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| match serde_json::from_str::<Value>(l) {
-            Ok(Value::Object(m)) => Ok(m),
-            _ => Err(Error::data(
-                path,
-                format!("line {} is not a JSON object of metrics", i + 1),
-            )),
-        })
-        .collect()
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = String::from_utf8_lossy(&bytes);
+    let torn_tail = !text.ends_with('\n');
+    let count = text.lines().count();
+    let mut out = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(l) {
+            Ok(Value::Object(m)) => out.push(m),
+            _ if torn_tail && i + 1 == count => eprintln!(
+                "warning: {}: line {} is cut short (the write never finished); passed over",
+                path.display(),
+                i + 1
+            ),
+            _ => {
+                return Err(Error::data(
+                    path,
+                    format!("line {} is not a JSON object of metrics", i + 1),
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// (step, value) of `metric` over the lines that log it.
@@ -120,6 +134,15 @@ mod tests {
         let e = read_metrics(&run.join("metrics.jsonl")).unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
         assert_eq!(e.exit_code(), 2);
+        // A torn last line (no newline after it) is passed over; the lines before it count.
+        std::fs::write(
+            run.join("metrics.jsonl"),
+            "{\"step\":0,\"loss\":2.0}\n{\"step\":1,\"loss\":1.5}\n{\"step\":2,\"lo",
+        )
+        .unwrap();
+        let lines = read_metrics(&run.join("metrics.jsonl")).unwrap();
+        assert_eq!(curve(&lines, "loss"), vec![(0.0, 2.0), (1.0, 1.5)]);
+        plot_runs(&runs, &["loss".into()], &dir.join("plots")).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

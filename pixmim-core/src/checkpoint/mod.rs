@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 
 use crate::error::{Error, Result};
 
@@ -380,27 +380,63 @@ pub fn read_safetensors(
 }
 
 /// Write tensors + metadata atomically: temp file, fsync, rename, fsync the folder.
+///
+/// The same tensors and metadata always give the same bytes (an export can be checksummed):
+/// the header is written here with the metadata's keys and the tensors in name order, the
+/// order the safetensors crate itself gives tensors of one dtype, where its own writer puts
+/// the metadata map in hash order.
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, HostTensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, t)| t.data.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, t), b)| {
-            (
-                name.clone(),
-                TensorView::new(Dtype::F32, t.shape.clone(), b).expect("consistent tensor"),
-            )
-        })
-        .collect();
-    let blob = safetensors::serialize(views, &Some(metadata))
-        .map_err(|e| Error::Training(format!("serialising checkpoint: {e:?}")))?;
+    let mut order: Vec<&(String, HostTensor)> = tensors.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    let metadata: std::collections::BTreeMap<String, String> = metadata.into_iter().collect();
+    let mut entries = vec![(
+        "__metadata__".to_string(),
+        serde_json::to_value(&metadata).expect("strings"),
+    )];
+    let mut offset = 0usize;
+    for (name, t) in &order {
+        if t.data.len() != t.shape.iter().product::<usize>() {
+            return Err(Error::Training(format!(
+                "tensor `{name}` holds {} values for shape {:?}",
+                t.data.len(),
+                t.shape
+            )));
+        }
+        let end = offset + 4 * t.data.len();
+        entries.push((
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]}),
+        ));
+        offset = end;
+    }
+    // serde_json's Map may keep insertion order or sort, depending on a feature another crate
+    // can turn on: the text is joined here so the order is this function's either way.
+    let mut text = String::from("{");
+    for (i, (k, v)) in entries.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&serde_json::to_string(k).expect("a string"));
+        text.push(':');
+        text.push_str(&v.to_string());
+    }
+    text.push('}');
+    // Data starts 8-aligned, the header padded with spaces as the safetensors writer does.
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut blob = Vec::with_capacity(8 + text.len() + offset);
+    blob.extend((text.len() as u64).to_le_bytes());
+    blob.extend(text.as_bytes());
+    for (_, t) in &order {
+        for v in &t.data {
+            blob.extend(v.to_le_bytes());
+        }
+    }
     atomic_write(path, &blob)
 }
 
