@@ -379,20 +379,8 @@ fn crafted_arrays_and_idx_files_are_refused() {
             "holds more bytes",
         ),
     ] {
-        let a = [
-            "train",
-            "--method",
-            "mae",
-            "--preset",
-            "tiny",
-            "--steps",
-            "1",
-            "--data",
-            file.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ];
-        refused(&a, &file, why);
+        let a = common::train_tiny_args(&run, 1, &["--data", file.to_str().unwrap()]);
+        refused(&args(&a), &file, why);
         assert!(!run.exists(), "a refused run creates no folder");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -413,26 +401,21 @@ fn a_folder_with_link_loops_lists_each_image_once() {
     std::os::unix::fs::symlink(".", data.join("loop")).unwrap();
     std::os::unix::fs::symlink("..", data.join("sub/up")).unwrap();
     let run = dir.join("run");
-    let a = [
-        "train",
-        "--method",
-        "mae",
-        "--preset",
-        "tiny",
-        "--steps",
-        "2",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--set",
-        "train.batch_size=3",
-        "--set",
-        "train.image_every=0",
-        "--set",
-        "train.log_every=1",
-    ];
-    let r = run_measured(&a, Duration::from_secs(600));
+    let a = common::train_tiny_args(
+        &run,
+        2,
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--set",
+            "train.batch_size=3",
+            "--set",
+            "train.image_every=0",
+            "--set",
+            "train.log_every=1",
+        ],
+    );
+    let r = run_measured(&args(&a), Duration::from_secs(600));
     assert_eq!(r.code, 0, "{}", r.said);
     assert!(r.said.contains("skipped 2 link(s)"), "{}", r.said);
     // Three images: one iteration per epoch of batch 3, so the second step starts epoch 1
@@ -444,30 +427,29 @@ fn a_folder_with_link_loops_lists_each_image_once() {
 }
 
 /// Items 6, 10, 11, 12 and 15: `eval linear --out` on a training run is refused and leaves
-/// its metrics whole; `eval knn` does not serve cached features of replaced images; a second writer on a run folder is refused naming the first; a damaged
-/// newest checkpoint is moved aside and the run resumes from the one before; two exports of
-/// one checkpoint are the same bytes.
+/// its metrics whole; `eval knn` does not serve cached features of replaced images; a second
+/// writer on a run folder is refused naming the first; a damaged newest checkpoint is moved
+/// aside and the run resumes from the one before; two exports of one checkpoint are the
+/// same bytes.
 #[test]
 fn run_folders_keep_one_writer_and_survive_a_damaged_checkpoint() {
     let dir = tmp("hostile-run");
     let run = dir.join("run");
     let r = run.to_str().unwrap();
-    let common = [
-        "train",
-        "--method",
-        "mae",
-        "--preset",
-        "tiny",
-        "--out",
-        r,
-        "--set",
-        "train.checkpoint_every=2",
-        "--set",
-        "train.keep_checkpoints=100000",
-        "--set",
-        "train.image_every=0",
-    ];
-    ok(&[&common[..], &["--steps", "4"]].concat());
+    // The tiny run, checkpoints every 2 steps and all kept, for `steps` (and `more`).
+    let train = |steps: usize, more: &[&str]| {
+        let mut extra = vec![
+            "--set",
+            "train.checkpoint_every=2",
+            "--set",
+            "train.keep_checkpoints=100000",
+            "--set",
+            "train.image_every=0",
+        ];
+        extra.extend_from_slice(more);
+        common::train_tiny_args(&run, steps, &extra)
+    };
+    ok(&args(&train(4, &[])));
     let metrics = std::fs::read(run.join("metrics.jsonl")).unwrap();
     let ck4 = run.join("checkpoints/step-00000004.safetensors");
     let ck2 = run.join("checkpoints/step-00000002.safetensors");
@@ -565,7 +547,7 @@ fn run_folders_keep_one_writer_and_survive_a_damaged_checkpoint() {
 
     // 10: a second writer while the first holds the folder.
     let mut first = common::command()
-        .args([&common[..], &["--steps", "100000", "--resume"]].concat())
+        .args(train(100000, &["--resume"]))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -582,7 +564,7 @@ fn run_folders_keep_one_writer_and_survive_a_damaged_checkpoint() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let o = common::pixmim(&[&common[..], &["--steps", "8", "--resume"]].concat());
+    let o = common::pixmim(&args(&train(8, &["--resume"])));
     let said = common::text(&o);
     assert_eq!(o.status.code(), Some(2), "{said}");
     assert!(
@@ -600,7 +582,7 @@ fn run_folders_keep_one_writer_and_survive_a_damaged_checkpoint() {
     }
     let bytes = std::fs::read(&ck4).unwrap();
     std::fs::write(&ck4, &bytes[..bytes.len() / 2]).unwrap();
-    let said = ok(&[&common[..], &["--steps", "6", "--resume"]].concat());
+    let said = ok(&args(&train(6, &["--resume"])));
     assert!(
         said.contains("resuming from") && said.contains("step-00000002"),
         "{said}"

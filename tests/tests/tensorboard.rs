@@ -37,25 +37,31 @@ fn read_with_tensorboard(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// The tiny MAE on the sample images, with `sets`.
+fn tiny_mae(sets: &[&str]) -> pixmim::registry::Composed {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples");
+    let mut sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    sets.push(format!("data.path={:?}", samples.display().to_string()));
+    compose(&Request {
+        method: "mae".into(),
+        preset: Some("tiny".into()),
+        sets,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
 #[test]
 #[ignore = "needs Python's tensorboard package; .ci/run installs it and runs this"]
 fn tensorboard_reads_a_training_run_and_an_image() {
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples");
     let out = std::env::temp_dir().join(format!("pixmim-tb-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let c = compose(&Request {
-        method: "mae".into(),
-        preset: Some("tiny".into()),
-        sets: vec![
-            format!("data.path={:?}", samples.display().to_string()),
-            "train.steps=6".into(),
-            "train.log_every=2".into(),
-            "train.batch_size=4".into(),
-            "train.image_every=3".into(),
-        ],
-        ..Default::default()
-    })
-    .unwrap();
+    let c = tiny_mae(&[
+        "train.steps=6",
+        "train.log_every=2",
+        "train.batch_size=4",
+        "train.image_every=3",
+    ]);
     c.train(&TrainOptions::new(&out, DeviceSpec::Flex)).unwrap();
     let tb = read_with_tensorboard(&out);
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
@@ -114,23 +120,15 @@ fn tensorboard_reads_a_training_run_and_an_image() {
 #[test]
 #[ignore = "needs Python's tensorboard package; .ci/run installs it and runs this"]
 fn tensorboard_shows_each_step_once_after_a_resume() {
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples");
     let out = std::env::temp_dir().join(format!("pixmim-tb-resume-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let c = compose(&Request {
-        method: "mae".into(),
-        preset: Some("tiny".into()),
-        sets: vec![
-            format!("data.path={:?}", samples.display().to_string()),
-            "train.steps=8".into(),
-            "train.log_every=2".into(),
-            "train.batch_size=4".into(),
-            "train.checkpoint_every=4".into(),
-            "train.image_every=0".into(),
-        ],
-        ..Default::default()
-    })
-    .unwrap();
+    let c = tiny_mae(&[
+        "train.steps=8",
+        "train.log_every=2",
+        "train.batch_size=4",
+        "train.checkpoint_every=4",
+        "train.image_every=0",
+    ]);
     let mut opts = TrainOptions::new(&out, DeviceSpec::Flex);
     opts.stop_after = Some(6); // killed after logging step 5, past the checkpoint at 4
     c.train(&opts).unwrap();

@@ -33,20 +33,21 @@ pub fn ok(args: &[&str]) -> String {
 /// `pixmim train --method mae --preset tiny --steps STEPS --out OUT EXTRA...`: the short
 /// training run many tests start from.
 pub fn train_tiny(out: &Path, steps: usize, extra: &[&str]) -> Output {
+    let args = train_tiny_args(out, steps, extra);
+    pixmim(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The arguments of [`train_tiny`].
+pub fn train_tiny_args(out: &Path, steps: usize, extra: &[&str]) -> Vec<String> {
     let steps = steps.to_string();
-    let mut args = vec![
-        "train",
-        "--method",
-        "mae",
-        "--preset",
-        "tiny",
-        "--steps",
-        &steps,
-        "--out",
-        out.to_str().expect("utf-8 temp path"),
-    ];
-    args.extend_from_slice(extra);
-    pixmim(&args)
+    let out = out.to_str().expect("utf-8 temp path");
+    [
+        "train", "--method", "mae", "--preset", "tiny", "--steps", &steps, "--out", out,
+    ]
+    .iter()
+    .chain(extra)
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// A fresh (removed) temporary path, unique to this process.
