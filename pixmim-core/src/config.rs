@@ -445,23 +445,41 @@ pub fn check_model_size(
         in_range(&key(k), v, 1, MAX_MODEL_HEADS)?;
     }
     for &(k, v) in mlp_ratios {
-        finite_in(&key(k), v, 0.0, MAX_MLP_RATIO)?;
-        if v == 0.0 {
-            return Err(Error::config(key(k), "must be > 0, got 0"));
-        }
+        positive_at_most(&key(k), v, MAX_MLP_RATIO)?;
     }
     Ok(())
 }
 
 /// `key` must be in `[lo, hi]`, naming the key and the range otherwise.
-pub fn in_range<T: PartialOrd + std::fmt::Display>(key: &str, v: T, lo: T, hi: T) -> Result<()> {
+pub fn in_range<T: PartialOrd + std::fmt::Display + Bounded>(
+    key: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<()> {
     if v < lo || v > hi {
-        return Err(Error::config(
-            key,
-            format!("must be from {lo} to {hi}, got {v}"),
-        ));
+        let range = match hi.is_max() {
+            true => format!("at least {lo}"),
+            false => format!("from {lo} to {hi}"),
+        };
+        return Err(Error::config(key, format!("must be {range}, got {v}")));
     }
     Ok(())
+}
+
+/// Whether a bound is the type's largest value (no upper bound to name).
+pub trait Bounded {
+    fn is_max(&self) -> bool;
+}
+impl Bounded for usize {
+    fn is_max(&self) -> bool {
+        *self == usize::MAX
+    }
+}
+impl Bounded for f64 {
+    fn is_max(&self) -> bool {
+        *self == f64::MAX
+    }
 }
 
 /// A finite float in `[lo, hi]` (NaN and infinities refused), naming the key.
@@ -473,6 +491,15 @@ pub fn finite_in(key: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
         ));
     }
     in_range(key, v, lo, hi)
+}
+
+/// A finite float in `(0, hi]`, naming the key.
+pub fn positive_at_most(key: &str, v: f64, hi: f64) -> Result<()> {
+    finite_in(key, v, 0.0, hi)?;
+    if v == 0.0 {
+        return Err(Error::config(key, "must be > 0, got 0"));
+    }
+    Ok(())
 }
 
 impl TrainConfig {
@@ -491,62 +518,26 @@ impl TrainConfig {
     /// Every value in range; the run's length may still be missing (the command line gives
     /// it after the config is composed).
     pub fn check_values(&self) -> Result<()> {
-        if !(self.sync_timeout_s.is_finite() && self.sync_timeout_s > 0.0) {
-            return Err(Error::config(
-                "train.sync_timeout_s",
-                format!("must be > 0 seconds, got {}", self.sync_timeout_s),
-            ));
-        }
-        finite_in(
+        positive_at_most(
             "train.sync_timeout_s",
             self.sync_timeout_s,
-            0.0,
             MAX_SYNC_TIMEOUT_S,
         )?;
-        if self.batch_size == 0 {
-            return Err(Error::config(
-                "train.batch_size",
-                "must be at least 1, got 0",
-            ));
-        }
         in_range("train.batch_size", self.batch_size, 1, MAX_BATCH)?;
-        if self.accum_iter == 0 {
-            return Err(Error::config(
-                "train.accum_iter",
-                "must be at least 1, got 0",
-            ));
-        }
         in_range("train.accum_iter", self.accum_iter, 1, MAX_ACCUM)?;
         in_range("train.num_workers", self.num_workers, 0, MAX_WORKERS)?;
         if let Some(e) = self.epochs {
-            if !(e.is_finite() && e > 0.0) {
-                return Err(Error::config(
-                    "train.epochs",
-                    format!("must be > 0, got {e}"),
-                ));
-            }
-            finite_in("train.epochs", e, 0.0, MAX_EPOCHS)?;
+            positive_at_most("train.epochs", e, MAX_EPOCHS)?;
         }
         if let Some(s) = self.steps {
-            in_range("train.steps", s, 0, MAX_STEPS)?;
+            in_range("train.steps", s, 1, MAX_STEPS)?;
         }
-        if self.steps == Some(0) {
-            return Err(Error::config("train.steps", "must be at least 1, got 0"));
-        }
-        if self.checkpoint_every == 0 {
-            return Err(Error::config(
-                "train.checkpoint_every",
-                "must be at least 1",
-            ));
-        }
-        if self.keep_checkpoints == 0 {
-            return Err(Error::config(
-                "train.keep_checkpoints",
-                "must be at least 1",
-            ));
-        }
-        if self.log_every == 0 {
-            return Err(Error::config("train.log_every", "must be at least 1"));
+        for (key, every) in [
+            ("train.checkpoint_every", self.checkpoint_every),
+            ("train.keep_checkpoints", self.keep_checkpoints),
+            ("train.log_every", self.log_every),
+        ] {
+            in_range(key, every, 1, usize::MAX)?;
         }
         Ok(())
     }

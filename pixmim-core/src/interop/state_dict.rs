@@ -46,30 +46,20 @@ impl StateDict {
     pub fn shape(&self, official: &str) -> Option<&[usize]> {
         self.shapes.get(official).map(Vec::as_slice)
     }
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-    /// Read one tensor's values.
+    /// Read one tensor's values (each once: an import takes them as it reads them).
     pub fn load(&self, official: &str) -> Result<HostTensor> {
-        let file_name = self.names.get(official).ok_or_else(|| Error::Checkpoint {
+        let missing = || Error::Checkpoint {
             path: self.path.clone(),
             msg: format!("has no tensor `{official}`"),
-        })?;
+        };
+        let file_name = self.names.get(official).ok_or_else(missing)?;
         let mut source = self.source.lock().unwrap_or_else(|p| p.into_inner());
         match &mut *source {
             Source::Pth(p) => p.load(file_name),
-            Source::Loaded(m) => Ok(m[file_name].clone()),
+            Source::Loaded(m) => m.remove(file_name).ok_or_else(missing),
         }
     }
-    /// Every tensor, read (for files already known to be of a sensible size).
-    pub fn load_all(&self) -> Result<HashMap<String, HostTensor>> {
-        self.keys()
-            .map(|k| Ok((k.clone(), self.load(k)?)))
-            .collect()
-    }
-}
 
-impl StateDict {
     /// Open `path` and list its tensors under official names (mm* names mapped).
     pub fn open(path: &Path, how: &Opening) -> Result<Self> {
         let source = open_source(path, how)?;
