@@ -677,6 +677,9 @@ fn suffix(plugins: &[&str]) -> &'static str {
 fn device_lowpass_ms(c: &Composed, device: &DeviceSpec, batch: usize) -> Result<f64> {
     use burn::prelude::*;
     let dev = device.device()?;
+    let path = c.parts.target.device_path().ok_or_else(|| {
+        pixmim::Error::Usage("the low-pass timing needs a target with a device path".into())
+    })?;
     let (h, w) = c.geometry.image;
     let x = Tensor::<pixmim::RunBackend, 4>::random(
         [batch, 3, h, w],
@@ -686,7 +689,7 @@ fn device_lowpass_ms(c: &Composed, device: &DeviceSpec, batch: usize) -> Result<
     let mut times = Vec::new();
     for i in 0..4 {
         let t0 = std::time::Instant::now();
-        let y = c.parts.target.generate_on_device(x.clone());
+        let y = path.generate_on_device(x.clone());
         let _ = y.sum().into_scalar(); // wait for the device
         if i > 0 {
             times.push(t0.elapsed().as_secs_f64() * 1e3 / batch as f64);

@@ -274,10 +274,15 @@ fn plot(a: &PlotArgs) -> Result<()> {
 
 fn list() {
     for m in registry::methods() {
-        println!("{}  {}", m.name(), m.description());
+        let presets = registry::preset_names(m).join(", ");
+        println!(
+            "{}  [method] {} (presets: {presets})",
+            m.name(),
+            m.description()
+        );
     }
     for p in registry::plugins() {
-        println!("{}  {}", p.name(), p.description());
+        println!("{}  [plugin] {}", p.name(), p.description());
     }
     use pixmim::traits::{Augmentation, Corruption, TargetGenerator};
     for (kind, items) in [

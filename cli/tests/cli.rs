@@ -3,39 +3,60 @@ mod common;
 use common::{pixmim, text, tmp, train_tiny};
 
 #[test]
-fn list_shows_every_registered_method() {
+fn list_shows_every_registered_method_plugin_and_component() {
+    use pixmim::registry;
+    use pixmim::traits::{Augmentation, Corruption, TargetGenerator};
     let o = pixmim(&["list"]);
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
-    for name in [
-        "mae", "convmae", "mff", "lsmae", "pixmim", "lowpass", "pixel", "src", "rrc", "units",
+    let line = |name: &str, kind: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{name}  [{kind}] ")))
+            .unwrap_or_else(|| panic!("{kind} {name} missing: {out}"))
+            .to_string()
+    };
+    for m in registry::methods() {
+        let presets = registry::preset_names(m).join(", ");
+        assert!(line(m.name(), "method").ends_with(&format!("(presets: {presets})")));
+    }
+    for p in registry::plugins() {
+        line(p.name(), "plugin");
+    }
+    for (kind, names) in [
+        ("target", registry::component_names::<dyn TargetGenerator>()),
+        (
+            "augmentation",
+            registry::component_names::<dyn Augmentation>(),
+        ),
+        ("masking", registry::component_names::<dyn Corruption>()),
     ] {
-        assert!(
-            out.lines().any(|l| l.starts_with(&format!("{name}  "))),
-            "{name} missing: {out}"
-        );
+        for (name, _) in names {
+            line(name, kind);
+        }
+    }
+}
+
+/// `info` prints each method's default preset's parameter counts, the ones its crate declares.
+#[test]
+fn info_reports_the_declared_counts_of_every_method() {
+    for m in pixmim::registry::methods() {
+        let p = m.presets()[0];
+        let o = pixmim(&["info", "--method", m.name(), "--preset", p.name]);
+        assert!(o.status.success(), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        for (what, n) in [("trainable", p.trainable), ("frozen", p.frozen)] {
+            assert!(
+                out.contains(&format!("{what} parameters: {n}")),
+                "{} {}: {out}",
+                m.name(),
+                p.name
+            );
+        }
     }
 }
 
 #[test]
-fn info_reports_the_published_counts_of_every_method() {
-    for (method, trainable, frozen) in [
-        ("convmae", 114_790_528, 250_880),
-        ("mff", 114_608_646, 252_160),
-        ("lsmae", 100_435_200, 904_320),
-    ] {
-        let o = pixmim(&["info", "--method", method, "--preset", "base"]);
-        assert!(o.status.success(), "{}", text(&o));
-        let out = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            out.contains(&format!("trainable parameters: {trainable}")),
-            "{method}: {out}"
-        );
-        assert!(
-            out.contains(&format!("frozen parameters: {frozen}")),
-            "{method}: {out}"
-        );
-    }
+fn the_low_pass_radius_scales_with_the_image() {
     // LSMAE with PixMIM: the radius scales to 80 at 448 (numerics §11.1)
     let o = pixmim(&[
         "info", "--method", "lsmae", "--plugin", "pixmim", "--preset", "base",

@@ -66,7 +66,7 @@ fn the_headline_command_is_refused_when_it_cannot_fit() {
 /// batch where activations are a real part of it.
 #[test]
 fn the_estimate_is_close_to_the_measured_peak_of_tiny_runs() {
-    for method in ["mae", "convmae", "mff", "lsmae"] {
+    for method in pixmim::registry::methods().iter().map(|m| m.name()) {
         let out = tmp(&format!("memory-{method}"));
         let sets = [
             "--set",

@@ -1,12 +1,13 @@
 //! The one implementation of [`Method`] every method crate uses: a method is its model
-//! config ([`ModelConfig`]: parse, geometry, init), its presets and one registration.
+//! config ([`ModelConfig`]: parse, geometry, init), its presets (typed [`Recipe`]s, each with
+//! the parameter counts it builds) and one registration.
 //!
 //! ```ignore
 //! pub static MAE: MethodDef<MaeConfig> = MethodDef {
 //!     name: "mae",
 //!     description: "Masked Autoencoder ...",
-//!     presets: presets::NAMES,
-//!     preset: presets::preset,
+//!     presets: presets::PRESETS,
+//!     recipe: presets::recipe,
 //!     official_layout: OfficialLayout::PLAIN,
 //!     model: PhantomData,
 //! };
@@ -28,12 +29,13 @@ use crate::job::{
     ReconstructOptions, RobustnessOptions, RobustnessReport, StepBenchOptions, StepTiming,
     TrainOptions, TrainSummary,
 };
-use crate::registry::{Composed, Geometry, Method};
+use crate::recipe::Recipe;
+use crate::registry::{Composed, Geometry, Method, PresetDef};
 use crate::traits::Autoencoder;
 use crate::RunBackend;
 
 /// A method's network as its `[model]` table describes it.
-pub trait ModelConfig: Sized + Send + Sync + 'static {
+pub trait ModelConfig: serde::Serialize + Sized + Send + Sync + 'static {
     type Model: Autoencoder<RunBackend> + AutodiffModule<RunBackend> + 'static;
     /// Parse and validate `[model]` (errors name the key).
     fn from_table(model: &Table) -> Result<Self>;
@@ -52,10 +54,10 @@ pub trait ModelConfig: Sized + Send + Sync + 'static {
 pub struct MethodDef<C> {
     pub name: &'static str,
     pub description: &'static str,
-    /// Preset names; the first is the default.
-    pub presets: &'static [&'static str],
-    /// A preset as the first config layer.
-    pub preset: fn(&str) -> Option<Table>,
+    /// The presets, the default first, with the parameter counts each builds.
+    pub presets: &'static [PresetDef],
+    /// A preset's recipe by name (the first config layer of a run).
+    pub recipe: fn(&str) -> Option<Recipe<C>>,
     /// How the official code's state dict differs from pixmim's names and shapes.
     pub official_layout: OfficialLayout,
     pub model: PhantomData<fn() -> C>,
@@ -82,11 +84,11 @@ impl<C: ModelConfig> Method for MethodDef<C> {
     fn description(&self) -> &'static str {
         self.description
     }
-    fn presets(&self) -> &'static [&'static str] {
+    fn presets(&self) -> &'static [PresetDef] {
         self.presets
     }
     fn preset(&self, name: &str) -> Option<Table> {
-        (self.preset)(name)
+        (self.recipe)(name).map(|r| r.to_table())
     }
     fn geometry(&self, model: &Table) -> Result<Geometry> {
         C::from_table(model)?.geometry()

@@ -26,8 +26,8 @@ use crate::traits::{Augmentation, Corruption, TargetGenerator};
 pub trait Method: Sync + Send {
     fn name(&self) -> &'static str;
     fn description(&self) -> &'static str;
-    /// Preset names; the first is the default.
-    fn presets(&self) -> &'static [&'static str];
+    /// The presets, the default first.
+    fn presets(&self) -> &'static [PresetDef];
     /// A preset as a full run-config table (model, augmentation, masking, target, optim, ...).
     fn preset(&self, name: &str) -> Option<Table>;
     /// Validate `[model]` and say what the data pipeline must produce.
@@ -64,6 +64,16 @@ pub trait Method: Sync + Send {
     fn finetune(&self, c: &Composed, opts: &FinetuneOptions) -> Result<FinetuneSummary>;
     /// A fine-tuned classifier's accuracy under common corruptions.
     fn robustness(&self, c: &Composed, opts: &RobustnessOptions) -> Result<RobustnessReport>;
+}
+
+/// A preset as its method crate declares it: the name, and the (trainable, frozen) parameter
+/// counts of the network it builds, which the conformance tests check against the model (the
+/// official models' published counts where a preset is an official model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresetDef {
+    pub name: &'static str,
+    pub trainable: usize,
+    pub frozen: usize,
 }
 
 /// A plugin swaps parts of whatever method it is composed with.
@@ -262,6 +272,11 @@ where
     v
 }
 
+/// The names of `method`'s presets, the default first.
+pub fn preset_names(method: &dyn Method) -> Vec<&'static str> {
+    method.presets().iter().map(|p| p.name).collect()
+}
+
 /// What the user asked for.
 #[derive(Clone, Debug, Default)]
 pub struct Request {
@@ -397,14 +412,14 @@ fn compose_with(req: &Request, file: Option<Table>) -> Result<Composed> {
         .preset
         .clone()
         .or_else(|| file_str("preset").map(String::from))
-        .unwrap_or_else(|| method.presets()[0].to_string());
+        .unwrap_or_else(|| method.presets()[0].name.to_string());
     let mut table = method.preset(&preset).ok_or_else(|| {
         Error::config(
             "preset",
             format!(
                 "method `{}` has no preset `{preset}`; presets: {}",
                 method.name(),
-                method.presets().join(", ")
+                preset_names(method).join(", ")
             ),
         )
     })?;
@@ -512,6 +527,7 @@ fn compose_with(req: &Request, file: Option<Table>) -> Result<Composed> {
     }
     let masking = component::<dyn Corruption>("masking", &table, &geometry)?;
     let target = component::<dyn TargetGenerator>("target", &table, &geometry)?;
+    crate::target::check_paths(target.as_ref(), &config::component_name(&table, "target")?)?;
     if let Some(toml::Value::Table(t)) = table.get_mut("target") {
         config::merge(t, &target.resolved_params());
     }

@@ -141,36 +141,51 @@ pub trait Corruption: Send + Sync {
 }
 
 /// What the decoder must predict, as an image in the input's normalised space; the loss then
-/// patchifies it and applies norm_pix (numerics §0.6). Runs on the host, in the data workers.
+/// patchifies it and applies norm_pix (numerics §0.6). [`Self::generate`] is the host path, run
+/// in the data workers; a generator may also have a device path ([`Self::device_path`]). A
+/// generator with only a host path runs on the host on every device: nothing is ever replaced
+/// by raw pixels because a path is missing.
 pub trait TargetGenerator: Send + Sync {
     fn describe(&self) -> String;
-    /// The target for a batch, or `None` when the target is the input itself (raw pixels).
+    /// The target for a batch, or `None` when the target is the input itself (raw pixels; no
+    /// other generator may answer `None`).
     fn generate(&self, images: &ImageBatch) -> Option<ImageBatch>;
     /// Parameters worked out at build time (e.g. a default radius), written back into the
     /// resolved config so `info` and `OUT/config.toml` show what actually runs.
     fn resolved_params(&self) -> toml::Table {
         toml::Table::new()
     }
-    /// Compute the target on the training device (`Some(true)`) or in the data workers
-    /// (`Some(false)`); `None` lets the run decide ([`crate::engine::target_on_device`]).
+    /// Where the generator's config asks for the target: on the training device
+    /// (`Some(true)`, refused at compose time without a [`Self::device_path`]) or in the data
+    /// workers (`Some(false)`); `None` lets the run decide among the paths the generator has
+    /// ([`crate::target::target_on_device`]).
     fn on_device(&self) -> Option<bool> {
         None
     }
-    /// The device path (the identity for raw pixels), used when the target is not made on
-    /// the host.
+    /// The same target computed on the training device, if the generator has that path
+    /// (usually `Some(self)`); `None`, the default, keeps it on the host.
+    fn device_path(&self) -> Option<&dyn DeviceTarget> {
+        None
+    }
+}
+
+/// A target generator's device path: the target of [`TargetGenerator::generate`] computed
+/// next to the model (to the tolerance the generator's tests state), or a target with
+/// trainable parameters, which exists only here.
+pub trait DeviceTarget: Send + Sync {
+    /// The target of normalised images (B, 3, H, W) on their device.
     fn generate_on_device(
         &self,
         images: Tensor<crate::RunBackend, 4>,
-    ) -> Tensor<crate::RunBackend, 4> {
-        images
-    }
+    ) -> Tensor<crate::RunBackend, 4>;
     /// Initial values of the target's trainable parameters (the adaptive low-pass target's
-    /// radius logit), `None` for a fixed target. A trainable target is made on the device
-    /// and trained with the model ([`crate::target::TargetParams`]).
+    /// radius logit), `None` for a fixed target. A trainable target is trained with the model
+    /// ([`crate::target::TargetParams`]).
     fn trainable(&self) -> Option<Vec<f32>> {
         None
     }
-    /// The device path with trainable parameters `theta`, the gradient flowing into them.
+    /// The target with trainable parameters `theta`, the gradient flowing into them; only
+    /// called when [`Self::trainable`] is `Some`.
     fn generate_trainable(
         &self,
         images: Tensor<crate::RunBackend, 4>,

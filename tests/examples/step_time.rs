@@ -6,20 +6,13 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use pixmim::config::{NoDecayRule, OptimConfig};
-use pixmim::mae::MaeConfig;
 use pixmim::masking::RandomMasking;
 use pixmim::optim::AdamW;
 use pixmim::traits::{Autoencoder, Corruption};
 use rand::SeedableRng;
 
 fn time<B: AutodiffBackend>(name: &str, dev: B::Device, batch: usize) {
-    let cfg = MaeConfig::from_table(
-        &pixmim::mae::presets::preset("tiny").unwrap()["model"]
-            .as_table()
-            .unwrap()
-            .clone(),
-    )
-    .unwrap();
+    let cfg = pixmim::mae::presets::recipe("tiny").unwrap().model;
     let mut model = cfg.init::<B>(&dev, 0);
     let ocfg = OptimConfig {
         blr: 1e-3,

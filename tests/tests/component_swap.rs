@@ -27,7 +27,7 @@ fn request(method: &str, preset: &str, sets: &[String]) -> Request {
 fn every_component_swaps_in_by_name_on_every_preset() {
     let mut swaps = 0;
     for m in methods() {
-        for preset in m.presets() {
+        for preset in m.presets().iter().map(|p| p.name) {
             for section in COMPONENT_SECTIONS {
                 for name in names(section) {
                     let sets = vec![format!("{section}.name={name:?}")];
@@ -213,4 +213,11 @@ fn background_crop_without_masks_is_a_data_error_naming_the_image() {
         .to_string();
     assert!(e.contains("alpha") && e.contains("data/samples"), "{e}");
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The target a run trains on is the one its config names, whichever path makes it.
+#[test]
+fn every_target_generators_paths_agree_on_the_cpu_and_none_is_raw_pixels_by_default() {
+    let seen = pixmim_tests::check_every_target_generator(&pixmim::device::DeviceSpec::Flex);
+    eprintln!("(target, device path, error against the host path): {seen:?}");
 }

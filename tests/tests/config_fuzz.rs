@@ -2,7 +2,7 @@
 //! error (exit code 2) with a message, and an unknown key is named.
 use std::path::PathBuf;
 
-use pixmim::registry::{compose, Request};
+use pixmim::registry::{compose, methods, Request};
 use proptest::prelude::*;
 
 /// Keys that exist in some preset, so overrides reach the validators, not only the
@@ -117,9 +117,16 @@ fn override_() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The registered methods' names.
+fn registered() -> Vec<String> {
+    methods().iter().map(|m| m.name().to_string()).collect()
+}
+
+/// A registered method, or a name that is not one (empty, unknown, upper-cased).
 fn method() -> impl Strategy<Value = String> {
-    prop::sample::select(vec!["mae", "convmae", "mff", "lsmae", "", "nosuch", "MAE"])
-        .prop_map(str::to_string)
+    let mut names = registered();
+    names.extend(["".into(), "nosuch".into(), names[0].to_uppercase()]);
+    prop::sample::select(names)
 }
 
 fn plugins() -> impl Strategy<Value = Vec<String>> {
@@ -210,10 +217,10 @@ proptest! {
         section in prop::sample::select(vec!["model", "masking", "augmentation", "target", "optim", "schedule", "train", "data"]),
         leaf in "zz[a-z_]{1,8}",
         v in value(),
-        method in prop::sample::select(vec!["mae", "convmae", "mff", "lsmae"]),
+        method in prop::sample::select(registered()),
     ) {
         let r = compose(&Request {
-            method: method.into(),
+            method,
             preset: Some("tiny".into()),
             sets: vec![format!("{section}.{leaf}={v}")],
             ..Default::default()
@@ -231,7 +238,7 @@ proptest! {
     /// to make the low-pass target allocate exabytes).
     #[test]
     fn any_image_size_is_refused_or_fits(
-        method in prop::sample::select(vec!["mae", "convmae", "mff", "lsmae"]),
+        method in prop::sample::select(registered()),
         plugins in plugins(),
         img in prop_oneof![(0u32..63).prop_map(|e| 1u64 << e), any::<u32>().prop_map(u64::from)],
         patch in prop::sample::select(vec![None, Some(0u64), Some(1), Some(4), Some(16), Some(1 << 40)]),
@@ -241,7 +248,7 @@ proptest! {
             sets.push(format!("model.patch_size={p}"));
         }
         let r = compose(&Request {
-            method: method.into(),
+            method,
             preset: Some("tiny".into()),
             plugins,
             sets,

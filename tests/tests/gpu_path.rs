@@ -11,7 +11,7 @@
 //! chains, autotuned matmuls: the configuration a GPU machine measures), to the same tolerances.
 use pixmim::device::DeviceSpec;
 use pixmim::job::{TrainOptions, TrainSummary};
-use pixmim::registry::{compose, Request};
+use pixmim::registry::{compose, methods, plugins, Request};
 use pixmim_tests::{assert_same_final_weights, out_dir, samples};
 
 /// Two AdamW steps from the same initial weights, on `device`.
@@ -55,7 +55,7 @@ fn same_run(method: &str, plugins: &[&str]) {
     if let Err(e) = wgpu.device() {
         panic!("{e}\n(the GPU path's tests need a Vulkan or Metal adapter; on Debian without a GPU: apt-get install mesa-vulkan-drivers)");
     }
-    let tag = format!("{method}{}", plugins.len());
+    let tag = format!("{method}-{}", plugins.join("+"));
     let cpu = train(
         method,
         plugins,
@@ -93,27 +93,22 @@ fn same_run(method: &str, plugins: &[&str]) {
     }
 }
 
+/// Every registered method, alone and with each registered plugin.
 #[test]
-fn mae_trains_on_wgpu_as_on_flex() {
-    same_run("mae", &[]);
+fn every_method_alone_and_with_each_plugin_trains_on_wgpu_as_on_flex() {
+    for m in methods() {
+        same_run(m.name(), &[]);
+        for p in plugins() {
+            same_run(m.name(), &[p.name()]);
+        }
+    }
 }
 
+/// Each target generator's device path runs the cubecl kernels as on flex: equal to its host
+/// path (the same check as component_swap's, on the GPU path).
 #[test]
-fn mae_with_pixmim_trains_on_wgpu_as_on_flex() {
-    same_run("mae", &["pixmim"]);
-}
-
-#[test]
-fn convmae_trains_on_wgpu_as_on_flex() {
-    same_run("convmae", &[]);
-}
-
-#[test]
-fn mff_trains_on_wgpu_as_on_flex() {
-    same_run("mff", &[]);
-}
-
-#[test]
-fn lsmae_trains_on_wgpu_as_on_flex() {
-    same_run("lsmae", &[]);
+fn every_target_generators_device_path_on_wgpu_equals_its_host_path() {
+    let wgpu = DeviceSpec::Wgpu(None);
+    let seen = pixmim_tests::check_every_target_generator(&wgpu);
+    eprintln!("(target, device path, error against the host path) on wgpu: {seen:?}");
 }

@@ -192,13 +192,7 @@ fn reference_gradients(model: &Mae<B>, want: &HashMap<String, HostTensor>) -> Gr
 
 #[test]
 fn base_preset_has_the_official_parameter_counts() {
-    let cfg = MaeConfig::from_table(
-        &pixmim::mae::presets::preset("base").unwrap()["model"]
-            .as_table()
-            .unwrap()
-            .clone(),
-    )
-    .unwrap();
+    let cfg = pixmim::mae::presets::recipe("base").unwrap().model;
     let dev = DeviceSpec::Flex.train_device().unwrap();
     let model = cfg.init::<B>(&dev, 0);
     assert_eq!(

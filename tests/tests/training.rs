@@ -4,7 +4,7 @@ use std::path::Path;
 use pixmim::checkpoint::read_safetensors;
 use pixmim::device::DeviceSpec;
 use pixmim::job::{TrainOptions, TrainSummary};
-use pixmim::registry::{compose, Request};
+use pixmim::registry::{compose, methods, plugins, Request};
 use pixmim_tests::{assert_same_final_weights, final_weights, out_dir, samples};
 
 fn run(sets: &[&str], out: &Path, resume: bool, stop_after: Option<usize>) -> TrainSummary {
@@ -264,15 +264,18 @@ fn host_and_device_low_pass_paths_train_identically_for_a_step() {
     let _ = std::fs::remove_dir_all(&b);
 }
 
-/// Every other method's tiny preset trains with a falling loss, with and without PixMIM.
+/// Every registered method's tiny preset trains with a falling loss, alone and with each
+/// registered plugin.
 #[test]
-fn convmae_mff_and_lsmae_train_with_and_without_pixmim() {
-    for method in ["convmae", "mff", "lsmae"] {
-        for plugins in [&[][..], &["pixmim"][..]] {
-            let out = out_dir(&format!("{method}-{}", plugins.len()));
+fn every_method_trains_with_a_falling_loss_alone_and_with_each_plugin() {
+    for method in methods() {
+        let method = method.name();
+        for plugins in plugin_sets() {
+            let plugins: Vec<&str> = plugins.iter().map(String::as_str).collect();
+            let out = out_dir(&format!("{method}-{}", plugins.join("+")));
             let s = run_method(
                 method,
-                plugins,
+                &plugins,
                 &["train.steps=40", "train.checkpoint_every=40"],
                 &out,
                 false,
@@ -287,6 +290,13 @@ fn convmae_mff_and_lsmae_train_with_and_without_pixmim() {
             let _ = std::fs::remove_dir_all(&out);
         }
     }
+}
+
+/// No plugin, then each registered plugin alone.
+fn plugin_sets() -> Vec<Vec<String>> {
+    std::iter::once(vec![])
+        .chain(plugins().iter().map(|p| vec![p.name().to_string()]))
+        .collect()
 }
 
 #[test]
@@ -440,6 +450,7 @@ fn jobs_run_on_the_step_threads() {
 
     static BUILT_ON: Mutex<String> = Mutex::new(String::new());
     /// MAE's network, noting the thread that builds it.
+    #[derive(serde::Serialize)]
     struct Noting(pixmim::mae::MaeConfig);
     impl ModelConfig for Noting {
         type Model = pixmim::mae::Mae<pixmim::RunBackend>;
@@ -458,7 +469,7 @@ fn jobs_run_on_the_step_threads() {
         name: "noting",
         description: "MAE, noting where it is built",
         presets: &[],
-        preset: |_| None,
+        recipe: |_| None,
         official_layout: pixmim::interop::OfficialLayout::PLAIN,
         model: std::marker::PhantomData,
     };
@@ -608,16 +619,17 @@ fn the_shares_of_a_batch_are_its_rows() {
 /// across a kill and resume (the optimiser's moments come back from the checkpoint).
 #[test]
 fn activation_checkpointing_trains_to_the_same_weights() {
-    let cases: [(&str, &[&str], usize); 6] = [
-        ("mae", &[], 0),
-        ("mae", &["pixmim"], 0),
-        ("convmae", &[], 0),
-        ("mff", &[], 0),
-        ("lsmae", &[], 0),
-        ("mae", &["pixmim"], 1),
-    ];
+    // Every method alone and with each plugin on one device; the default method with the
+    // last plugin on two.
+    let mut cases: Vec<(&str, Vec<String>, usize)> = methods()
+        .iter()
+        .flat_map(|m| plugin_sets().into_iter().map(|p| (m.name(), p, 0)))
+        .collect();
+    cases.push((methods()[0].name(), plugin_sets().pop().unwrap(), 1));
     for (method, plugins, more) in cases {
-        let tag = format!("{method}-{}-{more}", plugins.len());
+        let plugins: Vec<&str> = plugins.iter().map(String::as_str).collect();
+        let plugins = &plugins[..];
+        let tag = format!("{method}-{}-{more}", plugins.join("+"));
         let replicas = || vec![DeviceSpec::NdArray; more];
         let sets = |mode: &str| {
             [

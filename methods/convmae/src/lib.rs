@@ -16,8 +16,8 @@ pub use model::{ConvMae, ConvMaeConfig};
 pub static CONVMAE: MethodDef<ConvMaeConfig> = MethodDef {
     name: "convmae",
     description: "ConvMAE: conv 256x2, conv 384x2, ViT 768x11, block-wise masking, multi-scale fusion (Gao et al. 2022)",
-    presets: presets::NAMES,
-    preset: presets::preset,
+    presets: presets::PRESETS,
+    recipe: presets::recipe,
     official_layout: OFFICIAL_LAYOUT,
     model: PhantomData,
 };

@@ -476,12 +476,7 @@ mod tests {
     type B = burn::backend::NdArray;
 
     fn tiny() -> ConvMaeConfig {
-        ConvMaeConfig::from_table(
-            crate::presets::preset("tiny").unwrap()["model"]
-                .as_table()
-                .unwrap(),
-        )
-        .unwrap()
+        crate::presets::recipe("tiny").unwrap().model
     }
 
     #[test]
@@ -534,12 +529,7 @@ mod tests {
 
     #[test]
     fn base_has_the_published_parameter_count() {
-        let cfg = ConvMaeConfig::from_table(
-            crate::presets::preset("base").unwrap()["model"]
-                .as_table()
-                .unwrap(),
-        )
-        .unwrap();
+        let cfg = crate::presets::recipe("base").unwrap().model;
         type AB = burn::backend::Autodiff<burn::backend::NdArray>;
         let m = cfg.init::<AB>(&Default::default(), 0);
         assert_eq!(

@@ -2,11 +2,24 @@
 //! network and 3072 images per step (PRETRAIN.md: 24 GPUs x 128), 1600 epochs.
 use pixmim_core::config::TrainConfig;
 use pixmim_core::recipe::Recipe;
-use toml::Table;
+use pixmim_core::registry::PresetDef;
 
 use crate::ConvMaeConfig;
 
-pub const NAMES: &[&str] = &["base", "tiny"];
+/// The presets, the default first, with the (trainable, frozen) parameters each builds:
+/// base is the official ConvMAE-Base count (numerics §3.2); tiny pins pixmim's own CPU model.
+pub const PRESETS: &[PresetDef] = &[
+    PresetDef {
+        name: "base",
+        trainable: 114_790_528,
+        frozen: 250_880,
+    },
+    PresetDef {
+        name: "tiny",
+        trainable: 431_552,
+        frozen: 2_560,
+    },
+];
 
 /// A preset by name.
 pub fn recipe(name: &str) -> Option<Recipe<ConvMaeConfig>> {
@@ -24,9 +37,4 @@ pub fn recipe(name: &str) -> Option<Recipe<ConvMaeConfig>> {
         "tiny" => pixmim_mae::presets::recipe("tiny")?.with_model(ConvMaeConfig::tiny()),
         _ => return None,
     })
-}
-
-/// A preset as the run config's first layer.
-pub fn preset(name: &str) -> Option<Table> {
-    recipe(name).map(|r| r.to_table())
 }

@@ -18,8 +18,8 @@ pub static LSMAE: MethodDef<MaeConfig> = MethodDef {
     name: "lsmae",
     description:
         "Long-sequence MAE: 448 px, 2x2-patch mask units, 384-wide decoder (Hu et al. 2022)",
-    presets: presets::NAMES,
-    preset: presets::preset,
+    presets: presets::PRESETS,
+    recipe: presets::recipe,
     official_layout: OfficialLayout::PLAIN,
     model: PhantomData,
 };

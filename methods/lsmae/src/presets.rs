@@ -2,12 +2,31 @@
 //! units and the `dec384d12h8b` decoder.
 use pixmim_core::config::TrainConfig;
 use pixmim_core::recipe::{Component, Recipe};
+use pixmim_core::registry::PresetDef;
 use pixmim_mae::MaeConfig;
-use toml::Table;
 
 use crate::masking::UnitMaskingParams;
 
-pub const NAMES: &[&str] = &["base", "large", "tiny"];
+/// The presets, the default first, with the (trainable, frozen) parameters each builds:
+/// base and large are the official long-sequence models' counts at 448 px (numerics §5.3);
+/// tiny pins pixmim's own CPU model.
+pub const PRESETS: &[PresetDef] = &[
+    PresetDef {
+        name: "base",
+        trainable: 100_435_200,
+        frozen: 904_320,
+    },
+    PresetDef {
+        name: "large",
+        trainable: 329_239_296,
+        frozen: 1_205_760,
+    },
+    PresetDef {
+        name: "tiny",
+        trainable: 2_217_264,
+        frozen: 82_240,
+    },
+];
 
 /// MAE's recipe around `model`, with one mask decision per 2x2 patches.
 fn long_sequence(model: MaeConfig, train: TrainConfig) -> Recipe<MaeConfig> {
@@ -75,9 +94,4 @@ pub fn recipe(name: &str) -> Option<Recipe<MaeConfig>> {
         }
         _ => return None,
     })
-}
-
-/// A preset as the run config's first layer.
-pub fn preset(name: &str) -> Option<Table> {
-    recipe(name).map(|r| r.to_table())
 }

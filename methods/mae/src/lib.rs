@@ -16,8 +16,8 @@ pub static MAE: MethodDef<MaeConfig> = MethodDef {
     name: "mae",
     description:
         "Masked Autoencoder, ViT encoder + light decoder (He et al. 2022; facebookresearch/mae)",
-    presets: presets::NAMES,
-    preset: presets::preset,
+    presets: presets::PRESETS,
+    recipe: presets::recipe,
     official_layout: OfficialLayout::PLAIN,
     model: PhantomData,
 };

@@ -386,12 +386,7 @@ mod tests {
     type B = burn::backend::Autodiff<burn::backend::NdArray>;
 
     fn tiny() -> MaeConfig {
-        MaeConfig::from_table(
-            crate::presets::preset("tiny").unwrap()["model"]
-                .as_table()
-                .unwrap(),
-        )
-        .unwrap()
+        crate::presets::recipe("tiny").unwrap().model
     }
 
     #[test]

@@ -5,11 +5,41 @@ use pixmim_core::config::{NoDecayRule, OptimConfig, ScheduleConfig, ScheduleKind
 use pixmim_core::masking::RandomMaskingParams;
 use pixmim_core::nn::PosEmbedOrientation;
 use pixmim_core::recipe::{Component, Recipe};
-use toml::Table;
+use pixmim_core::registry::PresetDef;
 
 use crate::MaeConfig;
 
-pub const NAMES: &[&str] = &["base", "large", "huge", "mm", "tiny"];
+/// The presets, the default first, with the (trainable, frozen) parameters each builds:
+/// base, large and huge are the official ViT-B/L/H MAE models' counts (numerics §1.2; frozen:
+/// the fixed sin-cos position embeddings); mm is base with mmselfsup's pos-embed orientation;
+/// tiny pins pixmim's own CPU model so that it does not change unnoticed.
+pub const PRESETS: &[PresetDef] = &[
+    PresetDef {
+        name: "base",
+        trainable: 111_655_680,
+        frozen: 252_160,
+    },
+    PresetDef {
+        name: "large",
+        trainable: 329_239_296,
+        frozen: 302_592,
+    },
+    PresetDef {
+        name: "huge",
+        trainable: 656_613_964,
+        frozen: 460_544,
+    },
+    PresetDef {
+        name: "mm",
+        trainable: 111_655_680,
+        frozen: 252_160,
+    },
+    PresetDef {
+        name: "tiny",
+        trainable: 2_217_264,
+        frozen: 20_800,
+    },
+];
 
 /// The official recipe around `model` (numerics §1.3): RRC, random 75% masking, raw-pixel
 /// norm_pix target, AdamW blr 1.5e-4 (0.9, 0.95) wd 0.05, 40 warm-up epochs.
@@ -98,9 +128,4 @@ pub fn recipe(name: &str) -> Option<Recipe<MaeConfig>> {
         }
         _ => return None,
     })
-}
-
-/// A preset as the run config's first layer.
-pub fn preset(name: &str) -> Option<Table> {
-    recipe(name).map(|r| r.to_table())
 }

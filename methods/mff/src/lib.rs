@@ -17,8 +17,8 @@ pub use model::{Mff, MffConfig};
 pub static MFF: MethodDef<MffConfig> = MethodDef {
     name: "mff",
     description: "Multi-level feature fusion MAE: softmax fusion of layers {0,2,4,6,8,11} (Liu et al. 2023; mmpretrain)",
-    presets: presets::NAMES,
-    preset: presets::preset,
+    presets: presets::PRESETS,
+    recipe: presets::recipe,
     // mmpretrain's `MFFViT` is MAE's backbone with `proj_layers` / `proj_weights` beside its
     // blocks; pixmim nests the MAE model as the `mae` field.
     official_layout: OfficialLayout {

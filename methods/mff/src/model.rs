@@ -203,12 +203,7 @@ mod tests {
     type B = burn::backend::Autodiff<burn::backend::NdArray>;
 
     fn tiny() -> MffConfig {
-        MffConfig::from_table(
-            crate::presets::preset("tiny").unwrap()["model"]
-                .as_table()
-                .unwrap(),
-        )
-        .unwrap()
+        crate::presets::recipe("tiny").unwrap().model
     }
 
     #[test]
@@ -279,10 +274,7 @@ mod tests {
 
     #[test]
     fn out_indices_are_validated() {
-        let mut t = crate::presets::preset("tiny").unwrap()["model"]
-            .as_table()
-            .unwrap()
-            .clone();
+        let mut t = toml::Table::try_from(crate::presets::recipe("tiny").unwrap().model).unwrap();
         t.insert(
             "out_indices".into(),
             toml::Value::Array(vec![2.into(), 1.into()]),

@@ -3,12 +3,26 @@
 //! Crop.
 use pixmim_core::config::NoDecayRule;
 use pixmim_core::recipe::{Component, Recipe};
+use pixmim_core::registry::PresetDef;
 use pixmim_plugin_pixmim::simple_resized_crop::SrcParams;
-use toml::Table;
 
 use crate::MffConfig;
 
-pub const NAMES: &[&str] = &["base", "tiny"];
+/// The presets, the default first, with the (trainable, frozen) parameters each builds:
+/// base is mmpretrain's MFF ViT-B count (numerics §4.1): MAE-B plus the fusion's projections
+/// and weights; tiny pins pixmim's own CPU model.
+pub const PRESETS: &[PresetDef] = &[
+    PresetDef {
+        name: "base",
+        trainable: 114_608_646,
+        frozen: 252_160,
+    },
+    PresetDef {
+        name: "tiny",
+        trainable: 2_291_379,
+        frozen: 20_800,
+    },
+];
 
 /// MAE's `mae_preset` recipe around an MFF fusing blocks `out_indices`, trained with SRC.
 fn mff(mae_preset: &str, out_indices: Vec<usize>) -> Option<Recipe<MffConfig>> {
@@ -35,9 +49,4 @@ pub fn recipe(name: &str) -> Option<Recipe<MffConfig>> {
         }
         _ => None,
     }
-}
-
-/// A preset as the run config's first layer.
-pub fn preset(name: &str) -> Option<Table> {
-    recipe(name).map(|r| r.to_table())
 }

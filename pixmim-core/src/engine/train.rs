@@ -244,7 +244,9 @@ where
             if done % c.train.log_every == 0 || done == total {
                 let mut metrics = model.metrics();
                 if let Some(theta) = target.values() {
-                    metrics.extend(target_gen.trainable_metrics(&theta));
+                    if let Some(d) = target_gen.device_path() {
+                        metrics.extend(d.trainable_metrics(&theta));
+                    }
                 }
                 report.log(it, loss, lr_now, &optim, metrics)?;
             }

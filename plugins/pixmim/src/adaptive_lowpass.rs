@@ -12,7 +12,6 @@
 //! The target is made on the device (its parameter changes every step), by the DFT products
 //! of [`LowPassOnDevice::smooth_target`] on the bins within hi + 16 width of the centre (the
 //! sigmoid is below 1.2e-7 beyond).
-use std::sync::Mutex;
 
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
@@ -21,11 +20,11 @@ use serde::Deserialize;
 
 use pixmim_core::device::DeviceSpec;
 use pixmim_core::registry::{Geometry, TargetRegistration};
-use pixmim_core::traits::{ImageBatch, TargetGenerator};
+use pixmim_core::traits::{DeviceTarget, ImageBatch, TargetGenerator};
 use pixmim_core::{Error, Result, RunBackend};
 
 use crate::lowpass::{default_radius, LowPassFilter};
-use crate::lowpass_device::LowPassOnDevice;
+use crate::lowpass_device::{LowPassOnDevice, MatricesCache};
 
 /// How far beyond the largest radius the support reaches, in edge widths.
 const SUPPORT_WIDTHS: f64 = 16.0;
@@ -40,7 +39,7 @@ pub struct AdaptiveLowPass {
     /// The smooth disk's edge width, in frequency bins.
     pub edge_width: f64,
     support: LowPassFilter,
-    device_path: Mutex<Option<(DispatchDevice, LowPassOnDevice<RunBackend>)>>,
+    matrices: MatricesCache,
 }
 
 #[derive(Deserialize)]
@@ -107,7 +106,7 @@ impl AdaptiveLowPass {
             radius_init: init,
             edge_width,
             support: LowPassFilter::new(height, width, support_radius),
-            device_path: Mutex::new(None),
+            matrices: MatricesCache::default(),
         })
     }
 
@@ -145,29 +144,8 @@ impl TargetGenerator for AdaptiveLowPass {
     fn on_device(&self) -> Option<bool> {
         Some(true)
     }
-    fn trainable(&self) -> Option<Vec<f32>> {
-        Some(vec![self.theta_init() as f32])
-    }
-    fn generate_trainable(
-        &self,
-        images: Tensor<RunBackend, 4>,
-        theta: Tensor<RunBackend, 1>,
-    ) -> Tensor<RunBackend, 4> {
-        let device = images.device();
-        let mut slot = self.device_path.lock().expect("adaptive low-pass matrices");
-        if slot.as_ref().map(|(d, _)| d != &device).unwrap_or(true) {
-            *slot = Some((device.clone(), LowPassOnDevice::new(&self.support, &device)));
-        }
-        let radius = sigmoid(theta) * (self.radius_max - self.radius_min) + self.radius_min;
-        slot.as_ref()
-            .expect("just built")
-            .1
-            .smooth_target(images, radius, self.edge_width)
-    }
-    /// At the initial radius (`pixmim bench`'s target timing).
-    fn generate_on_device(&self, images: Tensor<RunBackend, 4>) -> Tensor<RunBackend, 4> {
-        let theta = self.initial_theta(&images.device());
-        self.generate_trainable(images, theta)
+    fn device_path(&self) -> Option<&dyn DeviceTarget> {
+        Some(self)
     }
     /// At the initial radius, on the CPU (`pixmim preview`): training makes it on the device.
     fn generate(&self, images: &ImageBatch) -> Option<ImageBatch> {
@@ -177,6 +155,30 @@ impl TargetGenerator for AdaptiveLowPass {
             data: y.into_data().convert::<f32>().to_vec().ok()?,
             ..images.clone()
         })
+    }
+}
+
+impl DeviceTarget for AdaptiveLowPass {
+    fn trainable(&self) -> Option<Vec<f32>> {
+        Some(vec![self.theta_init() as f32])
+    }
+    fn generate_trainable(
+        &self,
+        images: Tensor<RunBackend, 4>,
+        theta: Tensor<RunBackend, 1>,
+    ) -> Tensor<RunBackend, 4> {
+        let device = images.device();
+        let radius = sigmoid(theta) * (self.radius_max - self.radius_min) + self.radius_min;
+        self.matrices.with(
+            &device,
+            || LowPassOnDevice::new(&self.support, &device),
+            |m| m.smooth_target(images, radius, self.edge_width),
+        )
+    }
+    /// At the initial radius (`pixmim bench`'s target timing).
+    fn generate_on_device(&self, images: Tensor<RunBackend, 4>) -> Tensor<RunBackend, 4> {
+        let theta = self.initial_theta(&images.device());
+        self.generate_trainable(images, theta)
     }
     fn trainable_metrics(&self, theta: &[f32]) -> Vec<(String, f64)> {
         theta

@@ -14,10 +14,9 @@
 //! Speed: the disk keeps at most 2r+1 frequency columns, so only those columns are transformed
 //! (forward and inverse), and pairs of real rows share one complex FFT. `apply_naive` is the
 //! plain full 2-D transform, kept for tests and `pixmim bench`.
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use burn::prelude::*;
-use burn::DispatchDevice;
 
 use rayon::prelude::*;
 use rustfft::num_complex::Complex;
@@ -25,10 +24,10 @@ use rustfft::{Fft, FftPlanner};
 use serde::Deserialize;
 
 use pixmim_core::registry::{Geometry, TargetRegistration};
-use pixmim_core::traits::{ImageBatch, TargetGenerator};
+use pixmim_core::traits::{DeviceTarget, ImageBatch, TargetGenerator};
 use pixmim_core::{Error, Result, RunBackend, IMAGENET_MEAN, IMAGENET_STD};
 
-use crate::lowpass_device::LowPassOnDevice;
+use crate::lowpass_device::{LowPassOnDevice, MatricesCache};
 
 type C = Complex<f32>;
 
@@ -249,7 +248,7 @@ pub struct FrequencyTarget {
     pub filter: LowPassFilter,
     pub band: Band,
     pub on_device: Option<bool>,
-    device_path: Mutex<Option<(DispatchDevice, LowPassOnDevice<RunBackend>)>>,
+    matrices: MatricesCache,
 }
 
 #[derive(Deserialize)]
@@ -274,7 +273,7 @@ impl FrequencyTarget {
             filter: LowPassFilter::new(height, width, radius),
             band,
             on_device: None,
-            device_path: Mutex::new(None),
+            matrices: MatricesCache::default(),
         })
     }
 }
@@ -308,16 +307,8 @@ impl TargetGenerator for FrequencyTarget {
     fn on_device(&self) -> Option<bool> {
         self.on_device
     }
-    fn generate_on_device(&self, images: Tensor<RunBackend, 4>) -> Tensor<RunBackend, 4> {
-        let device = images.device();
-        let mut slot = self.device_path.lock().expect("low-pass matrices");
-        if slot.as_ref().map(|(d, _)| d != &device).unwrap_or(true) {
-            *slot = Some((device.clone(), LowPassOnDevice::new(&self.filter, &device)));
-        }
-        slot.as_ref()
-            .expect("just built")
-            .1
-            .target(images, self.band)
+    fn device_path(&self) -> Option<&dyn DeviceTarget> {
+        Some(self)
     }
     fn generate(&self, images: &ImageBatch) -> Option<ImageBatch> {
         assert_eq!(
@@ -331,6 +322,17 @@ impl TargetGenerator for FrequencyTarget {
             .zip(images.data.par_chunks(n))
             .for_each(|(o, x)| self.filter.target_band(x, o, self.band));
         Some(out)
+    }
+}
+
+impl DeviceTarget for FrequencyTarget {
+    fn generate_on_device(&self, images: Tensor<RunBackend, 4>) -> Tensor<RunBackend, 4> {
+        let device = images.device();
+        self.matrices.with(
+            &device,
+            || LowPassOnDevice::new(&self.filter, &device),
+            |m| m.target(images, self.band),
+        )
     }
 }
 

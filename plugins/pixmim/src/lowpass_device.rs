@@ -13,6 +13,9 @@
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
+use burn::DispatchDevice;
+use pixmim_core::RunBackend;
+
 use crate::lowpass::{Band, LowPassFilter};
 use pixmim_core::{IMAGENET_MEAN, IMAGENET_STD};
 
@@ -217,4 +220,30 @@ pub fn bin_distance(h: usize, w: usize, k: usize, l: usize) -> f64 {
     let i = ((k + h / 2) % h) as f64 - (h as f64 - 1.0) / 2.0;
     let j = ((l + w / 2) % w) as f64 - (w as f64 - 1.0) / 2.0;
     (i * i + j * j).sqrt()
+}
+
+/// A filter's matrices on the device they were last used on, built again when a batch comes
+/// from another. burn's `DispatchDevice` equality ignores autodiff (a training device equals
+/// the plain device it wraps), but their tensors cannot be mixed, so both are compared.
+#[derive(Default)]
+pub struct MatricesCache {
+    slot: std::sync::Mutex<Option<(DispatchDevice, LowPassOnDevice<RunBackend>)>>,
+}
+
+impl MatricesCache {
+    /// `f` of the matrices for `device`, building them with `build` if needed.
+    pub fn with<R>(
+        &self,
+        device: &DispatchDevice,
+        build: impl FnOnce() -> LowPassOnDevice<RunBackend>,
+        f: impl FnOnce(&LowPassOnDevice<RunBackend>) -> R,
+    ) -> R {
+        let autodiff = |d: &DispatchDevice| matches!(d, DispatchDevice::Autodiff(_));
+        let mut slot = self.slot.lock().expect("low-pass matrices");
+        let same = |d: &DispatchDevice| d == device && autodiff(d) == autodiff(device);
+        if !slot.as_ref().is_some_and(|(d, _)| same(d)) {
+            *slot = Some((device.clone(), build()));
+        }
+        f(&slot.as_ref().expect("just built").1)
+    }
 }
