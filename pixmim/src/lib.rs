@@ -2,16 +2,13 @@
 //!
 //! Methods and plugins register by name with `inventory`, and a crate the final binary never
 //! references is not linked, so its registrations vanish. This crate references each of them
-//! once; depend on it (the CLI and the tests do) and every method and plugin is there.
-//! Adding a method or plugin crate: add it to the workspace, to this crate's `Cargo.toml` and
-//! below; the test at the bottom fails until both are done.
+//! once (`pixmim::mae`, `pixmim::plugin_pixmim`, ...: `build.rs` writes a `pub use` for every
+//! `pixmim-*` dependency); depend on it (the CLI and the tests do) and every method and plugin
+//! is there. Adding a method or plugin crate is one line in this crate's `Cargo.toml`; the test
+//! at the bottom fails until it is there.
 pub use pixmim_core::*;
 
-pub use pixmim_convmae as convmae;
-pub use pixmim_lsmae as lsmae;
-pub use pixmim_mae as mae;
-pub use pixmim_mff as mff;
-pub use pixmim_plugin_pixmim as plugin_pixmim;
+include!(concat!(env!("OUT_DIR"), "/linked.rs"));
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,6 @@
 //! LSMAE, "Exploring Long-Sequence Masked Autoencoders" (facebookresearch/long_seq_mae, numerics §5):
 //! MAE's network at 448 px (784 patches) with a 384-wide decoder, and the mask decoupled from
 //! the patch: one decision per 2x2-patch unit, drawn in the data workers.
-pub mod masking;
 pub mod presets;
 
 use std::marker::PhantomData;
@@ -11,7 +10,7 @@ use pixmim_core::method_def::MethodDef;
 use pixmim_core::registry::MethodRegistration;
 use pixmim_mae::MaeConfig;
 
-pub use masking::UnitMasking;
+pub use pixmim_core::masking::UnitMasking;
 
 /// The model is MAE's (numerics §5.3); masking is what differs.
 pub static LSMAE: MethodDef<MaeConfig> = MethodDef {

@@ -5,7 +5,7 @@ use pixmim_core::recipe::{Component, Recipe};
 use pixmim_core::registry::PresetDef;
 use pixmim_mae::MaeConfig;
 
-use crate::masking::UnitMaskingParams;
+use pixmim_core::masking::UnitMaskingParams;
 
 /// The presets, the default first, with the (trainable, frozen) parameters each builds:
 /// base and large are the official long-sequence models' counts at 448 px (numerics §5.3);

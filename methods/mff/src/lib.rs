@@ -9,9 +9,6 @@ use pixmim_core::interop::OfficialLayout;
 use pixmim_core::method_def::MethodDef;
 use pixmim_core::registry::MethodRegistration;
 
-// The SRC augmentation MFF trains with is registered by the PixMIM plugin crate.
-use pixmim_plugin_pixmim as _;
-
 pub use model::{Mff, MffConfig};
 
 pub static MFF: MethodDef<MffConfig> = MethodDef {

@@ -1,10 +1,10 @@
 //! MFF recipes as typed code (numerics §4.2): mmpretrain's MAE 300e recipe (row-first pos-embed,
 //! mm no-decay keys, LinearLR(1e-4) + cosine, 8 x 512, seed 2) with PixMIM's Simple Resized
 //! Crop.
+use pixmim_core::augment::SrcParams;
 use pixmim_core::config::NoDecayRule;
 use pixmim_core::recipe::{Component, Recipe};
 use pixmim_core::registry::PresetDef;
-use pixmim_plugin_pixmim::simple_resized_crop::SrcParams;
 
 use crate::MffConfig;
 

@@ -1,7 +1,8 @@
 //! Augmentations. This module: RandomResizedCrop + horizontal flip + ImageNet
 //! normalisation, MAE's train transform (numerics §1.1), with torchvision's box sampling.
 //! [`center_crop`]: the evaluation transform. [`finetune`]: the fine-tuning train transform
-//! (RandAugment, random erasing). SRC lives in the PixMIM plugin. Resampling uses `fast_image_resize`
+//! (RandAugment, random erasing). [`simple_resized_crop`]: SRC, PixMIM's train transform
+//! (MFF trains with it too). Resampling uses `fast_image_resize`
 //! (CatmullRom = PIL's bicubic, antialiased); it is not bit-exact to Pillow (numerics §7.1).
 use fast_image_resize::{
     images::{Image, ImageRef},
@@ -23,7 +24,9 @@ pub mod pil_ops;
 pub mod rand_augment;
 pub mod random_erasing;
 pub mod resize;
+pub mod simple_resized_crop;
 pub use center_crop::CenterCrop;
+pub use simple_resized_crop::{SimpleResizedCrop, SrcParams};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

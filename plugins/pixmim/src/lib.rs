@@ -1,11 +1,11 @@
 //! PixMIM (Liu et al., 2023; mmselfsup 1.x) as a plugin: it swaps exactly two parts of any
-//! method (numerics §2, §2.4): the augmentation becomes the Simple Resized Crop and the target
-//! becomes the low-frequency image. Model, masking, norm_pix, loss, optimiser and schedule stay
+//! method (numerics §2, §2.4): the augmentation becomes the Simple Resized Crop (a core
+//! component, `pixmim_core::augment::simple_resized_crop`, since MFF trains with it too) and
+//! the target becomes the low-frequency image. Model, masking, norm_pix, loss, optimiser and schedule stay
 //! the method's own.
 pub mod adaptive_lowpass;
 pub mod lowpass;
 pub mod lowpass_device;
-pub mod simple_resized_crop;
 
 use pixmim_core::recipe::Component;
 use pixmim_core::registry::{Plugin, PluginRegistration};
@@ -14,7 +14,7 @@ use pixmim_core::Result;
 pub use adaptive_lowpass::AdaptiveLowPass;
 pub use lowpass::{Band, FrequencyTarget, LowPassFilter};
 pub use lowpass_device::LowPassOnDevice;
-pub use simple_resized_crop::{SimpleResizedCrop, SrcParams};
+pub use pixmim_core::augment::{SimpleResizedCrop, SrcParams};
 
 pub struct PixMim;
 

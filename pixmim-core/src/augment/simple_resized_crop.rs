@@ -10,10 +10,10 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::Deserialize;
 
-use pixmim_core::augment::{write_normalised, Interpolation};
-use pixmim_core::registry::{AugmentationRegistration, Geometry};
-use pixmim_core::traits::{Augmentation, ViewMap};
-use pixmim_core::{Error, Result};
+use super::{write_normalised, Interpolation};
+use crate::component::{AugmentationRegistration, Geometry};
+use crate::error::{Error, Result};
+use crate::traits::{Augmentation, ViewMap};
 
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -186,7 +186,7 @@ impl Augmentation for SimpleResizedCrop {
 }
 
 fn build(params: &toml::Table, g: &Geometry) -> Result<Box<dyn Augmentation>> {
-    let p: SrcParams = pixmim_core::config::parse_params(params, "augmentation")?;
+    let p: SrcParams = crate::config::parse_params(params, "augmentation")?;
     Ok(Box::new(SimpleResizedCrop::new(g.image, p)?))
 }
 
@@ -202,7 +202,7 @@ inventory::submit! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pixmim_core::{IMAGENET_MEAN, IMAGENET_STD};
+    use crate::{IMAGENET_MEAN, IMAGENET_STD};
     use rand::SeedableRng;
 
     fn src(size: usize, padding: usize) -> SimpleResizedCrop {

@@ -4,6 +4,9 @@
 //! workers instead makes a run a pure function of (seed, step), which is what exact resume
 //! needs. The arithmetic is unchanged: argsort the noise ascending, keep the first
 //! `int(L * (1 - ratio))`, mask = 1 on removed patches.
+pub mod units;
+pub use units::{UnitMasking, UnitMaskingParams};
+
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::Deserialize;

@@ -1,14 +1,14 @@
-//! Decoupled masking (numerics §5.2): the patch grid is cut into s x s units; a permutation of the
+//! Decoupled masking (LSMAE, numerics §5.2; SimMIM's mask patches are the same idea): the patch grid is cut into s x s units; a permutation of the
 //! units decides, and each unit emits its patches in (dx, dy) = (0,0), (0,1), (1,0), (1,1)
 //! order, so the first `int(L * (1 - ratio))` of ids_shuffle are whole units.
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::Deserialize;
 
-use pixmim_core::masking::{len_keep, MaskBatch};
-use pixmim_core::registry::{CorruptionRegistration, Geometry};
-use pixmim_core::traits::Corruption;
-use pixmim_core::{Error, Result};
+use super::{len_keep, MaskBatch};
+use crate::component::{CorruptionRegistration, Geometry};
+use crate::error::{Error, Result};
+use crate::traits::Corruption;
 
 pub struct UnitMasking {
     pub ratio: f64,
@@ -100,7 +100,7 @@ impl Corruption for UnitMasking {
     /// One noise value per unit: units in ascending-noise order (numerics §5.2).
     fn mask_from_noise(&self, batch: usize, noise: &[f32]) -> Result<MaskBatch> {
         let n_units = self.noise_len();
-        pixmim_core::masking::check_noise(noise, batch, n_units)?;
+        super::check_noise(noise, batch, n_units)?;
         let l = self.grid.0 * self.grid.1;
         let mut shuffles = Vec::with_capacity(batch * l);
         for row in noise.chunks(n_units) {
@@ -118,7 +118,7 @@ impl Corruption for UnitMasking {
 }
 
 fn build(params: &toml::Table, g: &Geometry) -> Result<Box<dyn Corruption>> {
-    let p: UnitMaskingParams = pixmim_core::config::parse_params(params, "masking")?;
+    let p: UnitMaskingParams = crate::config::parse_params(params, "masking")?;
     Ok(Box::new(UnitMasking::new(p.ratio, g.mask_grid, p.unit)?))
 }
 
