@@ -10,7 +10,8 @@ use crate::Compose;
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// official-mae, official-convmae, official-lsmae, mmselfsup, mmpretrain, timm, safetensors
+    /// official-METHOD (official-mae, official-convmae, ...: any registered method), mmselfsup,
+    /// mmpretrain, timm, safetensors
     #[arg(long = "from")]
     from: String,
     #[command(flatten)]
@@ -24,8 +25,8 @@ pub struct ImportArgs {
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// timm (encoder only), official-mae / official-convmae / official-lsmae (whole model),
-    /// mmselfsup, mmpretrain
+    /// timm (encoder only), official-METHOD (whole model: official-mae, official-convmae,
+    /// ...), mmselfsup, mmpretrain, detectron2, mmseg
     #[arg(long = "to")]
     to: String,
     /// A pixmim checkpoint.

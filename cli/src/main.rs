@@ -111,9 +111,13 @@ struct TargetArgs {
     /// Registered target generator (see `pixmim list`), e.g. `lowpass`.
     #[arg(long)]
     generator: String,
-    /// Low-pass radius (default: 40 at 224, scaled with the image).
+    /// Low-pass radius (default: 40 at 224, scaled with the image); `--set radius=R`.
     #[arg(long)]
     radius: Option<f64>,
+    /// Any key of the generator's (`--set radius_min=10`), as under `[target]` in a run
+    /// config; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
     /// `.npy` float32 (3, H, W), ImageNet-normalised; or an image file (normalised first).
     #[arg(long)]
     input: PathBuf,
@@ -324,6 +328,9 @@ fn target(a: &TargetArgs) -> Result<()> {
     let mut params = toml::Table::new();
     if let Some(r) = a.radius {
         params.insert("radius".into(), r.into());
+    }
+    for s in &a.sets {
+        pixmim::config::set_dotted(&mut params, s)?;
     }
     let geometry = registry::Geometry {
         image: (h, w),

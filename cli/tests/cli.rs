@@ -432,6 +432,26 @@ fn target_applies_a_generator_to_npy_and_images() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("radius"), "{}", text(&o));
     assert_eq!(image_dims(&png), (160, 160));
+    // another generator's keys through --set; an unknown key: exit 2, naming it
+    let adaptive = |set: &str| {
+        pixmim(&[
+            "target",
+            "--generator",
+            "adaptive_lowpass",
+            "--set",
+            set,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ])
+    };
+    let o = adaptive("radius_init=3.5");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("from 3.5"), "{}", text(&o));
+    let o = adaptive("bogus_key=1");
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("bogus_key"), "{}", text(&o));
     // unknown generator: exit 2, the known ones listed
     let o = pixmim(&[
         "target",
@@ -583,4 +603,55 @@ fn bf16_trains_on_flex_and_is_refused_on_ndarray() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("train.precision"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&out);
+}
+
+/// README's method table is the registry's: one row per registered method, with its crate,
+/// its presets in order and its default preset's declared parameter counts.
+#[test]
+fn the_readme_method_table_matches_the_registry() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let rows: Vec<Vec<String>> = readme
+        .split("### Methods and presets")
+        .nth(1)
+        .expect("README has a \"Methods and presets\" section")
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // header and rule
+        .map(|l| {
+            l.trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().trim_matches('`').to_string())
+                .collect()
+        })
+        .collect();
+    let thousands = |n: usize| {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let methods = pixmim::registry::methods();
+    let want: Vec<Vec<String>> = methods
+        .iter()
+        .map(|m| {
+            let p = m.presets()[0];
+            vec![
+                m.name().to_string(),
+                format!("methods/{}", m.name()),
+                pixmim::registry::preset_names(*m).join(", "),
+                format!("{} / {}", thousands(p.trainable), thousands(p.frozen)),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        rows, want,
+        "README's method table (left) vs the registry (right)"
+    );
 }

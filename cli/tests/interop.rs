@@ -261,6 +261,23 @@ fn a_checkpoint_of_another_shape_is_refused_with_names_and_shapes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `official-METHOD` names the official format for every registered method, from the
+/// registry (a new method crate gets its name with no edit here); other names are refused.
+#[test]
+fn every_registered_method_has_its_official_format_name() {
+    use pixmim::interop::Format;
+    for m in pixmim::registry::methods() {
+        let name = format!("official-{}", m.name());
+        assert_eq!(
+            Format::parse(&name).unwrap(),
+            Format::parse("official").unwrap()
+        );
+        assert!(pixmim::interop::format_names().contains(&name), "{name}");
+    }
+    let e = Format::parse("official-nosuch").unwrap_err().to_string();
+    assert!(e.contains("official-nosuch") && e.contains("timm"), "{e}");
+}
+
 #[test]
 fn pytorch_pth_files_import_in_the_official_and_mmselfsup_layouts() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pth");

@@ -50,24 +50,36 @@ pub enum Format {
     Safetensors,
 }
 
-pub const FORMAT_NAMES: &[&str] = &[
-    "official",
-    "official-mae",
-    "official-convmae",
-    "official-lsmae",
-    "mmselfsup",
-    "mmpretrain",
-    "timm",
-    "detectron2",
-    "mmseg",
-    "safetensors",
-];
+/// The format names `--from` / `--to` take: `official-METHOD` for every registered method
+/// (the same format as `official`; a method's name reads better in scripts), then the others.
+pub fn format_names() -> Vec<String> {
+    let mut v = vec!["official".to_string()];
+    v.extend(
+        crate::registry::methods()
+            .iter()
+            .map(|m| format!("official-{}", m.name())),
+    );
+    v.extend(
+        [
+            "mmselfsup",
+            "mmpretrain",
+            "timm",
+            "detectron2",
+            "mmseg",
+            "safetensors",
+        ]
+        .map(String::from),
+    );
+    v
+}
 
 impl Format {
     pub fn parse(s: &str) -> Result<Self> {
+        let official_of_a_method = s
+            .strip_prefix("official-")
+            .is_some_and(|m| crate::registry::method(m).is_ok());
         Ok(match s {
-            // One format; the method's name reads better in scripts, so all are accepted.
-            "official" | "official-mae" | "official-convmae" | "official-lsmae" => Self::Official,
+            _ if s == "official" || official_of_a_method => Self::Official,
             "mmselfsup" => Self::Mmselfsup,
             "mmpretrain" => Self::Mmpretrain,
             "timm" => Self::Timm,
@@ -77,7 +89,7 @@ impl Format {
             _ => {
                 return Err(Error::Usage(format!(
                     "unknown checkpoint format `{s}`; known: {}",
-                    FORMAT_NAMES.join(", ")
+                    format_names().join(", ")
                 )))
             }
         })
