@@ -16,6 +16,7 @@
 use std::marker::PhantomData;
 
 use burn::module::AutodiffModule;
+use burn::prelude::Backend;
 use burn::DispatchDevice;
 use toml::Table;
 
@@ -34,15 +35,25 @@ use crate::registry::{Composed, Geometry, Method, PresetDef};
 use crate::traits::Autoencoder;
 use crate::RunBackend;
 
-/// A method's network as its `[model]` table describes it.
-pub trait ModelConfig: serde::Serialize + Sized + Send + Sync + 'static {
-    type Model: Autoencoder<RunBackend> + AutodiffModule<RunBackend> + 'static;
-    /// Parse and validate `[model]` (errors name the key).
-    fn from_table(model: &Table) -> Result<Self>;
+/// A method's network as its `[model]` table describes it: the one place its config is
+/// parsed, checked and built (no inherent copies of these to forward to).
+pub trait ModelConfig:
+    serde::Serialize + serde::de::DeserializeOwned + Sized + Send + Sync + 'static
+{
+    /// The network on backend `B`.
+    type Model<B: Backend>: Autoencoder<B>;
+    /// Check the values; errors name the key (`model.depth`).
+    fn validate(&self) -> Result<()>;
+    /// Parse `[model]` (unknown keys refused by name) and validate it.
+    fn from_table(model: &Table) -> Result<Self> {
+        let c: Self = crate::config::parse_params(model, "model")?;
+        c.validate()?;
+        Ok(c)
+    }
     /// What the data pipeline must produce for this network.
     fn geometry(&self) -> Result<Geometry>;
     /// The network with its official initialisation, from `seed`.
-    fn init(&self, device: &DispatchDevice, seed: u64) -> Self::Model;
+    fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> Self::Model<B>;
     /// Floats of activations autodiff keeps per training image with `visible` tokens kept
     /// (the memory pre-flight); `None` leaves activations out of the estimate.
     fn activation_floats_per_image(&self, _visible: usize) -> Option<f64> {
@@ -63,21 +74,32 @@ pub struct MethodDef<C> {
     pub model: PhantomData<fn() -> C>,
 }
 
-impl<C: ModelConfig> MethodDef<C> {
+/// `C`'s network on the run's backend.
+type Model<C> = <C as ModelConfig>::Model<RunBackend>;
+
+impl<C: ModelConfig> MethodDef<C>
+where
+    Model<C>: AutodiffModule<RunBackend> + 'static,
+{
     /// `job(c, build)` on the step threads, where every job runs so that the matrix products
     /// and host kernels of its passes share the thread that runs them
     /// ([`crate::engine::data_parallel::on_step_threads`]).
     fn run<R: Send>(
         &self,
         c: &Composed,
-        job: impl FnOnce(&(dyn Fn(&DispatchDevice, u64) -> C::Model + Sync)) -> Result<R> + Send,
+        job: impl FnOnce(&(dyn Fn(&DispatchDevice, u64) -> Model<C> + Sync)) -> Result<R> + Send,
     ) -> Result<R> {
         let cfg = C::from_table(&c.model_table())?;
-        on_step_threads(move || job(&|device: &DispatchDevice, seed| cfg.init(device, seed)))?
+        on_step_threads(move || {
+            job(&|device: &DispatchDevice, seed| cfg.init::<RunBackend>(device, seed))
+        })?
     }
 }
 
-impl<C: ModelConfig> Method for MethodDef<C> {
+impl<C: ModelConfig> Method for MethodDef<C>
+where
+    Model<C>: AutodiffModule<RunBackend> + 'static,
+{
     fn name(&self) -> &'static str {
         self.name
     }

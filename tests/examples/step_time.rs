@@ -7,6 +7,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use pixmim::config::{NoDecayRule, OptimConfig};
 use pixmim::masking::RandomMasking;
+use pixmim::method_def::ModelConfig;
 use pixmim::optim::AdamW;
 use pixmim::traits::{Autoencoder, Corruption};
 use rand::SeedableRng;

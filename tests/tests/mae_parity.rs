@@ -13,6 +13,7 @@ use pixmim::device::DeviceSpec;
 use pixmim::loss::{masked_mse, norm_pix};
 use pixmim::mae::{Mae, MaeConfig};
 use pixmim::masking::MaskBatch;
+use pixmim::method_def::ModelConfig;
 use pixmim::nn::PosEmbedOrientation;
 use pixmim::optim::AdamW;
 use pixmim::patchify::patchify;

@@ -450,19 +450,22 @@ fn jobs_run_on_the_step_threads() {
 
     static BUILT_ON: Mutex<String> = Mutex::new(String::new());
     /// MAE's network, noting the thread that builds it.
-    #[derive(serde::Serialize)]
+    #[derive(serde::Serialize, serde::Deserialize)]
     struct Noting(pixmim::mae::MaeConfig);
     impl ModelConfig for Noting {
-        type Model = pixmim::mae::Mae<pixmim::RunBackend>;
+        type Model<B: burn::prelude::Backend> = pixmim::mae::Mae<B>;
+        fn validate(&self) -> pixmim::Result<()> {
+            self.0.validate()
+        }
         fn from_table(model: &toml::Table) -> pixmim::Result<Self> {
             pixmim::mae::MaeConfig::from_table(model).map(Noting)
         }
         fn geometry(&self) -> pixmim::Result<Geometry> {
             self.0.geometry()
         }
-        fn init(&self, device: &burn::DispatchDevice, seed: u64) -> Self::Model {
+        fn init<B: burn::prelude::Backend>(&self, device: &B::Device, seed: u64) -> Self::Model<B> {
             *BUILT_ON.lock().unwrap() = std::thread::current().name().unwrap_or("").to_owned();
-            self.0.init(device, seed)
+            self.0.init::<B>(device, seed)
         }
     }
     static NOTING: MethodDef<Noting> = MethodDef {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::cblock::{CBlock, CONV_LN_EPS};
 use pixmim_core::init::HostInit;
 use pixmim_core::masking::{gather_tokens, unshuffle_with_mask_tokens, MaskTensors};
+use pixmim_core::method_def::ModelConfig;
 use pixmim_core::nn::activation::gelu;
 use pixmim_core::nn::{
     add_position, sincos_2d, Block, BlockConfig, LinearRows, PatchEmbed, PosEmbedOrientation,
@@ -103,12 +104,6 @@ impl ConvMaeConfig {
         }
     }
 
-    pub fn from_table(t: &toml::Table) -> Result<Self> {
-        let c: Self = pixmim_core::config::parse_params(t, "model")?;
-        c.validate()?;
-        Ok(c)
-    }
-
     /// Total downsampling = mask cell and target patch size.
     pub fn total_patch(&self) -> usize {
         self.patch_size.iter().product()
@@ -116,210 +111,6 @@ impl ConvMaeConfig {
 
     pub fn grid(&self) -> usize {
         self.img_size / self.total_patch()
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        let e = |k: &str, m: String| Err(Error::config(format!("model.{k}"), m));
-        let [w0, w1, w2] = self.embed_dim;
-        let [d0, d1, d2] = self.depth;
-        let [r0, r1, r2] = self.mlp_ratio;
-        pixmim_core::config::check_model_size(
-            &[
-                ("embed_dim[0]", w0),
-                ("embed_dim[1]", w1),
-                ("embed_dim[2]", w2),
-                ("decoder_embed_dim", self.decoder_embed_dim),
-            ],
-            &[
-                ("depth[0]", d0),
-                ("depth[1]", d1),
-                ("depth[2]", d2),
-                ("decoder_depth", self.decoder_depth),
-            ],
-            &[
-                ("num_heads", self.num_heads),
-                ("decoder_num_heads", self.decoder_num_heads),
-            ],
-            &[
-                ("mlp_ratio[0]", r0),
-                ("mlp_ratio[1]", r1),
-                ("mlp_ratio[2]", r2),
-            ],
-        )?;
-        if self.img_size == 0 {
-            return e("img_size", "must be positive".into());
-        }
-        if self.patch_size.contains(&0) {
-            return e("patch_size", "sizes must be positive".into());
-        }
-        // Their product is the total patch; each within the largest image keeps it from
-        // overflowing.
-        if self
-            .patch_size
-            .iter()
-            .any(|&p| p > pixmim_core::component::MAX_IMAGE_SIDE)
-        {
-            return e(
-                "patch_size",
-                format!(
-                    "{:?}: each stage's patch must be at most {}",
-                    self.patch_size,
-                    pixmim_core::component::MAX_IMAGE_SIDE
-                ),
-            );
-        }
-        if !self.img_size.is_multiple_of(self.total_patch()) {
-            return e(
-                "img_size",
-                format!(
-                    "{} is not divisible by the total patch {}",
-                    self.img_size,
-                    self.total_patch()
-                ),
-            );
-        }
-        if self.num_heads == 0 || !self.embed_dim[2].is_multiple_of(self.num_heads) {
-            return e(
-                "num_heads",
-                format!(
-                    "width {} is not divisible by {} heads",
-                    self.embed_dim[2], self.num_heads
-                ),
-            );
-        }
-        if self.decoder_num_heads == 0
-            || !self
-                .decoder_embed_dim
-                .is_multiple_of(self.decoder_num_heads)
-        {
-            return e("decoder_num_heads", "must divide decoder_embed_dim".into());
-        }
-        if !self.embed_dim[2].is_multiple_of(4) || !self.decoder_embed_dim.is_multiple_of(4) {
-            return e(
-                "embed_dim",
-                "transformer and decoder widths must be multiples of 4".into(),
-            );
-        }
-        if self.depth[2] == 0 {
-            return e(
-                "depth",
-                "the transformer stage needs at least one block".into(),
-            );
-        }
-        Ok(())
-    }
-
-    pub fn geometry(&self) -> Result<Geometry> {
-        Ok(Geometry {
-            image: (self.img_size, self.img_size),
-            mask_grid: (self.grid(), self.grid()),
-        })
-    }
-
-    /// Floats autodiff keeps per training image with `visible` of the grid's cells kept
-    /// ([`pixmim_core::memory`]): the two convolutional stages run densely on their full maps
-    /// (a conv block keeps about 22 copies of its map: two LayerNorms, the 1x1 convolutions,
-    /// the masked product, the depthwise convolution and its layout copies, the 4x MLP before
-    /// and after GELU; fitted to measured peaks like the ViT blocks'), then
-    /// MAE's transformer stage on the visible tokens and its decoder on every cell.
-    pub fn activation_floats_per_image(&self, visible: usize) -> f64 {
-        use pixmim_core::memory::vit_block_floats;
-        let [p1, p2, _] = self.patch_size;
-        let [d1, d2, d3] = self.embed_dim;
-        let (g, tp, dd) = (self.grid(), self.total_patch(), self.decoder_embed_dim);
-        let l = g * g;
-        let map1 = ((self.img_size / p1).pow(2) * d1) as f64;
-        let map2 = ((self.img_size / (p1 * p2)).pow(2) * d2) as f64;
-        let pixels = (self.img_size * self.img_size * 3) as f64;
-        let hidden = |w: usize, r: f64| (w as f64 * r) as usize;
-        // Each patch embed: conv output, LayerNorm in/out, GELU out.
-        let embeds = 4.0 * (map1 + map2 + (l * d3) as f64) + 2.0 * pixels;
-        let conv_stages = 22.0 * (self.depth[0] as f64 * map1 + self.depth[1] as f64 * map2);
-        // Stage outputs at the grid, their gathered rows, patch_embed4 and the position add.
-        let fusion = (6 * l * d3 + 4 * visible * d3) as f64;
-        let stage3 = self.depth[2] as f64
-            * vit_block_floats(visible, d3, self.num_heads, hidden(d3, self.mlp_ratio[2]));
-        let decoder = (6 * l * dd) as f64
-            + self.decoder_depth as f64
-                * vit_block_floats(l, dd, self.decoder_num_heads, hidden(dd, self.mlp_ratio[0]));
-        let loss = 6.0 * (l * tp * tp * 3) as f64;
-        embeds + conv_stages + fusion + stage3 + decoder + loss
-    }
-
-    pub fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> ConvMae<B> {
-        let mut init = HostInit::new(seed);
-        let [p1, p2, p3] = self.patch_size;
-        let [d1, d2, d3] = self.embed_dim;
-        let g = self.grid();
-        let dd = self.decoder_embed_dim;
-        let pe1 = PatchEmbed::new_pytorch_default(3, d1, p1, &mut init, device);
-        let pe2 = PatchEmbed::new_pytorch_default(d1, d2, p2, &mut init, device);
-        // Only patch_embed3 gets xavier on its flattened weight (numerics §0.10).
-        let pe3 = PatchEmbed::new(d2, d3, p3, &mut init, device);
-        let blocks1 = (0..self.depth[0])
-            .map(|_| CBlock::new(d1, self.mlp_ratio[0], &mut init, device))
-            .collect();
-        let blocks2 = (0..self.depth[1])
-            .map(|_| CBlock::new(d2, self.mlp_ratio[1], &mut init, device))
-            .collect();
-        let enc = BlockConfig {
-            dim: d3,
-            num_heads: self.num_heads,
-            mlp_ratio: self.mlp_ratio[2],
-            ln_eps: LN_EPS,
-        };
-        let blocks3 = (0..self.depth[2])
-            .map(|_| enc.init(&mut init, device))
-            .collect();
-        let dec = BlockConfig {
-            dim: dd,
-            num_heads: self.decoder_num_heads,
-            mlp_ratio: self.mlp_ratio[0],
-            ln_eps: LN_EPS,
-        };
-        let frozen = |v: Vec<f32>, d: usize| {
-            Param::from_tensor(Tensor::<B, 3>::from_data(
-                TensorData::new(v, [1, g * g, d]),
-                device,
-            ))
-            .set_require_grad(false)
-        };
-        let patch_embed4 = init.linear(d3, d3, device);
-        let stage1_output_decode =
-            PatchEmbed::new_pytorch_default(d1, d3, p2 * p3, &mut init, device);
-        let stage2_output_decode = PatchEmbed::new_pytorch_default(d2, d3, p3, &mut init, device);
-        let decoder_embed = init.linear(d3, dd, device);
-        let mask_token = Param::from_tensor(Tensor::from_data(
-            TensorData::new(init.normal(dd, 0.02), [1, 1, dd]),
-            device,
-        ));
-        let decoder_blocks = (0..self.decoder_depth)
-            .map(|_| dec.init(&mut init, device))
-            .collect();
-        let tp = self.total_patch();
-        let decoder_pred = init.linear(dd, tp * tp * 3, device);
-        ConvMae {
-            patch_embed1: StageEmbed::new(pe1, d1, device),
-            patch_embed2: StageEmbed::new(pe2, d2, device),
-            patch_embed3: StageEmbed::new(pe3, d3, device),
-            patch_embed4,
-            pos_embed: frozen(sincos_2d(d3, g, g, false, self.pos_embed), d3),
-            blocks1,
-            blocks2,
-            blocks3,
-            stage1_output_decode,
-            stage2_output_decode,
-            norm: LayerNormConfig::new(d3).with_epsilon(LN_EPS).init(device),
-            decoder_embed,
-            mask_token,
-            decoder_pos_embed: frozen(sincos_2d(dd, g, g, false, self.pos_embed), dd),
-            decoder_blocks,
-            decoder_norm: LayerNormConfig::new(dd).with_epsilon(LN_EPS).init(device),
-            decoder_pred,
-            upsample: [p2 * p3, p3],
-            target_patch: tp,
-            norm_pix: self.norm_pix,
-        }
     }
 }
 
@@ -449,20 +240,212 @@ impl<B: Backend> Autoencoder<B> for ConvMae<B> {
     }
 }
 
-/// What the registered method needs of the network (`pixmim_core::method_def`).
-impl pixmim_core::method_def::ModelConfig for ConvMaeConfig {
-    type Model = ConvMae<pixmim_core::RunBackend>;
-    fn from_table(model: &toml::Table) -> Result<Self> {
-        ConvMaeConfig::from_table(model)
+/// The network as the registered method builds it (`pixmim_core::method_def`).
+impl ModelConfig for ConvMaeConfig {
+    type Model<B: Backend> = ConvMae<B>;
+
+    fn validate(&self) -> Result<()> {
+        let e = |k: &str, m: String| Err(Error::config(format!("model.{k}"), m));
+        let [w0, w1, w2] = self.embed_dim;
+        let [d0, d1, d2] = self.depth;
+        let [r0, r1, r2] = self.mlp_ratio;
+        pixmim_core::config::check_model_size(
+            &[
+                ("embed_dim[0]", w0),
+                ("embed_dim[1]", w1),
+                ("embed_dim[2]", w2),
+                ("decoder_embed_dim", self.decoder_embed_dim),
+            ],
+            &[
+                ("depth[0]", d0),
+                ("depth[1]", d1),
+                ("depth[2]", d2),
+                ("decoder_depth", self.decoder_depth),
+            ],
+            &[
+                ("num_heads", self.num_heads),
+                ("decoder_num_heads", self.decoder_num_heads),
+            ],
+            &[
+                ("mlp_ratio[0]", r0),
+                ("mlp_ratio[1]", r1),
+                ("mlp_ratio[2]", r2),
+            ],
+        )?;
+        if self.img_size == 0 {
+            return e("img_size", "must be positive".into());
+        }
+        if self.patch_size.contains(&0) {
+            return e("patch_size", "sizes must be positive".into());
+        }
+        // Their product is the total patch; each within the largest image keeps it from
+        // overflowing.
+        if self
+            .patch_size
+            .iter()
+            .any(|&p| p > pixmim_core::component::MAX_IMAGE_SIDE)
+        {
+            return e(
+                "patch_size",
+                format!(
+                    "{:?}: each stage's patch must be at most {}",
+                    self.patch_size,
+                    pixmim_core::component::MAX_IMAGE_SIDE
+                ),
+            );
+        }
+        if !self.img_size.is_multiple_of(self.total_patch()) {
+            return e(
+                "img_size",
+                format!(
+                    "{} is not divisible by the total patch {}",
+                    self.img_size,
+                    self.total_patch()
+                ),
+            );
+        }
+        if self.num_heads == 0 || !self.embed_dim[2].is_multiple_of(self.num_heads) {
+            return e(
+                "num_heads",
+                format!(
+                    "width {} is not divisible by {} heads",
+                    self.embed_dim[2], self.num_heads
+                ),
+            );
+        }
+        if self.decoder_num_heads == 0
+            || !self
+                .decoder_embed_dim
+                .is_multiple_of(self.decoder_num_heads)
+        {
+            return e("decoder_num_heads", "must divide decoder_embed_dim".into());
+        }
+        if !self.embed_dim[2].is_multiple_of(4) || !self.decoder_embed_dim.is_multiple_of(4) {
+            return e(
+                "embed_dim",
+                "transformer and decoder widths must be multiples of 4".into(),
+            );
+        }
+        if self.depth[2] == 0 {
+            return e(
+                "depth",
+                "the transformer stage needs at least one block".into(),
+            );
+        }
+        Ok(())
     }
+
     fn geometry(&self) -> Result<Geometry> {
-        self.geometry()
+        Ok(Geometry {
+            image: (self.img_size, self.img_size),
+            mask_grid: (self.grid(), self.grid()),
+        })
     }
-    fn init(&self, device: &burn::DispatchDevice, seed: u64) -> Self::Model {
-        ConvMaeConfig::init(self, device, seed)
-    }
+
+    /// Floats autodiff keeps per training image with `visible` of the grid's cells kept
+    /// ([`pixmim_core::memory`]): the two convolutional stages run densely on their full maps
+    /// (a conv block keeps about 22 copies of its map: two LayerNorms, the 1x1 convolutions,
+    /// the masked product, the depthwise convolution and its layout copies, the 4x MLP before
+    /// and after GELU; fitted to measured peaks like the ViT blocks'), then
+    /// MAE's transformer stage on the visible tokens and its decoder on every cell.
     fn activation_floats_per_image(&self, visible: usize) -> Option<f64> {
-        Some(self.activation_floats_per_image(visible))
+        use pixmim_core::memory::vit_block_floats;
+        let [p1, p2, _] = self.patch_size;
+        let [d1, d2, d3] = self.embed_dim;
+        let (g, tp, dd) = (self.grid(), self.total_patch(), self.decoder_embed_dim);
+        let l = g * g;
+        let map1 = ((self.img_size / p1).pow(2) * d1) as f64;
+        let map2 = ((self.img_size / (p1 * p2)).pow(2) * d2) as f64;
+        let pixels = (self.img_size * self.img_size * 3) as f64;
+        let hidden = |w: usize, r: f64| (w as f64 * r) as usize;
+        // Each patch embed: conv output, LayerNorm in/out, GELU out.
+        let embeds = 4.0 * (map1 + map2 + (l * d3) as f64) + 2.0 * pixels;
+        let conv_stages = 22.0 * (self.depth[0] as f64 * map1 + self.depth[1] as f64 * map2);
+        // Stage outputs at the grid, their gathered rows, patch_embed4 and the position add.
+        let fusion = (6 * l * d3 + 4 * visible * d3) as f64;
+        let stage3 = self.depth[2] as f64
+            * vit_block_floats(visible, d3, self.num_heads, hidden(d3, self.mlp_ratio[2]));
+        let decoder = (6 * l * dd) as f64
+            + self.decoder_depth as f64
+                * vit_block_floats(l, dd, self.decoder_num_heads, hidden(dd, self.mlp_ratio[0]));
+        let loss = 6.0 * (l * tp * tp * 3) as f64;
+        Some(embeds + conv_stages + fusion + stage3 + decoder + loss)
+    }
+
+    fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> ConvMae<B> {
+        let mut init = HostInit::new(seed);
+        let [p1, p2, p3] = self.patch_size;
+        let [d1, d2, d3] = self.embed_dim;
+        let g = self.grid();
+        let dd = self.decoder_embed_dim;
+        let pe1 = PatchEmbed::new_pytorch_default(3, d1, p1, &mut init, device);
+        let pe2 = PatchEmbed::new_pytorch_default(d1, d2, p2, &mut init, device);
+        // Only patch_embed3 gets xavier on its flattened weight (numerics §0.10).
+        let pe3 = PatchEmbed::new(d2, d3, p3, &mut init, device);
+        let blocks1 = (0..self.depth[0])
+            .map(|_| CBlock::new(d1, self.mlp_ratio[0], &mut init, device))
+            .collect();
+        let blocks2 = (0..self.depth[1])
+            .map(|_| CBlock::new(d2, self.mlp_ratio[1], &mut init, device))
+            .collect();
+        let enc = BlockConfig {
+            dim: d3,
+            num_heads: self.num_heads,
+            mlp_ratio: self.mlp_ratio[2],
+            ln_eps: LN_EPS,
+        };
+        let blocks3 = (0..self.depth[2])
+            .map(|_| enc.init(&mut init, device))
+            .collect();
+        let dec = BlockConfig {
+            dim: dd,
+            num_heads: self.decoder_num_heads,
+            mlp_ratio: self.mlp_ratio[0],
+            ln_eps: LN_EPS,
+        };
+        let frozen = |v: Vec<f32>, d: usize| {
+            Param::from_tensor(Tensor::<B, 3>::from_data(
+                TensorData::new(v, [1, g * g, d]),
+                device,
+            ))
+            .set_require_grad(false)
+        };
+        let patch_embed4 = init.linear(d3, d3, device);
+        let stage1_output_decode =
+            PatchEmbed::new_pytorch_default(d1, d3, p2 * p3, &mut init, device);
+        let stage2_output_decode = PatchEmbed::new_pytorch_default(d2, d3, p3, &mut init, device);
+        let decoder_embed = init.linear(d3, dd, device);
+        let mask_token = Param::from_tensor(Tensor::from_data(
+            TensorData::new(init.normal(dd, 0.02), [1, 1, dd]),
+            device,
+        ));
+        let decoder_blocks = (0..self.decoder_depth)
+            .map(|_| dec.init(&mut init, device))
+            .collect();
+        let tp = self.total_patch();
+        let decoder_pred = init.linear(dd, tp * tp * 3, device);
+        ConvMae {
+            patch_embed1: StageEmbed::new(pe1, d1, device),
+            patch_embed2: StageEmbed::new(pe2, d2, device),
+            patch_embed3: StageEmbed::new(pe3, d3, device),
+            patch_embed4,
+            pos_embed: frozen(sincos_2d(d3, g, g, false, self.pos_embed), d3),
+            blocks1,
+            blocks2,
+            blocks3,
+            stage1_output_decode,
+            stage2_output_decode,
+            norm: LayerNormConfig::new(d3).with_epsilon(LN_EPS).init(device),
+            decoder_embed,
+            mask_token,
+            decoder_pos_embed: frozen(sincos_2d(dd, g, g, false, self.pos_embed), dd),
+            decoder_blocks,
+            decoder_norm: LayerNormConfig::new(dd).with_epsilon(LN_EPS).init(device),
+            decoder_pred,
+            upsample: [p2 * p3, p3],
+            target_patch: tp,
+            norm_pix: self.norm_pix,
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use pixmim_core::init::HostInit;
 use pixmim_core::masking::{gather_tokens, unshuffle_with_mask_tokens, MaskTensors};
+use pixmim_core::method_def::ModelConfig;
 use pixmim_core::nn::{
     add_position, sincos_2d, Block, BlockConfig, LinearRows, PatchEmbed, PosEmbedOrientation,
 };
@@ -89,166 +90,8 @@ impl MaeConfig {
         }
     }
 
-    pub fn from_table(t: &toml::Table) -> Result<Self> {
-        let c: Self = pixmim_core::config::parse_params(t, "model")?;
-        c.validate()?;
-        Ok(c)
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        let e = |k: &str, m: String| Err(Error::config(format!("model.{k}"), m));
-        pixmim_core::config::check_model_size(
-            &[
-                ("embed_dim", self.embed_dim),
-                ("decoder_embed_dim", self.decoder_embed_dim),
-            ],
-            &[("depth", self.depth), ("decoder_depth", self.decoder_depth)],
-            &[
-                ("num_heads", self.num_heads),
-                ("decoder_num_heads", self.decoder_num_heads),
-            ],
-            &[("mlp_ratio", self.mlp_ratio)],
-        )?;
-        if self.img_size == 0 {
-            return e("img_size", "must be positive".into());
-        }
-        if self.patch_size == 0 {
-            return e("patch_size", "must be positive".into());
-        }
-        if !self.img_size.is_multiple_of(self.patch_size) {
-            return e(
-                "img_size",
-                format!(
-                    "{} is not divisible by patch_size {}",
-                    self.img_size, self.patch_size
-                ),
-            );
-        }
-        for (k, d, h) in [
-            ("num_heads", self.embed_dim, self.num_heads),
-            (
-                "decoder_num_heads",
-                self.decoder_embed_dim,
-                self.decoder_num_heads,
-            ),
-        ] {
-            if h == 0 || d % h != 0 {
-                return e(k, format!("width {d} is not divisible by {h} heads"));
-            }
-        }
-        for (k, d) in [
-            ("embed_dim", self.embed_dim),
-            ("decoder_embed_dim", self.decoder_embed_dim),
-        ] {
-            if d == 0 || d % 4 != 0 {
-                return e(
-                    k,
-                    format!(
-                        "{d} must be a positive multiple of 4 (2-D sin-cos position embedding)"
-                    ),
-                );
-            }
-        }
-        if self.depth == 0 {
-            return e("depth", "must be at least 1".into());
-        }
-        if self.mlp_ratio.is_nan() || self.mlp_ratio <= 0.0 {
-            return e("mlp_ratio", "must be > 0".into());
-        }
-        Ok(())
-    }
-
     pub fn grid(&self) -> usize {
         self.img_size / self.patch_size
-    }
-
-    pub fn geometry(&self) -> Result<Geometry> {
-        Ok(Geometry {
-            image: (self.img_size, self.img_size),
-            mask_grid: (self.grid(), self.grid()),
-        })
-    }
-
-    /// Floats autodiff keeps per training image with `visible` patches kept: the patch
-    /// embedding, the encoder over the visible tokens and cls, the decoder over every token,
-    /// the prediction and the norm_pix loss ([`pixmim_core::memory`]).
-    pub fn activation_floats_per_image(&self, visible: usize) -> f64 {
-        use pixmim_core::memory::vit_block_floats;
-        let (l, p) = (self.grid() * self.grid(), self.patch_size);
-        let (d, dd) = (self.embed_dim, self.decoder_embed_dim);
-        let pixels = (l * p * p * 3) as f64;
-        let hidden = |w: usize| (w as f64 * self.mlp_ratio) as usize;
-        let (n, nd) = ((visible + 1) as f64, (l + 1) as f64);
-        let embed = 2.0 * pixels + 3.0 * (l * d) as f64 + 2.0 * n * d as f64;
-        let encoder = self.depth as f64
-            * vit_block_floats(visible + 1, d, self.num_heads, hidden(d))
-            + 2.0 * n * d as f64;
-        let decoder = 4.0 * nd * dd as f64
-            + self.decoder_depth as f64
-                * vit_block_floats(l + 1, dd, self.decoder_num_heads, hidden(dd))
-            + 2.0 * nd * dd as f64;
-        // Prediction, patchified target, its normalisation, the squared error.
-        let loss = 6.0 * pixels;
-        embed + encoder + decoder + loss
-    }
-
-    /// Build with the official initialisation (numerics §0.10), from `seed`.
-    pub fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> Mae<B> {
-        let mut init = HostInit::new(seed);
-        let g = self.grid();
-        let p = self.patch_size;
-        let frozen = |v: Vec<f32>, d: usize| {
-            Param::from_tensor(Tensor::<B, 3>::from_data(
-                TensorData::new(v, [1, g * g + 1, d]),
-                device,
-            ))
-            .set_require_grad(false)
-        };
-        let enc = BlockConfig {
-            dim: self.embed_dim,
-            num_heads: self.num_heads,
-            mlp_ratio: self.mlp_ratio,
-            ln_eps: LN_EPS,
-        };
-        let dec = BlockConfig {
-            dim: self.decoder_embed_dim,
-            num_heads: self.decoder_num_heads,
-            mlp_ratio: self.mlp_ratio,
-            ln_eps: LN_EPS,
-        };
-        let d = self.embed_dim;
-        let dd = self.decoder_embed_dim;
-        // cls_token and mask_token: N(0, 0.02) (numerics §0.10).
-        let token = |v: Vec<f32>, d: usize| {
-            Param::from_tensor(Tensor::<B, 3>::from_data(
-                TensorData::new(v, [1, 1, d]),
-                device,
-            ))
-        };
-        let patch_embed = PatchEmbed::new(3, d, p, &mut init, device);
-        let cls_token = token(init.normal(d, 0.02), d);
-        let blocks = (0..self.depth)
-            .map(|_| enc.init(&mut init, device))
-            .collect();
-        let decoder_embed = init.linear(d, dd, device);
-        let mask_token = token(init.normal(dd, 0.02), dd);
-        Mae {
-            patch_embed,
-            cls_token,
-            pos_embed: frozen(sincos_2d(d, g, g, true, self.pos_embed), d),
-            blocks,
-            norm: LayerNormConfig::new(d).with_epsilon(LN_EPS).init(device),
-            decoder_embed,
-            mask_token,
-            decoder_pos_embed: frozen(sincos_2d(dd, g, g, true, self.pos_embed), dd),
-            decoder_blocks: (0..self.decoder_depth)
-                .map(|_| dec.init(&mut init, device))
-                .collect(),
-            decoder_norm: LayerNormConfig::new(dd).with_epsilon(LN_EPS).init(device),
-            decoder_pred: init.linear(dd, p * p * 3, device),
-            patch_size: p,
-            norm_pix: self.norm_pix,
-        }
     }
 }
 
@@ -354,20 +197,160 @@ impl<B: Backend> Autoencoder<B> for Mae<B> {
     }
 }
 
-/// What the registered method needs of the network (`pixmim_core::method_def`).
-impl pixmim_core::method_def::ModelConfig for MaeConfig {
-    type Model = Mae<pixmim_core::RunBackend>;
-    fn from_table(model: &toml::Table) -> Result<Self> {
-        MaeConfig::from_table(model)
+/// The network as the registered method builds it (`pixmim_core::method_def`).
+impl ModelConfig for MaeConfig {
+    type Model<B: Backend> = Mae<B>;
+
+    fn validate(&self) -> Result<()> {
+        let e = |k: &str, m: String| Err(Error::config(format!("model.{k}"), m));
+        pixmim_core::config::check_model_size(
+            &[
+                ("embed_dim", self.embed_dim),
+                ("decoder_embed_dim", self.decoder_embed_dim),
+            ],
+            &[("depth", self.depth), ("decoder_depth", self.decoder_depth)],
+            &[
+                ("num_heads", self.num_heads),
+                ("decoder_num_heads", self.decoder_num_heads),
+            ],
+            &[("mlp_ratio", self.mlp_ratio)],
+        )?;
+        if self.img_size == 0 {
+            return e("img_size", "must be positive".into());
+        }
+        if self.patch_size == 0 {
+            return e("patch_size", "must be positive".into());
+        }
+        if !self.img_size.is_multiple_of(self.patch_size) {
+            return e(
+                "img_size",
+                format!(
+                    "{} is not divisible by patch_size {}",
+                    self.img_size, self.patch_size
+                ),
+            );
+        }
+        for (k, d, h) in [
+            ("num_heads", self.embed_dim, self.num_heads),
+            (
+                "decoder_num_heads",
+                self.decoder_embed_dim,
+                self.decoder_num_heads,
+            ),
+        ] {
+            if h == 0 || d % h != 0 {
+                return e(k, format!("width {d} is not divisible by {h} heads"));
+            }
+        }
+        for (k, d) in [
+            ("embed_dim", self.embed_dim),
+            ("decoder_embed_dim", self.decoder_embed_dim),
+        ] {
+            if d == 0 || d % 4 != 0 {
+                return e(
+                    k,
+                    format!(
+                        "{d} must be a positive multiple of 4 (2-D sin-cos position embedding)"
+                    ),
+                );
+            }
+        }
+        if self.depth == 0 {
+            return e("depth", "must be at least 1".into());
+        }
+        if self.mlp_ratio.is_nan() || self.mlp_ratio <= 0.0 {
+            return e("mlp_ratio", "must be > 0".into());
+        }
+        Ok(())
     }
+
     fn geometry(&self) -> Result<Geometry> {
-        self.geometry()
+        Ok(Geometry {
+            image: (self.img_size, self.img_size),
+            mask_grid: (self.grid(), self.grid()),
+        })
     }
-    fn init(&self, device: &burn::DispatchDevice, seed: u64) -> Self::Model {
-        MaeConfig::init(self, device, seed)
-    }
+
+    /// Floats autodiff keeps per training image with `visible` patches kept: the patch
+    /// embedding, the encoder over the visible tokens and cls, the decoder over every token,
+    /// the prediction and the norm_pix loss ([`pixmim_core::memory`]).
     fn activation_floats_per_image(&self, visible: usize) -> Option<f64> {
-        Some(self.activation_floats_per_image(visible))
+        use pixmim_core::memory::vit_block_floats;
+        let (l, p) = (self.grid() * self.grid(), self.patch_size);
+        let (d, dd) = (self.embed_dim, self.decoder_embed_dim);
+        let pixels = (l * p * p * 3) as f64;
+        let hidden = |w: usize| (w as f64 * self.mlp_ratio) as usize;
+        let (n, nd) = ((visible + 1) as f64, (l + 1) as f64);
+        let embed = 2.0 * pixels + 3.0 * (l * d) as f64 + 2.0 * n * d as f64;
+        let encoder = self.depth as f64
+            * vit_block_floats(visible + 1, d, self.num_heads, hidden(d))
+            + 2.0 * n * d as f64;
+        let decoder = 4.0 * nd * dd as f64
+            + self.decoder_depth as f64
+                * vit_block_floats(l + 1, dd, self.decoder_num_heads, hidden(dd))
+            + 2.0 * nd * dd as f64;
+        // Prediction, patchified target, its normalisation, the squared error.
+        let loss = 6.0 * pixels;
+        Some(embed + encoder + decoder + loss)
+    }
+
+    /// Build with the official initialisation (numerics §0.10), from `seed`.
+    fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> Mae<B> {
+        let mut init = HostInit::new(seed);
+        let g = self.grid();
+        let p = self.patch_size;
+        let frozen = |v: Vec<f32>, d: usize| {
+            Param::from_tensor(Tensor::<B, 3>::from_data(
+                TensorData::new(v, [1, g * g + 1, d]),
+                device,
+            ))
+            .set_require_grad(false)
+        };
+        let enc = BlockConfig {
+            dim: self.embed_dim,
+            num_heads: self.num_heads,
+            mlp_ratio: self.mlp_ratio,
+            ln_eps: LN_EPS,
+        };
+        let dec = BlockConfig {
+            dim: self.decoder_embed_dim,
+            num_heads: self.decoder_num_heads,
+            mlp_ratio: self.mlp_ratio,
+            ln_eps: LN_EPS,
+        };
+        let d = self.embed_dim;
+        let dd = self.decoder_embed_dim;
+        // cls_token and mask_token: N(0, 0.02) (numerics §0.10).
+        let token = |v: Vec<f32>, d: usize| {
+            Param::from_tensor(Tensor::<B, 3>::from_data(
+                TensorData::new(v, [1, 1, d]),
+                device,
+            ))
+        };
+        let patch_embed = PatchEmbed::new(3, d, p, &mut init, device);
+        let cls_token = token(init.normal(d, 0.02), d);
+        let blocks = (0..self.depth)
+            .map(|_| enc.init(&mut init, device))
+            .collect();
+        let decoder_embed = init.linear(d, dd, device);
+        let mask_token = token(init.normal(dd, 0.02), dd);
+        Mae {
+            patch_embed,
+            cls_token,
+            pos_embed: frozen(sincos_2d(d, g, g, true, self.pos_embed), d),
+            blocks,
+            norm: LayerNormConfig::new(d).with_epsilon(LN_EPS).init(device),
+            decoder_embed,
+            mask_token,
+            decoder_pos_embed: frozen(sincos_2d(dd, g, g, true, self.pos_embed), dd),
+            decoder_blocks: (0..self.decoder_depth)
+                .map(|_| dec.init(&mut init, device))
+                .collect(),
+            decoder_norm: LayerNormConfig::new(dd).with_epsilon(LN_EPS).init(device),
+            decoder_pred: init.linear(dd, p * p * 3, device),
+            patch_size: p,
+            norm_pix: self.norm_pix,
+        }
     }
 }
 

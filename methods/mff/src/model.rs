@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use pixmim_core::init::HostInit;
 use pixmim_core::masking::MaskTensors;
+use pixmim_core::method_def::ModelConfig;
 use pixmim_core::nn::LinearRows;
 use pixmim_core::registry::Geometry;
 use pixmim_core::traits::Autoencoder;
@@ -22,68 +23,6 @@ pub struct MffConfig {
     pub out_indices: Vec<usize>,
     #[serde(flatten)]
     pub mae: MaeConfig,
-}
-
-impl MffConfig {
-    pub fn from_table(t: &toml::Table) -> Result<Self> {
-        let mut mae_part = t.clone();
-        let out = mae_part
-            .remove("out_indices")
-            .ok_or_else(|| Error::config("model.out_indices", "is missing"))?;
-        let out_indices: Vec<usize> = out.try_into().map_err(|e: toml::de::Error| {
-            Error::config("model.out_indices", e.message().to_string())
-        })?;
-        let c = Self {
-            out_indices,
-            mae: MaeConfig::from_table(&mae_part)?,
-        };
-        c.validate()?;
-        Ok(c)
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        let d = self.mae.depth;
-        if self.out_indices.is_empty() {
-            return Err(Error::config(
-                "model.out_indices",
-                "needs at least one block",
-            ));
-        }
-        if self.out_indices.windows(2).any(|w| w[0] >= w[1])
-            || *self.out_indices.last().unwrap() >= d
-        {
-            return Err(Error::config(
-                "model.out_indices",
-                format!(
-                    "must be strictly increasing block indices below depth {d}, got {:?}",
-                    self.out_indices
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    pub fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> Mff<B> {
-        let mae = self.mae.init::<B>(device, seed);
-        // Separate stream for the extra layers so the MAE part matches MAE's init for a seed.
-        let mut init = HostInit::new(seed ^ 0x004D_4646);
-        let d = self.mae.embed_dim;
-        let k = self.out_indices.len();
-        let proj_layers = (0..k - 1).map(|_| init.linear(d, d, device)).collect();
-        let proj_weights = Param::from_tensor(Tensor::ones([k, 1, 1, 1], device));
-        // A single fused layer has nothing to weigh: mmpretrain freezes the weight then.
-        let proj_weights = if k == 1 {
-            proj_weights.set_require_grad(false)
-        } else {
-            proj_weights
-        };
-        Mff {
-            mae,
-            proj_layers,
-            proj_weights,
-            out_indices: self.out_indices.clone(),
-        }
-    }
 }
 
 #[derive(Module, Debug)]
@@ -171,22 +110,77 @@ impl<B: Backend> Autoencoder<B> for Mff<B> {
     }
 }
 
-/// What the registered method needs of the network (`pixmim_core::method_def`).
-impl pixmim_core::method_def::ModelConfig for MffConfig {
-    type Model = Mff<pixmim_core::RunBackend>;
-    fn from_table(model: &toml::Table) -> Result<Self> {
-        MffConfig::from_table(model)
+/// The network as the registered method builds it (`pixmim_core::method_def`).
+impl ModelConfig for MffConfig {
+    type Model<B: Backend> = Mff<B>;
+
+    /// `out_indices` is MFF's; the other keys are MAE's, parsed and checked by MAE's config.
+    fn from_table(t: &toml::Table) -> Result<Self> {
+        let mut mae_part = t.clone();
+        let out = mae_part
+            .remove("out_indices")
+            .ok_or_else(|| Error::config("model.out_indices", "is missing"))?;
+        let out_indices: Vec<usize> = out.try_into().map_err(|e: toml::de::Error| {
+            Error::config("model.out_indices", e.message().to_string())
+        })?;
+        let c = Self {
+            out_indices,
+            mae: MaeConfig::from_table(&mae_part)?,
+        };
+        c.validate()?;
+        Ok(c)
     }
+
+    fn validate(&self) -> Result<()> {
+        let d = self.mae.depth;
+        if self.out_indices.is_empty() {
+            return Err(Error::config(
+                "model.out_indices",
+                "needs at least one block",
+            ));
+        }
+        if self.out_indices.windows(2).any(|w| w[0] >= w[1])
+            || *self.out_indices.last().unwrap() >= d
+        {
+            return Err(Error::config(
+                "model.out_indices",
+                format!(
+                    "must be strictly increasing block indices below depth {d}, got {:?}",
+                    self.out_indices
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn geometry(&self) -> Result<Geometry> {
         self.mae.geometry()
-    }
-    fn init(&self, device: &burn::DispatchDevice, seed: u64) -> Self::Model {
-        MffConfig::init(self, device, seed)
     }
     fn activation_floats_per_image(&self, visible: usize) -> Option<f64> {
         // MAE's, plus each fused layer's projection and its weighted copy.
         let fused = 2.0 * (self.out_indices.len() * (visible + 1) * self.mae.embed_dim) as f64;
-        Some(self.mae.activation_floats_per_image(visible) + fused)
+        Some(self.mae.activation_floats_per_image(visible)? + fused)
+    }
+    fn init<B: Backend>(&self, device: &B::Device, seed: u64) -> Mff<B> {
+        let mae = self.mae.init::<B>(device, seed);
+        // Separate stream for the extra layers so the MAE part matches MAE's init for a seed.
+        let mut init = HostInit::new(seed ^ 0x004D_4646);
+        let d = self.mae.embed_dim;
+        let k = self.out_indices.len();
+        let proj_layers = (0..k - 1).map(|_| init.linear(d, d, device)).collect();
+        let proj_weights = Param::from_tensor(Tensor::ones([k, 1, 1, 1], device));
+        // A single fused layer has nothing to weigh: mmpretrain freezes the weight then.
+        let proj_weights = if k == 1 {
+            proj_weights.set_require_grad(false)
+        } else {
+            proj_weights
+        };
+        Mff {
+            mae,
+            proj_layers,
+            proj_weights,
+            out_indices: self.out_indices.clone(),
+        }
     }
 }
 
