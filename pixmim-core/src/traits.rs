@@ -199,17 +199,26 @@ pub trait DeviceTarget: Send + Sync {
     }
 }
 
-/// Encoder + decoder. `forward` returns per-patch predictions (B, L, p*p*3) in the official
-/// (row, col, channel) patch layout.
+/// Encoder + decoder: [`encode`](Self::encode) the visible patches, [`decode`](Self::decode)
+/// the latent back to per-patch predictions (B, L, p*p*3) in the official (row, col, channel)
+/// patch layout; `forward` is the two in turn.
 pub trait Autoencoder<B: Backend>: Module<B> {
     /// Patch size of the prediction (the target is patchified with it).
     fn target_patch_size(&self) -> usize;
     /// Normalise each target patch by its mean and unbiased variance (numerics §0.6).
     fn norm_pix(&self) -> bool;
-    fn forward(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3>;
+    /// Predictions (B, L, p*p*3) for `images` with `mask` applied.
+    fn forward(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+        let latent = self.encode(images, mask);
+        self.decode(latent, mask.ids_restore.clone())
+    }
     /// The encoder alone, after its final norm: (B, N, D) tokens for the visible patches of
-    /// `mask` (every patch, for evaluation; see [`crate::eval::features`]).
+    /// `mask` (every patch, for evaluation; see [`crate::eval::features`]), in ascending-noise
+    /// order, after the cls token where [`Self::has_cls_token`].
     fn encode(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3>;
+    /// The decoder: the latent of [`Self::encode`] and the mask's `ids_restore` to per-patch
+    /// predictions (B, L, p*p*3).
+    fn decode(&self, latent: Tensor<B, 3>, ids_restore: Tensor<B, 2, Int>) -> Tensor<B, 3>;
     /// Whether token 0 of [`encode`](Self::encode) is a cls token (ViT) or not (ConvMAE).
     fn has_cls_token(&self) -> bool;
     /// Set the stochastic-depth rate of the encoder's blocks, rising linearly with depth to

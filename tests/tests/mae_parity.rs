@@ -103,11 +103,7 @@ fn parity(spec: DeviceSpec) {
         values(model.embed(imgs.clone())),
         1e-5,
     );
-    check(
-        "latent",
-        values(model.forward_encoder(imgs.clone(), &mask)),
-        1e-5,
-    );
+    check("latent", values(model.encode(imgs.clone(), &mask)), 1e-5);
     let pred = model.forward(imgs.clone(), &mask);
     check("pred", values(pred.clone()), 1e-5);
     let target = patchify(imgs.clone(), 8);

@@ -150,10 +150,16 @@ pub fn visibility<B: Backend>(mask: Tensor<B, 2>, grid: usize, f: usize) -> Tens
         .reshape([b, grid * f, grid * f, 1])
 }
 
-impl<B: Backend> ConvMae<B> {
+impl<B: Backend> Autoencoder<B> for ConvMae<B> {
+    fn target_patch_size(&self) -> usize {
+        self.target_patch
+    }
+    fn norm_pix(&self) -> bool {
+        self.norm_pix
+    }
     /// Encoder output after fusion and norm: (B, len_keep, D), visible tokens in
     /// ascending-noise order (no cls token).
-    pub fn forward_encoder(&self, imgs: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+    fn encode(&self, imgs: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
         let [b, _, h, _] = imgs.dims();
         let g = h / self.target_patch;
         let nchw = |x: Tensor<B, 4>| x.permute([0, 3, 1, 2]);
@@ -186,11 +192,7 @@ impl<B: Backend> ConvMae<B> {
     }
 
     /// MAE's decoder without a cls token. -> (B, L, p*p*3)
-    pub fn forward_decoder(
-        &self,
-        latent: Tensor<B, 3>,
-        ids_restore: Tensor<B, 2, Int>,
-    ) -> Tensor<B, 3> {
+    fn decode(&self, latent: Tensor<B, 3>, ids_restore: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let x = self.decoder_embed.forward_rows(latent);
         let mut x = add_position(
             unshuffle_with_mask_tokens(x, self.mask_token.val(), ids_restore),
@@ -200,22 +202,6 @@ impl<B: Backend> ConvMae<B> {
             x = blk.forward(x);
         }
         self.decoder_pred.forward_rows(self.decoder_norm.forward(x))
-    }
-}
-
-impl<B: Backend> Autoencoder<B> for ConvMae<B> {
-    fn target_patch_size(&self) -> usize {
-        self.target_patch
-    }
-    fn norm_pix(&self) -> bool {
-        self.norm_pix
-    }
-    fn forward(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
-        let latent = self.forward_encoder(images, mask);
-        self.forward_decoder(latent, mask.ids_restore.clone())
-    }
-    fn encode(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
-        self.forward_encoder(images, mask)
     }
     fn has_cls_token(&self) -> bool {
         false
@@ -504,8 +490,8 @@ mod tests {
         // pixel-level removed map: 1 under masked patches
         let removed = visibility(mt.mask.clone().neg() + 1.0, g, p).permute([0, 3, 1, 2]); // (B,1,S,S)
         let scrambled = imgs.clone() + noise * removed;
-        let a = m.forward_encoder(imgs, &mt);
-        let b = m.forward_encoder(scrambled.clone(), &mt);
+        let a = m.encode(imgs, &mt);
+        let b = m.encode(scrambled.clone(), &mt);
         let diff: f32 = (a - b).abs().max().into_scalar();
         assert!(diff < 1e-5, "visible tokens changed by {diff}");
     }

@@ -130,10 +130,18 @@ impl<B: Backend> Mae<B> {
             .expand([b, 1, d]);
         Tensor::cat(vec![cls, x], 1)
     }
+}
 
+impl<B: Backend> Autoencoder<B> for Mae<B> {
+    fn target_patch_size(&self) -> usize {
+        self.patch_size
+    }
+    fn norm_pix(&self) -> bool {
+        self.norm_pix
+    }
     /// Encoder output after the final norm: (B, 1 + len_keep, D), cls first, visible tokens
     /// in ascending-noise order.
-    pub fn forward_encoder(&self, imgs: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+    fn encode(&self, imgs: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
         let mut x = self.visible_tokens(imgs, mask);
         for blk in &self.blocks {
             x = blk.forward(x);
@@ -143,11 +151,7 @@ impl<B: Backend> Mae<B> {
 
     /// Decoder (numerics §0.5): embed, append mask tokens, unshuffle, add position, blocks,
     /// norm, predict; the cls position is dropped. -> (B, L, p*p*3)
-    pub fn forward_decoder(
-        &self,
-        latent: Tensor<B, 3>,
-        ids_restore: Tensor<B, 2, Int>,
-    ) -> Tensor<B, 3> {
+    fn decode(&self, latent: Tensor<B, 3>, ids_restore: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let x = self.decoder_embed.forward_rows(latent);
         let [b, n, dd] = x.dims();
         let [_, l] = ids_restore.dims();
@@ -166,22 +170,6 @@ impl<B: Backend> Mae<B> {
         let x = self.decoder_pred.forward_rows(self.decoder_norm.forward(x));
         let [_, _, o] = x.dims();
         x.slice([0..b, 1..l + 1, 0..o])
-    }
-}
-
-impl<B: Backend> Autoencoder<B> for Mae<B> {
-    fn target_patch_size(&self) -> usize {
-        self.patch_size
-    }
-    fn norm_pix(&self) -> bool {
-        self.norm_pix
-    }
-    fn forward(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
-        let latent = self.forward_encoder(images, mask);
-        self.forward_decoder(latent, mask.ids_restore.clone())
-    }
-    fn encode(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
-        self.forward_encoder(images, mask)
     }
     fn has_cls_token(&self) -> bool {
         true

@@ -40,9 +40,17 @@ impl<B: Backend> Mff<B> {
         let k = self.out_indices.len();
         softmax(self.proj_weights.val().reshape([k]), 0)
     }
+}
 
+impl<B: Backend> Autoencoder<B> for Mff<B> {
+    fn target_patch_size(&self) -> usize {
+        self.mae.patch_size
+    }
+    fn norm_pix(&self) -> bool {
+        self.mae.norm_pix
+    }
     /// Fused, normalised latent (B, 1 + len_keep, D).
-    pub fn forward_encoder(&self, imgs: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
+    fn encode(&self, imgs: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
         let m = &self.mae;
         let mut x = m.visible_tokens(imgs, mask);
         let w = self.fusion_weights();
@@ -68,21 +76,9 @@ impl<B: Backend> Mff<B> {
         m.norm
             .forward(fused.expect("validated: at least one out index"))
     }
-}
-
-impl<B: Backend> Autoencoder<B> for Mff<B> {
-    fn target_patch_size(&self) -> usize {
-        self.mae.patch_size
-    }
-    fn norm_pix(&self) -> bool {
-        self.mae.norm_pix
-    }
-    fn forward(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
-        let latent = self.forward_encoder(images, mask);
-        self.mae.forward_decoder(latent, mask.ids_restore.clone())
-    }
-    fn encode(&self, images: Tensor<B, 4>, mask: &MaskTensors<B>) -> Tensor<B, 3> {
-        self.forward_encoder(images, mask)
+    /// MAE's decoder on the fused latent.
+    fn decode(&self, latent: Tensor<B, 3>, ids_restore: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.mae.decode(latent, ids_restore)
     }
     fn has_cls_token(&self) -> bool {
         true
