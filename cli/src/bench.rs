@@ -27,8 +27,8 @@ pub struct BenchArgs {
     /// path runs on the first).
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Methods whose steps are timed.
-    #[arg(long, value_delimiter = ',', default_value = "mae,convmae,mff,lsmae")]
+    /// Methods whose steps are timed (default: every registered method).
+    #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
     /// Presets whose steps are timed (default: tiny on CPU, tiny and base on GPU).
     #[arg(long, value_delimiter = ',')]
@@ -537,9 +537,15 @@ fn steps(
         warmup: a.warmup,
         steps: a.steps,
     };
+    let methods: Vec<String> = if a.methods.is_empty() {
+        let registered = pixmim::registry::methods();
+        registered.iter().map(|m| m.name().to_string()).collect()
+    } else {
+        a.methods.clone()
+    };
     let mut all = Map::new();
     for preset in &presets {
-        for method in &a.methods {
+        for method in &methods {
             for &precision in precisions {
                 let per = step_pair(a, &opts, peak, method, preset, precision, report)?;
                 if method == "mae" && preset == "tiny" && precision == precisions[0] {
