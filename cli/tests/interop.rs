@@ -314,15 +314,21 @@ fn pytorch_pth_files_import_in_the_official_and_mmselfsup_layouts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Every registered method's trained weights go out in its official layout and come back
+/// unchanged; MFF's also through mmpretrain's, the layout its reference code saves.
 #[test]
 fn every_method_round_trips_through_its_reference_layout() {
     let dir = tmp("methods");
-    for (method, layout) in [
-        ("convmae", "official-convmae"),
-        ("lsmae", "official-lsmae"),
-        ("mff", "mmpretrain"),
-    ] {
-        let run = dir.join(method);
+    let official: Vec<(String, String)> = pixmim::registry::methods()
+        .iter()
+        .map(|m| (m.name().to_string(), format!("official-{}", m.name())))
+        .collect();
+    let cases = official
+        .iter()
+        .map(|(m, l)| (m.as_str(), l.as_str()))
+        .chain([("mff", "mmpretrain")]);
+    for (method, layout) in cases {
+        let run = dir.join(format!("{method}-{layout}-run"));
         let run_s = run.to_str().unwrap().to_string();
         ok(&[
             "train",
@@ -338,7 +344,7 @@ fn every_method_round_trips_through_its_reference_layout() {
             &run_s,
         ]);
         let ck = run.join("checkpoints/step-00000001.safetensors");
-        let exported = dir.join(format!("{method}.safetensors"));
+        let exported = dir.join(format!("{method}-{layout}.safetensors"));
         ok(&[
             "export",
             "--to",
@@ -347,7 +353,7 @@ fn every_method_round_trips_through_its_reference_layout() {
             "--out",
             exported.to_str().unwrap(),
         ]);
-        let back = dir.join(format!("{method}-back.safetensors"));
+        let back = dir.join(format!("{method}-{layout}-back.safetensors"));
         ok(&[
             "import",
             "--from",
