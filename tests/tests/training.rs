@@ -63,38 +63,6 @@ fn run_on(
     c.train(&opts).unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[test]
-fn tiny_mae_loss_falls_on_the_sample_images() {
-    let out = out_dir("falls");
-    let s = run(
-        &["train.steps=80", "train.checkpoint_every=40"],
-        &out,
-        false,
-        None,
-    );
-    assert_eq!(s.losses.len(), 80);
-    let first: f64 = s.losses[..10].iter().sum::<f64>() / 10.0;
-    let last: f64 = s.losses[70..].iter().sum::<f64>() / 10.0;
-    assert!(
-        last < 0.85 * first,
-        "loss did not fall: {first:.4} -> {last:.4}"
-    );
-    // The run folder has what the README promises.
-    assert!(out.join("config.toml").exists());
-    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = metrics
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 8, "log_every = 10 over 80 steps");
-    for k in ["step", "epoch", "loss", "lr", "img_s"] {
-        assert!(lines[0].get(k).is_some(), "metrics lack {k}");
-    }
-    let ckpts = pixmim::checkpoint::run::list_checkpoints(&out).unwrap();
-    assert_eq!(ckpts.iter().map(|c| c.0).collect::<Vec<_>>(), vec![40, 80]);
-    let _ = std::fs::remove_dir_all(&out);
-}
-
 /// Data parallel over two devices (here the CPU twice, the code path a multi-GPU run takes):
 /// each step's batch is split, each shard's gradient computed on its device, and burn's
 /// `MultiGradientsParams` sums them; the run must match one device on the whole batch. The
@@ -202,33 +170,6 @@ fn a_stopped_run_resumes_to_bit_identical_weights() {
 }
 
 #[test]
-fn tiny_mae_with_the_pixmim_plugin_trains_and_its_loss_falls() {
-    let out = out_dir("pixmim");
-    let s = run_with(
-        &["pixmim"],
-        &["train.steps=60", "train.checkpoint_every=60"],
-        &out,
-        false,
-        None,
-    );
-    let first: f64 = s.losses[..10].iter().sum::<f64>() / 10.0;
-    let last: f64 = s.losses[50..].iter().sum::<f64>() / 10.0;
-    assert!(
-        last < 0.85 * first,
-        "loss did not fall: {first:.4} -> {last:.4}"
-    );
-    let cfg: toml::Table = std::fs::read_to_string(out.join("config.toml"))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(cfg["augmentation"]["name"].as_str(), Some("src"));
-    assert_eq!(cfg["target"]["name"].as_str(), Some("lowpass"));
-    // r = 40 * 32 / 224 written back into the resolved config
-    assert!((cfg["target"]["radius"].as_float().unwrap() - 40.0 * 32.0 / 224.0).abs() < 1e-12);
-    let _ = std::fs::remove_dir_all(&out);
-}
-
-#[test]
 fn host_and_device_low_pass_paths_train_identically_for_a_step() {
     let a = out_dir("lp-host");
     let b = out_dir("lp-device");
@@ -264,32 +205,63 @@ fn host_and_device_low_pass_paths_train_identically_for_a_step() {
     let _ = std::fs::remove_dir_all(&b);
 }
 
-/// Every registered method's tiny preset trains with a falling loss, alone and with each
-/// registered plugin.
+/// Every registered method's tiny preset trains on the sample photos with a falling loss,
+/// alone and with each registered plugin, and leaves the run folder the README promises.
 #[test]
 fn every_method_trains_with_a_falling_loss_alone_and_with_each_plugin() {
     for method in methods() {
         let method = method.name();
         for plugins in plugin_sets() {
             let plugins: Vec<&str> = plugins.iter().map(String::as_str).collect();
+            let what = format!("{method} {plugins:?}");
             let out = out_dir(&format!("{method}-{}", plugins.join("+")));
-            let s = run_method(
-                method,
-                &plugins,
-                &["train.steps=40", "train.checkpoint_every=40"],
-                &out,
-                false,
-                None,
-            );
+            let sets = [
+                "train.steps=40",
+                "train.checkpoint_every=20",
+                "train.log_every=10",
+            ];
+            let s = run_method(method, &plugins, &sets, &out, false, None);
+            assert_eq!(s.losses.len(), 40, "{what}");
             let first: f64 = s.losses[..8].iter().sum::<f64>() / 8.0;
             let last: f64 = s.losses[32..].iter().sum::<f64>() / 8.0;
             assert!(
                 last < 0.9 * first,
-                "{method} {plugins:?}: loss did not fall: {first:.4} -> {last:.4}"
+                "{what}: loss did not fall: {first:.4} -> {last:.4}"
             );
+            // The run folder: resolved config, a metrics line per 10 steps, two checkpoints.
+            assert!(out.join("config.toml").exists(), "{what}");
+            let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+            let lines: Vec<serde_json::Value> = metrics
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines.len(), 4, "{what}: log_every = 10 over 40 steps");
+            for k in ["step", "epoch", "loss", "lr", "img_s"] {
+                assert!(lines[0].get(k).is_some(), "{what}: metrics lack {k}");
+            }
+            let ckpts = pixmim::checkpoint::run::list_checkpoints(&out).unwrap();
+            let steps: Vec<_> = ckpts.iter().map(|c| c.0).collect();
+            assert_eq!(steps, vec![20, 40], "{what}");
             let _ = std::fs::remove_dir_all(&out);
         }
     }
+}
+
+/// The PixMIM plugin's resolved config: SRC, the low-pass target, and the radius it scaled to
+/// the image (r = 40 * 32 / 224 for the tiny presets' 32 px) written back.
+#[test]
+fn the_pixmim_plugin_resolves_src_and_a_scaled_radius() {
+    let c = compose(&Request {
+        method: "mae".into(),
+        preset: Some("tiny".into()),
+        plugins: vec!["pixmim".into()],
+        ..Default::default()
+    })
+    .unwrap();
+    let cfg = &c.table;
+    assert_eq!(cfg["augmentation"]["name"].as_str(), Some("src"));
+    assert_eq!(cfg["target"]["name"].as_str(), Some("lowpass"));
+    assert!((cfg["target"]["radius"].as_float().unwrap() - 40.0 * 32.0 / 224.0).abs() < 1e-12);
 }
 
 /// No plugin, then each registered plugin alone.

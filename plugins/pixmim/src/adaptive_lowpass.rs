@@ -169,11 +169,9 @@ impl DeviceTarget for AdaptiveLowPass {
     ) -> Tensor<RunBackend, 4> {
         let device = images.device();
         let radius = sigmoid(theta) * (self.radius_max - self.radius_min) + self.radius_min;
-        self.matrices.with(
-            &device,
-            || LowPassOnDevice::new(&self.support, &device),
-            |m| m.smooth_target(images, radius, self.edge_width),
-        )
+        self.matrices
+            .get(&device, || LowPassOnDevice::new(&self.support, &device))
+            .smooth_target(images, radius, self.edge_width)
     }
     /// At the initial radius (`pixmim bench`'s target timing).
     fn generate_on_device(&self, images: Tensor<RunBackend, 4>) -> Tensor<RunBackend, 4> {

@@ -328,11 +328,9 @@ impl TargetGenerator for FrequencyTarget {
 impl DeviceTarget for FrequencyTarget {
     fn generate_on_device(&self, images: Tensor<RunBackend, 4>) -> Tensor<RunBackend, 4> {
         let device = images.device();
-        self.matrices.with(
-            &device,
-            || LowPassOnDevice::new(&self.filter, &device),
-            |m| m.target(images, self.band),
-        )
+        self.matrices
+            .get(&device, || LowPassOnDevice::new(&self.filter, &device))
+            .target(images, self.band)
     }
 }
 

@@ -222,28 +222,61 @@ pub fn bin_distance(h: usize, w: usize, k: usize, l: usize) -> f64 {
     (i * i + j * j).sqrt()
 }
 
-/// A filter's matrices on the device they were last used on, built again when a batch comes
-/// from another. burn's `DispatchDevice` equality ignores autodiff (a training device equals
-/// the plain device it wraps), but their tensors cannot be mixed, so both are compared.
+/// A filter's matrices, built once per device a batch comes from: data-parallel steps make
+/// the target on every device of the run, each step. burn's `DispatchDevice` equality ignores
+/// autodiff (a training device equals the plain device it wraps), but their tensors cannot be
+/// mixed, so both are compared. The matrices are handed out as clones (tensor handles), so no
+/// device waits on another's target while it computes.
 #[derive(Default)]
 pub struct MatricesCache {
-    slot: std::sync::Mutex<Option<(DispatchDevice, LowPassOnDevice<RunBackend>)>>,
+    entries: std::sync::Mutex<Vec<(DispatchDevice, LowPassOnDevice<RunBackend>)>>,
 }
 
 impl MatricesCache {
-    /// `f` of the matrices for `device`, building them with `build` if needed.
-    pub fn with<R>(
+    /// The matrices for `device`, built with `build` the first time it is seen.
+    pub fn get(
         &self,
         device: &DispatchDevice,
         build: impl FnOnce() -> LowPassOnDevice<RunBackend>,
-        f: impl FnOnce(&LowPassOnDevice<RunBackend>) -> R,
-    ) -> R {
+    ) -> LowPassOnDevice<RunBackend> {
         let autodiff = |d: &DispatchDevice| matches!(d, DispatchDevice::Autodiff(_));
-        let mut slot = self.slot.lock().expect("low-pass matrices");
         let same = |d: &DispatchDevice| d == device && autodiff(d) == autodiff(device);
-        if !slot.as_ref().is_some_and(|(d, _)| same(d)) {
-            *slot = Some((device.clone(), build()));
+        let mut entries = self.entries.lock().expect("low-pass matrices");
+        if let Some((_, m)) = entries.iter().find(|(d, _)| same(d)) {
+            return m.clone();
         }
-        f(&slot.as_ref().expect("just built").1)
+        let m = build();
+        entries.push((device.clone(), m.clone()));
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pixmim_core::device::DeviceSpec;
+    use std::cell::Cell;
+
+    /// Each device's matrices are built once however its batches interleave with another
+    /// device's, and a training device is not mistaken for the plain one it wraps.
+    #[test]
+    fn matrices_are_built_once_per_device() {
+        let filter = LowPassFilter::new(8, 8, 2.0);
+        let cache = MatricesCache::default();
+        let builds = Cell::new(0);
+        let flex = DeviceSpec::Flex.device().unwrap();
+        let flex_train = DeviceSpec::Flex.train_device().unwrap();
+        let ndarray = DeviceSpec::NdArray.device().unwrap();
+        for _ in 0..3 {
+            for d in [&flex, &flex_train, &ndarray] {
+                let m = cache.get(d, || {
+                    builds.set(builds.get() + 1);
+                    LowPassOnDevice::new(&filter, d)
+                });
+                let x = Tensor::<RunBackend, 4>::zeros([1, 3, 8, 8], d);
+                assert_eq!(m.target(x, Band::Low).dims(), [1, 3, 8, 8]);
+            }
+        }
+        assert_eq!(builds.get(), 3);
     }
 }
