@@ -1,7 +1,8 @@
 //! The GPU autotune cache (`bench --tune`, `--autotune-cache`). In a build with the `autotune`
-//! feature (CI's second build, `.ci/run`), on `--device wgpu` (Mesa's lavapipe in CI): tuning
-//! fills the card's folder, and a second run pointed at it tunes nothing more. In the default
-//! build both flags are refused by name, so nobody believes they tuned.
+//! feature (docs/performance.md's command, "Fusion and autotune are builds"), on `--device
+//! wgpu` (Mesa's lavapipe without a GPU): tuning fills the card's folder, and a second run
+//! pointed at it tunes nothing more. In the default build both flags are refused by name, so
+//! nobody believes they tuned.
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -6,10 +6,11 @@
 //! CPU (Debian's `mesa-vulkan-drivers`, which `.ci/run` installs): slow, so the runs are two
 //! steps of batch 4. Without any Vulkan or Metal adapter these tests fail, naming the package.
 //!
-//! The default build runs burn's kernels one op at a time; `.ci/run` runs this file a second
-//! time in a build with `--features pixmim-cli/fusion,pixmim-cli/autotune` (fused elementwise
-//! chains, autotuned matmuls: the configuration a GPU machine measures), to the same tolerances,
-//! without the method x plugin runs (each plugin's device target is checked there on its own).
+//! The default build runs burn's kernels one op at a time; docs/performance.md's command ("Fusion
+//! and autotune are builds") runs this file in a build with `--features
+//! pixmim-cli/fusion,pixmim-cli/autotune` (fused elementwise chains, autotuned matmuls: the
+//! configuration a GPU machine measures), to the same tolerances, without the method x plugin
+//! runs (each plugin's device target is checked there on its own).
 use pixmim::device::DeviceSpec;
 use pixmim::job::{TrainOptions, TrainSummary};
 use pixmim::registry::{compose, methods, plugins, Request};
@@ -103,8 +104,8 @@ fn every_method_trains_on_wgpu_as_on_flex() {
 }
 
 /// Every registered method with each registered plugin. A plugin changes the components
-/// (its target's device path is checked on its own below), not the model's kernels, so
-/// `.ci/run`'s fusion pass skips this one.
+/// (its target's device path is checked on its own below), not the model's kernels, so the
+/// fused build's run skips this one.
 #[test]
 fn every_method_with_each_plugin_trains_on_wgpu_as_on_flex() {
     for m in methods() {
