@@ -1,9 +1,11 @@
 //! The one implementation of [`Method`] every method crate uses: a method is its model
 //! config ([`ModelConfig`]: parse, geometry, init), its presets (typed [`Recipe`]s, each with
-//! the parameter counts it builds) and one registration.
+//! the parameter counts it builds) and one definition, `METHOD`, which the `pixmim` facade
+//! registers (so this impl's jobs are compiled once per model type, in the facade, not in every
+//! method crate and its unit-test build).
 //!
 //! ```ignore
-//! pub static MAE: MethodDef<MaeConfig> = MethodDef {
+//! pub static METHOD: MethodDef<MaeConfig> = MethodDef {
 //!     name: "mae",
 //!     description: "Masked Autoencoder ...",
 //!     presets: presets::PRESETS,
@@ -11,7 +13,6 @@
 //!     official_layout: OfficialLayout::PLAIN,
 //!     model: PhantomData,
 //! };
-//! pixmim_core::inventory::submit! { MethodRegistration(&MAE) }
 //! ```
 use std::marker::PhantomData;
 

@@ -9,11 +9,12 @@ use std::marker::PhantomData;
 
 use pixmim_core::interop::OfficialLayout;
 use pixmim_core::method_def::MethodDef;
-use pixmim_core::registry::MethodRegistration;
 
 pub use model::{ConvMae, ConvMaeConfig};
 
-pub static CONVMAE: MethodDef<ConvMaeConfig> = MethodDef {
+/// The method this crate defines; the `pixmim` facade registers it (and compiles the
+/// generic engine for its model there, once per model type).
+pub static METHOD: MethodDef<ConvMaeConfig> = MethodDef {
     name: "convmae",
     description: "ConvMAE: conv 256x2, conv 384x2, ViT 768x11, block-wise masking, multi-scale fusion (Gao et al. 2022)",
     presets: presets::PRESETS,
@@ -46,5 +47,3 @@ const OFFICIAL_LAYOUT: OfficialLayout = OfficialLayout {
     mmseg_renames: false,
     ..OfficialLayout::PLAIN
 };
-
-pixmim_core::inventory::submit! { MethodRegistration(&CONVMAE) }

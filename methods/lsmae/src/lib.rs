@@ -7,13 +7,14 @@ use std::marker::PhantomData;
 
 use pixmim_core::interop::OfficialLayout;
 use pixmim_core::method_def::MethodDef;
-use pixmim_core::registry::MethodRegistration;
 use pixmim_mae::MaeConfig;
 
 pub use pixmim_core::masking::UnitMasking;
 
-/// The model is MAE's (numerics §5.3); masking is what differs.
-pub static LSMAE: MethodDef<MaeConfig> = MethodDef {
+/// The method this crate defines; the `pixmim` facade registers it (and compiles the
+/// generic engine for its model there, once per model type). The model is MAE's (numerics
+/// §5.3); masking is what differs.
+pub static METHOD: MethodDef<MaeConfig> = MethodDef {
     name: "lsmae",
     description:
         "Long-sequence MAE: 448 px, 2x2-patch mask units, 384-wide decoder (Hu et al. 2022)",
@@ -22,5 +23,3 @@ pub static LSMAE: MethodDef<MaeConfig> = MethodDef {
     official_layout: OfficialLayout::PLAIN,
     model: PhantomData,
 };
-
-pixmim_core::inventory::submit! { MethodRegistration(&LSMAE) }

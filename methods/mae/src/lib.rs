@@ -1,6 +1,7 @@
 //! MAE (He et al., 2022) as the official `facebookresearch/mae` code does it (numerics §1).
 //!
-//! `model.rs` is the network, `presets.rs` the recipes; this file registers the method.
+//! `model.rs` is the network, `presets.rs` the recipes; this file defines the method (`METHOD`,
+//! which the `pixmim` facade registers).
 pub mod model;
 pub mod presets;
 
@@ -8,11 +9,12 @@ use std::marker::PhantomData;
 
 use pixmim_core::interop::OfficialLayout;
 use pixmim_core::method_def::MethodDef;
-use pixmim_core::registry::MethodRegistration;
 
 pub use model::{Mae, MaeConfig};
 
-pub static MAE: MethodDef<MaeConfig> = MethodDef {
+/// The method this crate defines; the `pixmim` facade registers it (and compiles the
+/// generic engine for its model there, once per model type).
+pub static METHOD: MethodDef<MaeConfig> = MethodDef {
     name: "mae",
     description:
         "Masked Autoencoder, ViT encoder + light decoder (He et al. 2022; facebookresearch/mae)",
@@ -21,5 +23,3 @@ pub static MAE: MethodDef<MaeConfig> = MethodDef {
     official_layout: OfficialLayout::PLAIN,
     model: PhantomData,
 };
-
-pixmim_core::inventory::submit! { MethodRegistration(&MAE) }

@@ -7,11 +7,12 @@ use std::marker::PhantomData;
 
 use pixmim_core::interop::OfficialLayout;
 use pixmim_core::method_def::MethodDef;
-use pixmim_core::registry::MethodRegistration;
 
 pub use model::{Mff, MffConfig};
 
-pub static MFF: MethodDef<MffConfig> = MethodDef {
+/// The method this crate defines; the `pixmim` facade registers it (and compiles the
+/// generic engine for its model there, once per model type).
+pub static METHOD: MethodDef<MffConfig> = MethodDef {
     name: "mff",
     description: "Multi-level feature fusion MAE: softmax fusion of layers {0,2,4,6,8,11} (Liu et al. 2023; mmpretrain)",
     presets: presets::PRESETS,
@@ -24,5 +25,3 @@ pub static MFF: MethodDef<MffConfig> = MethodDef {
     },
     model: PhantomData,
 };
-
-pixmim_core::inventory::submit! { MethodRegistration(&MFF) }
