@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use clap::Args;
 use pixmim::bench;
+use pixmim::config::GradientSyncKind;
 use pixmim::device::{DeviceMemory, DeviceSpec};
-use pixmim::distributed::sync::{gradient_sync, GradientSyncKind};
+use pixmim::distributed::sync::gradient_sync;
 use pixmim::distributed::{ProcessGroup, Solo};
 use pixmim::job::{StepBenchOptions, StepTiming};
 use pixmim::nn::Precision;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use pixmim::augment::finetune::FinetuneTransform;
+use pixmim::augment::mixup::Mixup;
 use pixmim::augment::rand_augment::RandAugment;
 use pixmim::augment::random_erasing::RandomErasing;
 use pixmim::augment::{CenterCrop, RandomResizedCrop, RandomResizedCropParams};
@@ -13,7 +14,6 @@ use pixmim::data::loader::Source;
 use pixmim::data::Dataset;
 use pixmim::device::DeviceSpec;
 use pixmim::eval::features::cache_path;
-use pixmim::eval::mixup::Mixup;
 use pixmim::eval::{knn_classify, linear_probe, LinearProbeConfig, ProbeOptimizer};
 use pixmim::job::{FeatureOptions, Features, FinetuneOptions, Pool};
 use pixmim::out_dir::{self, JobKind};

@@ -331,7 +331,7 @@ pub struct TrainConfig {
     /// Several processes: what sums the gradients, `auto` (NCCL when every rank trains on a
     /// CUDA device with libnccl, else MPI), `mpi` or `nccl` (docs/distributed.md).
     #[serde(default)]
-    pub gradient_sync: crate::distributed::sync::GradientSyncKind,
+    pub gradient_sync: GradientSyncKind,
     /// The device list the run trains on, as `train` resolved `--device` (`cpu` becomes a
     /// flex replica per core); written by `train` so that `--resume` repeats it exactly.
     #[serde(default)]
@@ -594,6 +594,19 @@ pub fn check_top_level(table: &Table) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `train.gradient_sync`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GradientSyncKind {
+    /// NCCL when every rank trains on CUDA and has libnccl, else MPI.
+    #[default]
+    Auto,
+    /// The process group (MPI) on host buffers.
+    Mpi,
+    /// NCCL between the ranks' first CUDA devices; refused when a rank cannot use it.
+    Nccl,
 }
 
 #[cfg(test)]

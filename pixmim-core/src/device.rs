@@ -172,14 +172,6 @@ fn replicas_for(batch: usize, cores: usize) -> usize {
         .unwrap_or(1)
 }
 
-/// Does `device` run on burn-flex (alone, or under autodiff / `Dispatch`)? burn 0.21 cannot
-/// be asked about a backend's costs, only its name (`autodiff<dispatch<flex>>`). The layers
-/// that work around burn-flex's costs ([`crate::nn::HeadLayout`], the GELU and softmax host
-/// path in [`crate::nn::activation`]) ask here.
-pub fn is_flex<B: burn::tensor::backend::Backend>(device: &B::Device) -> bool {
-    B::name(device).contains("flex")
-}
-
 /// Is the CUDA driver library loadable on this machine?
 pub fn cuda_driver_available() -> bool {
     ["libcuda.so.1", "libcuda.so"].iter().any(|name| {

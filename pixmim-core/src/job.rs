@@ -139,7 +139,7 @@ pub struct Reconstruction {
 /// A state dict in the official names, to load into the model and save as a pixmim checkpoint.
 pub struct ImportOptions {
     pub input: PathBuf,
-    pub tensors: crate::interop::state_dict::StateDict,
+    pub tensors: crate::state_dict::StateDict,
     pub out: PathBuf,
 }
 
@@ -203,7 +203,7 @@ pub struct FinetuneOptions {
     pub drop_path: f64,
     pub label_smoothing: f64,
     /// Mixup / CutMix of each training batch.
-    pub mixup: crate::eval::mixup::Mixup,
+    pub mixup: crate::augment::mixup::Mixup,
     pub pool: Pool,
     pub seed: u64,
 }

@@ -25,7 +25,6 @@ use crate::checkpoint::count_params;
 use crate::device::DeviceSpec;
 use crate::engine::data_parallel::on_step_threads;
 use crate::error::Result;
-use crate::interop::layout::OfficialLayout;
 use crate::job::{
     FeatureOptions, Features, FinetuneOptions, FinetuneSummary, ImportOptions, ImportReport,
     ReconstructOptions, RobustnessOptions, RobustnessReport, StepBenchOptions, StepTiming,
@@ -33,6 +32,7 @@ use crate::job::{
 };
 use crate::recipe::Recipe;
 use crate::registry::{Composed, Geometry, Method, PresetDef};
+use crate::state_dict::OfficialLayout;
 use crate::traits::Autoencoder;
 use crate::RunBackend;
 

@@ -1,7 +1,9 @@
 //! The modules of pixmim-core form a DAG: data types and traits at the bottom, the engine
 //! (the loop, jobs and data parallel) above them. This test reads the crate's own sources,
 //! draws an edge for every `crate::a::b` / `super::x` path outside comments and test modules
-//! (each file is a module), and fails on any cycle, naming it.
+//! (each file is a module), and fails on any cycle, naming it; and again with each folder (a
+//! top-level module with all it holds) as one node, so that the crate's folders are layers too
+//! (what a split of the crate along them needs).
 //! The jobs' options and results live in `job`, below both the registry (whose `Method` runs
 //! them) and the code that runs them (which takes the registry's `Composed`).
 use std::collections::{BTreeMap, BTreeSet};
@@ -114,6 +116,20 @@ fn edges(mods: &BTreeMap<String, String>) -> BTreeMap<String, BTreeSet<String>> 
     g
 }
 
+/// The same edges between top-level modules (a folder and all it holds is one node).
+fn folder_edges(g: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, BTreeSet<String>> {
+    let top = |m: &str| m.split("::").next().unwrap_or_default().to_string();
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (from, tos) in g {
+        for to in tos {
+            if top(from) != top(to) {
+                out.entry(top(from)).or_default().insert(top(to));
+            }
+        }
+    }
+    out
+}
+
 /// A cycle through `from`, if any (depth-first search).
 fn cycle_from(g: &BTreeMap<String, BTreeSet<String>>, from: &str) -> Option<Vec<String>> {
     fn dfs(
@@ -161,6 +177,19 @@ fn the_modules_form_a_dag() {
 }
 
 #[test]
+fn the_folders_form_a_dag() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let g = folder_edges(&edges(&modules(&src)));
+    // Folders are seen as one node: the engine's files reach the registry.
+    assert!(g["engine"].contains("registry"), "{:?}", g["engine"]);
+    for m in g.keys() {
+        if let Some(c) = cycle_from(&g, m) {
+            panic!("folder cycle: {} -> {m}", c.join(" -> "));
+        }
+    }
+}
+
+#[test]
 fn the_reader_finds_a_cycle_when_there_is_one() {
     let mods: BTreeMap<String, String> = [
         ("a", "use crate::b::Thing;"),
@@ -177,4 +206,21 @@ fn the_reader_finds_a_cycle_when_there_is_one() {
         Some(vec!["a".to_string(), "b".into(), "c".into()])
     );
     assert_eq!(cycle_from(&g, "d"), None);
+    // Files that form no cycle can, as folders: f::x -> g::y -> f::z.
+    let mods: BTreeMap<String, String> = [
+        ("f", ""),
+        ("f::x", "use crate::g::y;"),
+        ("f::z", ""),
+        ("g", ""),
+        ("g::y", "use crate::f::z;"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let g = edges(&mods);
+    assert_eq!(cycle_from(&g, "f::x"), None);
+    assert_eq!(
+        cycle_from(&folder_edges(&g), "f"),
+        Some(vec!["f".to_string(), "g".into()])
+    );
 }

@@ -13,12 +13,12 @@ pub use crate::component::{
 };
 use crate::config::{self, DataConfig, OptimConfig, ScheduleConfig, TrainConfig};
 use crate::error::{Error, Result};
-use crate::interop::layout::OfficialLayout;
 use crate::job::{
     FeatureOptions, Features, FinetuneOptions, FinetuneSummary, ImportOptions, ImportReport,
     ReconstructOptions, RobustnessOptions, RobustnessReport, StepBenchOptions, StepTiming,
     TrainOptions, TrainSummary,
 };
+use crate::state_dict::OfficialLayout;
 pub use crate::traits::Parts;
 use crate::traits::{Augmentation, Corruption, TargetGenerator};
 

@@ -3,7 +3,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use rand::rngs::StdRng;
 
-use crate::data::object_mask::{Foreground, MaskSource};
+use crate::object_mask::{Foreground, MaskSource};
 
 use crate::mask::MaskTensors;
 

@@ -445,7 +445,7 @@ fn jobs_run_on_the_step_threads() {
         description: "MAE, noting where it is built",
         presets: &[],
         recipe: |_| None,
-        official_layout: pixmim::interop::OfficialLayout::PLAIN,
+        official_layout: pixmim::state_dict::OfficialLayout::PLAIN,
         model: std::marker::PhantomData,
     };
     let c = compose(&Request {

@@ -5,8 +5,8 @@ pub mod presets;
 
 use std::marker::PhantomData;
 
-use pixmim_core::interop::OfficialLayout;
 use pixmim_core::method_def::MethodDef;
+use pixmim_core::state_dict::OfficialLayout;
 use pixmim_mae::MaeConfig;
 
 pub use pixmim_core::masking::UnitMasking;

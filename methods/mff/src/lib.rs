@@ -5,8 +5,8 @@ pub mod presets;
 
 use std::marker::PhantomData;
 
-use pixmim_core::interop::OfficialLayout;
 use pixmim_core::method_def::MethodDef;
+use pixmim_core::state_dict::OfficialLayout;
 
 pub use model::{Mff, MffConfig};
 

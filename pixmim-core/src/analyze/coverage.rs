@@ -9,11 +9,11 @@
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-pub use crate::data::object_mask::{find_mask, Foreground};
 use crate::data::seed::derive;
 use crate::data::seed::Purpose;
 use crate::error::{Error, Result};
 use crate::masking::RandomMasking;
+pub use crate::object_mask::{find_mask, Foreground};
 use crate::traits::{Augmentation, Corruption};
 
 /// J(F) and J(M o F) of one foreground over `samples` views, each with its own RNG stream

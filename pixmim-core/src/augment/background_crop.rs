@@ -15,8 +15,8 @@ use super::{
     RandomResizedCrop, RandomResizedCropParams,
 };
 use crate::component::{AugmentationRegistration, Geometry};
-use crate::data::object_mask::{Foreground, MaskSource, ObjectCounts};
 use crate::error::{Error, Result};
+use crate::object_mask::{Foreground, MaskSource, ObjectCounts};
 use crate::traits::{Augmentation, ViewMap};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
 //! Augmentations. This module: RandomResizedCrop + horizontal flip + ImageNet
 //! normalisation, MAE's train transform (numerics §1.1), with torchvision's box sampling.
 //! [`center_crop`]: the evaluation transform. [`finetune`]: the fine-tuning train transform
-//! (RandAugment, random erasing). [`simple_resized_crop`]: SRC, PixMIM's train transform
+//! (RandAugment, random erasing) and [`mixup`] (Mixup / CutMix of its batches).
+//! [`simple_resized_crop`]: SRC, PixMIM's train transform
 //! (MFF trains with it too). Resampling uses `fast_image_resize`
 //! (CatmullRom = PIL's bicubic, antialiased); it is not bit-exact to Pillow (numerics §7.1).
 use fast_image_resize::{
@@ -20,6 +21,7 @@ use crate::{IMAGENET_MEAN, IMAGENET_STD};
 pub mod background_crop;
 pub mod center_crop;
 pub mod finetune;
+pub mod mixup;
 pub mod pil_ops;
 pub mod rand_augment;
 pub mod random_erasing;

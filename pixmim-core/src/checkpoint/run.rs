@@ -6,16 +6,26 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::{AutodiffModule, ParamId};
-use burn::prelude::*;
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::checkpoint::{self, HostTensor, TARGET_PREFIX};
 use crate::error::{Error, Result};
-use crate::optim::adamw::Moments;
-use crate::optim::AdamW;
 use crate::out_dir::{self, JobKind};
+
+/// An optimiser's state as a checkpoint holds it: its tensors under their `optim.*` names
+/// (AdamW: `optim.exp_avg.<name>`, `optim.exp_avg_sq.<name>`) and each parameter's step count
+/// by name (the metadata's `optim_steps`). The optimiser converts to and from it
+/// ([`crate::optim::AdamW::export_state`], [`crate::optim::AdamW::import_state`]).
+#[derive(Default)]
+pub struct OptimizerState {
+    pub tensors: HashMap<String, HostTensor>,
+    pub steps: Map<String, Value>,
+}
+
+/// The prefix of an optimiser's tensors in a checkpoint.
+pub const OPTIM_PREFIX: &str = "optim.";
 
 /// The folder of one training run.
 pub struct RunDir {
@@ -131,7 +141,7 @@ impl RunDir {
         &self,
         iteration: usize,
         (model, target): (&M, &T),
-        optim: &AdamW<B>,
+        optim: OptimizerState,
         (method, config): (&str, &toml::Table),
         keep: usize,
     ) -> Result<PathBuf> {
@@ -149,18 +159,17 @@ impl RunDir {
                 "`{name}` holds NaN or Inf after step {iteration}: stopping without writing a checkpoint"
             )));
         }
-        let mut steps = Map::new();
-        let mut names: Vec<(&ParamId, &String)> = optim.names.iter().collect();
-        names.sort_by(|a, b| a.1.cmp(b.1));
-        for (id, name) in names {
-            if let Some(m) = optim.state.get(id) {
-                tensors.push((format!("optim.exp_avg.{name}"), host(&m.exp_avg)));
-                tensors.push((format!("optim.exp_avg_sq.{name}"), host(&m.exp_avg_sq)));
-                steps.insert(name.clone(), json!(m.step));
-            }
+        let mut optim_tensors: Vec<_> = optim.tensors.into_iter().collect();
+        optim_tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, t) in optim_tensors {
+            debug_assert!(name.starts_with(OPTIM_PREFIX), "{name}");
+            tensors.push((name, t));
         }
         let mut meta = checkpoint::run_metadata(method, iteration, config);
-        meta.insert("optim_steps".to_string(), Value::Object(steps).to_string());
+        meta.insert(
+            "optim_steps".to_string(),
+            Value::Object(optim.steps).to_string(),
+        );
         let path = self
             .checkpoint_dir()
             .join(format!("step-{iteration:08}.safetensors"));
@@ -212,18 +221,6 @@ pub fn list_checkpoints(out: &Path) -> Result<Vec<(usize, PathBuf)>> {
     Ok(v)
 }
 
-fn host<I: Backend>(t: &Tensor<I, 1>) -> HostTensor {
-    HostTensor {
-        shape: vec![t.dims()[0]],
-        data: t
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .expect("f32"),
-    }
-}
-
 /// A checkpoint read whole: what [`load`] applies.
 pub struct Intact {
     pub path: PathBuf,
@@ -255,16 +252,22 @@ pub fn read_intact(path: &Path) -> std::result::Result<Intact, String> {
     })
 }
 
-/// Load a training checkpoint of `method` into `model`, the target's parameters and `optim`
-/// (its moments on `device`, the run's first training device); returns the iteration to
-/// continue from.
+/// What a training checkpoint restores: the model, the target's parameters, the optimiser's
+/// state and the iteration to continue from.
+pub struct Restored<M, T> {
+    pub model: M,
+    pub target: T,
+    pub optim: OptimizerState,
+    pub iteration: usize,
+}
+
+/// Load a training checkpoint of `method` into `model` and the target's parameters; the
+/// optimiser's state comes back as the checkpoint holds it.
 pub fn load<B: AutodiffBackend, M: AutodiffModule<B>, T: AutodiffModule<B>>(
     checkpoint: Intact,
     (model, target): (M, T),
-    optim: &mut AdamW<B>,
     method: &str,
-    device: &B::Device,
-) -> Result<(M, T, usize)> {
+) -> Result<Restored<M, T>> {
     let Intact {
         path,
         tensors,
@@ -321,28 +324,16 @@ pub fn load<B: AutodiffBackend, M: AutodiffModule<B>, T: AutodiffModule<B>>(
         .get("optim_steps")
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
-    for (id, name) in optim.names.clone() {
-        let (Some(m), Some(v)) = (
-            tensors.get(&format!("optim.exp_avg.{name}")),
-            tensors.get(&format!("optim.exp_avg_sq.{name}")),
-        ) else {
-            continue;
-        };
-        let step = steps.get(&name).and_then(Value::as_u64).unwrap_or(0);
-        // Made through the autodiff device, so that they carry its checkpointing strategy as
-        // the gradients they meet do (burn-dispatch refuses to mix them).
-        let t = |h: &HostTensor| {
-            Tensor::<B, 1>::from_data(TensorData::new(h.data.clone(), [h.data.len()]), device)
-                .inner()
-        };
-        optim.state.insert(
-            id,
-            Moments {
-                exp_avg: t(m),
-                exp_avg_sq: t(v),
-                step,
-            },
-        );
-    }
-    Ok((model, target, iteration))
+    Ok(Restored {
+        model,
+        target,
+        optim: OptimizerState {
+            tensors: tensors
+                .into_iter()
+                .filter(|(k, _)| k.starts_with(OPTIM_PREFIX))
+                .collect(),
+            steps,
+        },
+        iteration,
+    })
 }

@@ -16,9 +16,9 @@ use super::bad_files::BadFiles;
 use super::dataset::Dataset;
 use super::seed::{rng, Purpose};
 use crate::config::OnError;
-use crate::data::object_mask::{Foreground, MaskSource};
 use crate::error::{Error, Result};
 use crate::mask::MaskBatch;
+use crate::object_mask::{Foreground, MaskSource};
 use crate::traits::{Augmentation, ImageBatch, Parts};
 
 /// The rows of each global batch of `size` images that this process builds: all of them, or

@@ -4,7 +4,6 @@ pub mod complete;
 pub mod dataset;
 pub mod idx;
 pub mod loader;
-pub mod object_mask;
 pub mod seed;
 
 pub use bad_files::BadFiles;

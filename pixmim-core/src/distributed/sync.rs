@@ -8,23 +8,10 @@
 use std::sync::Arc;
 
 use burn::DispatchDevice;
-use serde::{Deserialize, Serialize};
 
 use super::{GradientSync, HostSync, ProcessGroup};
+use crate::config::GradientSyncKind;
 use crate::error::{Error, Result};
-
-/// `train.gradient_sync`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GradientSyncKind {
-    /// NCCL when every rank trains on CUDA and has libnccl, else MPI.
-    #[default]
-    Auto,
-    /// The process group (MPI) on host buffers.
-    Mpi,
-    /// NCCL between the ranks' first CUDA devices; refused when a rank cannot use it.
-    Nccl,
-}
 
 /// The gradient sum `kind` asks for, agreed by every rank of `group`; `devices` are this
 /// process's (NCCL runs on the first, where the step gathers the gradients).

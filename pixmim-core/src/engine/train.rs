@@ -20,10 +20,11 @@ use crate::data::Dataset;
 use crate::engine::reconstruct::reconstruct_batch;
 use crate::engine::step::{Step, StepInputs};
 use crate::error::{Error, Result};
+use crate::image_grid::grid_image;
 use crate::job::{ReconstructInput, TrainOptions, TrainSummary};
 use crate::log::{progress_bar, MetricsLog};
 use crate::optim::{AdamW, LrSchedule};
-use crate::preview::{grid_image, whole_view};
+use crate::preview::whole_view;
 use crate::registry::Composed;
 use crate::target::TargetParams;
 use crate::traits::Autoencoder;
@@ -110,8 +111,9 @@ where
         Some(checkpoint) => {
             let path = checkpoint.path.clone();
             let method = c.method.name();
-            (model, target, start) =
-                run::load(checkpoint, (model, target), &mut optim, method, &devices[0])?;
+            let restored = run::load(checkpoint, (model, target), method)?;
+            optim.import_state(&restored.optim, &devices[0]);
+            (model, target, start) = (restored.model, restored.target, restored.iteration);
             if lead {
                 eprintln!("resuming from {} at step {start}", path.display());
             }
@@ -264,7 +266,8 @@ where
         if lead && boundary && (done % c.train.checkpoint_every == 0 || done == total) {
             let method = (c.method.name(), &c.table);
             let trained = (&model, &target);
-            let saved = run.save(done, trained, &optim, method, c.train.keep_checkpoints);
+            let state = optim.export_state();
+            let saved = run.save(done, trained, state, method, c.train.keep_checkpoints);
             last_good = Some(saved.map_err(|e| match e {
                 Error::Training(msg) => {
                     Error::Training(format!("{msg}; {}", last_good_note(last_good.as_deref())))

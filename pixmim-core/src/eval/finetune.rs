@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::features::{all_visible_tensors, pool_tokens};
 use super::linear_probe::accuracy;
-use super::mixup::mixed_targets;
+use crate::augment::mixup::mixed_targets;
 use crate::checkpoint::{self, param_infos, ParamInfo};
 use crate::config::{NoDecayRule, OptimConfig, ScheduleKind};
 use crate::data::loader::{stream_index, views, Source};

@@ -1,14 +1,13 @@
 //! How a user tells whether pretraining worked (paper §4): frozen features
 //! ([`features`]), weighted kNN ([`knn`]), MAE's linear probe ([`linear_probe`]) and
-//! end-to-end fine-tuning ([`finetune`], with [`mixup`]); accuracy under common corruptions
-//! ([`robustness`]); and whether a difference between runs is bigger than
+//! end-to-end fine-tuning ([`finetune`], with [`crate::augment::mixup`]); accuracy under
+//! common corruptions ([`robustness`]); and whether a difference between runs is bigger than
 //! the seed-to-seed noise ([`compare`]).
 pub mod compare;
 pub mod features;
 pub mod finetune;
 pub mod knn;
 pub mod linear_probe;
-pub mod mixup;
 pub mod robustness;
 
 pub use knn::{knn_classify, KnnResult};

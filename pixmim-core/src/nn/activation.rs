@@ -19,7 +19,7 @@ use super::vmath;
 /// Take the host path? On burn-flex with f32 data, where reading a tensor out is a copy.
 /// burn-ndarray 0.21's read costs more than its per-element libm, so ndarray keeps burn's ops.
 fn host_kernels<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
-    x.dtype() == DType::F32 && crate::device::is_flex::<B>(&x.device())
+    x.dtype() == DType::F32 && super::is_flex::<B>(&x.device())
 }
 
 /// The tensor's values on the host, row-major.

@@ -12,3 +12,11 @@ pub use patch_embed::PatchEmbed;
 pub use pos_embed::{add_position, sincos_2d, PosEmbedOrientation};
 pub use precision::Precision;
 pub use vit::{Block, BlockConfig, HeadLayout};
+
+/// Does `device` run on burn-flex (alone, or under autodiff / `Dispatch`)? burn 0.21 cannot
+/// be asked about a backend's costs, only its name (`autodiff<dispatch<flex>>`). The layers
+/// that work around burn-flex's costs ([`HeadLayout`], the GELU and softmax host path in
+/// [`activation`]) ask here.
+pub fn is_flex<B: burn::tensor::backend::Backend>(device: &B::Device) -> bool {
+    B::name(device).contains("flex")
+}

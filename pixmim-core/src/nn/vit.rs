@@ -98,9 +98,9 @@ pub enum HeadLayout {
 }
 
 impl HeadLayout {
-    /// `PerHead` on burn-flex ([`crate::device::is_flex`]), `Batched` elsewhere.
+    /// `PerHead` on burn-flex ([`super::is_flex`]), `Batched` elsewhere.
     pub fn for_device<B: Backend>(device: &B::Device) -> Self {
-        if crate::device::is_flex::<B>(device) {
+        if super::is_flex::<B>(device) {
             Self::PerHead
         } else {
             Self::Batched

@@ -10,7 +10,8 @@ use burn::optim::{GradientsParams, MultiGradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::checkpoint::{param_infos, ParamInfo};
+use crate::checkpoint::run::OptimizerState;
+use crate::checkpoint::{param_infos, HostTensor, ParamInfo};
 use crate::config::{NoDecayRule, OptimConfig};
 
 /// First and second moments of one parameter, flattened, plus its step count.
@@ -88,6 +89,54 @@ impl<B: AutodiffBackend> AdamW<B> {
         for p in param_infos(extra) {
             self.no_decay.insert(p.id);
             self.names.insert(p.id, format!("{prefix}{}", p.name));
+        }
+    }
+
+    /// The moments as a checkpoint holds them: `optim.exp_avg.<name>`,
+    /// `optim.exp_avg_sq.<name>` and each parameter's step count by name.
+    pub fn export_state(&self) -> OptimizerState {
+        let mut out = OptimizerState::default();
+        for (id, name) in &self.names {
+            if let Some(m) = self.state.get(id) {
+                out.tensors
+                    .insert(format!("optim.exp_avg.{name}"), host(&m.exp_avg));
+                out.tensors
+                    .insert(format!("optim.exp_avg_sq.{name}"), host(&m.exp_avg_sq));
+                out.steps.insert(name.clone(), m.step.into());
+            }
+        }
+        out
+    }
+
+    /// Take the moments of a checkpoint ([`Self::export_state`]'s names), made on `device`
+    /// (the run's first training device); parameters it has no moments for start fresh.
+    pub fn import_state(&mut self, saved: &OptimizerState, device: &B::Device) {
+        for (id, name) in self.names.clone() {
+            let (Some(m), Some(v)) = (
+                saved.tensors.get(&format!("optim.exp_avg.{name}")),
+                saved.tensors.get(&format!("optim.exp_avg_sq.{name}")),
+            ) else {
+                continue;
+            };
+            let step = saved
+                .steps
+                .get(&name)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            // Made through the autodiff device, so that they carry its checkpointing strategy
+            // as the gradients they meet do (burn-dispatch refuses to mix them).
+            let t = |h: &HostTensor| {
+                Tensor::<B, 1>::from_data(TensorData::new(h.data.clone(), [h.data.len()]), device)
+                    .inner()
+            };
+            self.state.insert(
+                id,
+                Moments {
+                    exp_avg: t(m),
+                    exp_avg_sq: t(v),
+                    step,
+                },
+            );
         }
     }
 
@@ -283,6 +332,19 @@ impl<B: AutodiffBackend> ModuleMapper<B> for StepMapper<'_, B> {
             t = t.require_grad();
         }
         Param::from_mapped_value(id, t, mapper)
+    }
+}
+
+/// A moment tensor's values on the host.
+fn host<I: Backend>(t: &Tensor<I, 1>) -> HostTensor {
+    HostTensor {
+        shape: vec![t.dims()[0]],
+        data: t
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32"),
     }
 }
 

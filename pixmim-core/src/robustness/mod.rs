@@ -115,7 +115,7 @@ pub fn corruption_grid(
                 .collect()
         })
         .collect();
-    crate::preview::grid_image(&rows)
+    crate::image_grid::grid_image(&rows)
 }
 
 #[cfg(test)]

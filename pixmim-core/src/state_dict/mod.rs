@@ -1,13 +1,24 @@
-//! A checkpoint's state dict as an import sees it: official names and shapes first, data on
-//! demand, so that what a file declares never decides how much memory is taken.
+//! The official code's checkpoint files and key layouts: `.pth` files read through a restricted
+//! pickle reader of pixmim's own ([`pickle`], [`pth_reader`]; nothing runs) and written
+//! ([`pth`]), safetensors, and how the official, mm* and timm layouts name a method's
+//! parameters ([`layout`], a method's [`OfficialLayout`]). This module: a checkpoint's state
+//! dict as an import sees it, official names and shapes first and data on demand, so that what
+//! a file declares never decides how much memory is taken.
+pub mod layout;
+pub mod pickle;
+pub mod pth;
+pub mod pth_reader;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::layout::mm_to_official;
-use super::pth_reader::PthStateDict;
+pub use layout::OfficialLayout;
+
 use crate::checkpoint::{self, HostTensor};
 use crate::error::{Error, Result};
+use layout::mm_to_official;
+use pth_reader::PthStateDict;
 
 /// How to open a checkpoint file.
 #[derive(Clone, Copy, Debug)]

@@ -1,7 +1,7 @@
 //! Moving weights between pixmim and the PyTorch codebases: reading released checkpoints
 //! (`.pth` through a restricted pickle reader of its own, no Python; or safetensors) in the official, mm*
 //! or timm key layouts, and writing ours out in those layouts (`pixmim import` / `export`).
-pub mod layout;
+//! The formats and layouts themselves are [`crate::state_dict`]'s; this module runs the jobs.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,14 +16,8 @@ use crate::job::{ImportOptions, ImportReport};
 use crate::registry::Composed;
 use crate::RunBackend;
 
-pub mod pickle;
-pub mod pth;
-pub mod pth_reader;
-pub mod state_dict;
-
-pub use state_dict::{Opening, StateDict};
-
-pub use layout::{mm_to_official, official_to_mm, official_to_mmseg, OfficialLayout};
+use crate::state_dict::layout::{official_to_mm, official_to_mmseg, OfficialLayout};
+use crate::state_dict::{self, pth, Opening, StateDict};
 
 /// A checkpoint format of the reference codebases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
