@@ -21,6 +21,14 @@ pub struct Geometry {
 pub const MAX_IMAGE_SIDE: usize = 4096;
 
 impl Geometry {
+    /// A square image of side `image` with a `grid` x `grid` mask.
+    pub fn square(image: usize, grid: usize) -> Self {
+        Self {
+            image: (image, image),
+            mask_grid: (grid, grid),
+        }
+    }
+
     pub fn check_size(&self) -> Result<()> {
         let (h, w) = self.image;
         if h > MAX_IMAGE_SIDE || w > MAX_IMAGE_SIDE {

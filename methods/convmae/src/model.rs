@@ -6,11 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::cblock::{CBlock, CONV_LN_EPS};
 use pixmim_core::init::HostInit;
-use pixmim_core::masking::{gather_tokens, unshuffle_with_mask_tokens, MaskTensors};
+use pixmim_core::masking::{gather_tokens, MaskTensors};
 use pixmim_core::method_def::ModelConfig;
 use pixmim_core::nn::activation::gelu;
 use pixmim_core::nn::{
-    add_position, sincos_2d, Block, BlockConfig, LinearRows, PatchEmbed, PosEmbedOrientation,
+    add_position, sincos_2d, Block, BlockConfig, LinearRows, MaeDecoder, MaeDecoderConfig,
+    PatchEmbed, PosEmbedOrientation,
 };
 use pixmim_core::registry::Geometry;
 use pixmim_core::traits::Autoencoder;
@@ -112,6 +113,24 @@ impl ConvMaeConfig {
     pub fn grid(&self) -> usize {
         self.img_size / self.total_patch()
     }
+
+    /// MAE's decoder over the transformer stage's output, without a cls token; its MLP ratio
+    /// is the first stage's, as in `models_convmae.py`.
+    pub fn decoder(&self) -> MaeDecoderConfig {
+        let tp = self.total_patch();
+        MaeDecoderConfig {
+            in_dim: self.embed_dim[2],
+            embed_dim: self.decoder_embed_dim,
+            depth: self.decoder_depth,
+            num_heads: self.decoder_num_heads,
+            mlp_ratio: self.mlp_ratio[0],
+            grid: self.grid(),
+            out_dim: tp * tp * 3,
+            cls_token: false,
+            pos_embed: self.pos_embed,
+            ln_eps: LN_EPS,
+        }
+    }
 }
 
 #[derive(Module, Debug)]
@@ -128,12 +147,8 @@ pub struct ConvMae<B: Backend> {
     pub stage1_output_decode: PatchEmbed<B>,
     pub stage2_output_decode: PatchEmbed<B>,
     pub norm: LayerNorm<B>,
-    pub decoder_embed: Linear<B>,
-    pub mask_token: Param<Tensor<B, 3>>,
-    pub decoder_pos_embed: Param<Tensor<B, 3>>,
-    pub decoder_blocks: Vec<Block<B>>,
-    pub decoder_norm: LayerNorm<B>,
-    pub decoder_pred: Linear<B>,
+    /// `decoder_embed`, `mask_token`, ... under their official names at the top level.
+    pub decoder: MaeDecoder<B>,
     /// Nearest-neighbour factors from the mask grid to stages 1 and 2 (4 and 2 for base).
     pub upsample: [usize; 2],
     pub target_patch: usize,
@@ -193,15 +208,7 @@ impl<B: Backend> Autoencoder<B> for ConvMae<B> {
 
     /// MAE's decoder without a cls token. -> (B, L, p*p*3)
     fn decode(&self, latent: Tensor<B, 3>, ids_restore: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let x = self.decoder_embed.forward_rows(latent);
-        let mut x = add_position(
-            unshuffle_with_mask_tokens(x, self.mask_token.val(), ids_restore),
-            self.decoder_pos_embed.val(),
-        );
-        for blk in &self.decoder_blocks {
-            x = blk.forward(x);
-        }
-        self.decoder_pred.forward_rows(self.decoder_norm.forward(x))
+        self.decoder.forward(latent, ids_restore)
     }
     fn has_cls_token(&self) -> bool {
         false
@@ -221,7 +228,7 @@ impl<B: Backend> Autoencoder<B> for ConvMae<B> {
     /// The transformer stage and the decoder; the convolutional stages stay f32.
     fn with_precision(mut self, precision: pixmim_core::nn::Precision) -> Self {
         pixmim_core::nn::vit::set_precision(&mut self.blocks3, precision);
-        pixmim_core::nn::vit::set_precision(&mut self.decoder_blocks, precision);
+        self.decoder.set_precision(precision);
         self
     }
 }
@@ -299,19 +306,13 @@ impl ModelConfig for ConvMaeConfig {
                 ),
             );
         }
-        if self.decoder_num_heads == 0
-            || !self
-                .decoder_embed_dim
-                .is_multiple_of(self.decoder_num_heads)
-        {
-            return e("decoder_num_heads", "must divide decoder_embed_dim".into());
-        }
-        if !self.embed_dim[2].is_multiple_of(4) || !self.decoder_embed_dim.is_multiple_of(4) {
+        if !self.embed_dim[2].is_multiple_of(4) {
             return e(
                 "embed_dim",
-                "transformer and decoder widths must be multiples of 4".into(),
+                "the transformer stage's width must be a multiple of 4".into(),
             );
         }
+        self.decoder().validate()?;
         if self.depth[2] == 0 {
             return e(
                 "depth",
@@ -322,10 +323,7 @@ impl ModelConfig for ConvMaeConfig {
     }
 
     fn geometry(&self) -> Result<Geometry> {
-        Ok(Geometry {
-            image: (self.img_size, self.img_size),
-            mask_grid: (self.grid(), self.grid()),
-        })
+        Ok(Geometry::square(self.img_size, self.grid()))
     }
 
     /// Floats autodiff keeps per training image with `visible` of the grid's cells kept
@@ -338,7 +336,7 @@ impl ModelConfig for ConvMaeConfig {
         use pixmim_core::memory::vit_block_floats;
         let [p1, p2, _] = self.patch_size;
         let [d1, d2, d3] = self.embed_dim;
-        let (g, tp, dd) = (self.grid(), self.total_patch(), self.decoder_embed_dim);
+        let (g, tp) = (self.grid(), self.total_patch());
         let l = g * g;
         let map1 = ((self.img_size / p1).pow(2) * d1) as f64;
         let map2 = ((self.img_size / (p1 * p2)).pow(2) * d2) as f64;
@@ -351,9 +349,7 @@ impl ModelConfig for ConvMaeConfig {
         let fusion = (6 * l * d3 + 4 * visible * d3) as f64;
         let stage3 = self.depth[2] as f64
             * vit_block_floats(visible, d3, self.num_heads, hidden(d3, self.mlp_ratio[2]));
-        let decoder = (6 * l * dd) as f64
-            + self.decoder_depth as f64
-                * vit_block_floats(l, dd, self.decoder_num_heads, hidden(dd, self.mlp_ratio[0]));
+        let decoder = self.decoder().activation_floats_per_image();
         let loss = 6.0 * (l * tp * tp * 3) as f64;
         Some(embeds + conv_stages + fusion + stage3 + decoder + loss)
     }
@@ -363,7 +359,6 @@ impl ModelConfig for ConvMaeConfig {
         let [p1, p2, p3] = self.patch_size;
         let [d1, d2, d3] = self.embed_dim;
         let g = self.grid();
-        let dd = self.decoder_embed_dim;
         let pe1 = PatchEmbed::new_pytorch_default(3, d1, p1, &mut init, device);
         let pe2 = PatchEmbed::new_pytorch_default(d1, d2, p2, &mut init, device);
         // Only patch_embed3 gets xavier on its flattened weight (numerics §0.10).
@@ -383,12 +378,6 @@ impl ModelConfig for ConvMaeConfig {
         let blocks3 = (0..self.depth[2])
             .map(|_| enc.init(&mut init, device))
             .collect();
-        let dec = BlockConfig {
-            dim: dd,
-            num_heads: self.decoder_num_heads,
-            mlp_ratio: self.mlp_ratio[0],
-            ln_eps: LN_EPS,
-        };
         let frozen = |v: Vec<f32>, d: usize| {
             Param::from_tensor(Tensor::<B, 3>::from_data(
                 TensorData::new(v, [1, g * g, d]),
@@ -400,16 +389,8 @@ impl ModelConfig for ConvMaeConfig {
         let stage1_output_decode =
             PatchEmbed::new_pytorch_default(d1, d3, p2 * p3, &mut init, device);
         let stage2_output_decode = PatchEmbed::new_pytorch_default(d2, d3, p3, &mut init, device);
-        let decoder_embed = init.linear(d3, dd, device);
-        let mask_token = Param::from_tensor(Tensor::from_data(
-            TensorData::new(init.normal(dd, 0.02), [1, 1, dd]),
-            device,
-        ));
-        let decoder_blocks = (0..self.decoder_depth)
-            .map(|_| dec.init(&mut init, device))
-            .collect();
+        let decoder = self.decoder().init(&mut init, device);
         let tp = self.total_patch();
-        let decoder_pred = init.linear(dd, tp * tp * 3, device);
         ConvMae {
             patch_embed1: StageEmbed::new(pe1, d1, device),
             patch_embed2: StageEmbed::new(pe2, d2, device),
@@ -422,12 +403,7 @@ impl ModelConfig for ConvMaeConfig {
             stage1_output_decode,
             stage2_output_decode,
             norm: LayerNormConfig::new(d3).with_epsilon(LN_EPS).init(device),
-            decoder_embed,
-            mask_token,
-            decoder_pos_embed: frozen(sincos_2d(dd, g, g, false, self.pos_embed), dd),
-            decoder_blocks,
-            decoder_norm: LayerNormConfig::new(dd).with_epsilon(LN_EPS).init(device),
-            decoder_pred,
+            decoder,
             upsample: [p2 * p3, p3],
             target_patch: tp,
             norm_pix: self.norm_pix,

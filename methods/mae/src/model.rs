@@ -1,14 +1,15 @@
 //! The MAE network (numerics §1.2, §0.5). Field names are the official checkpoint keys.
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use pixmim_core::init::HostInit;
-use pixmim_core::masking::{gather_tokens, unshuffle_with_mask_tokens, MaskTensors};
+use pixmim_core::masking::{gather_tokens, MaskTensors};
 use pixmim_core::method_def::ModelConfig;
 use pixmim_core::nn::{
-    add_position, sincos_2d, Block, BlockConfig, LinearRows, PatchEmbed, PosEmbedOrientation,
+    add_position, sincos_2d, Block, BlockConfig, MaeDecoder, MaeDecoderConfig, PatchEmbed,
+    PosEmbedOrientation,
 };
 use pixmim_core::registry::Geometry;
 use pixmim_core::traits::Autoencoder;
@@ -93,6 +94,22 @@ impl MaeConfig {
     pub fn grid(&self) -> usize {
         self.img_size / self.patch_size
     }
+
+    /// The decoder these keys describe: over the encoder's output with its cls row.
+    pub fn decoder(&self) -> MaeDecoderConfig {
+        MaeDecoderConfig {
+            in_dim: self.embed_dim,
+            embed_dim: self.decoder_embed_dim,
+            depth: self.decoder_depth,
+            num_heads: self.decoder_num_heads,
+            mlp_ratio: self.mlp_ratio,
+            grid: self.grid(),
+            out_dim: self.patch_size * self.patch_size * 3,
+            cls_token: true,
+            pos_embed: self.pos_embed,
+            ln_eps: LN_EPS,
+        }
+    }
 }
 
 #[derive(Module, Debug)]
@@ -103,12 +120,8 @@ pub struct Mae<B: Backend> {
     pub pos_embed: Param<Tensor<B, 3>>,
     pub blocks: Vec<Block<B>>,
     pub norm: LayerNorm<B>,
-    pub decoder_embed: Linear<B>,
-    pub mask_token: Param<Tensor<B, 3>>,
-    pub decoder_pos_embed: Param<Tensor<B, 3>>,
-    pub decoder_blocks: Vec<Block<B>>,
-    pub decoder_norm: LayerNorm<B>,
-    pub decoder_pred: Linear<B>,
+    /// `decoder_embed`, `mask_token`, ... under their official names at the top level.
+    pub decoder: MaeDecoder<B>,
     pub patch_size: usize,
     pub norm_pix: bool,
 }
@@ -149,27 +162,9 @@ impl<B: Backend> Autoencoder<B> for Mae<B> {
         self.norm.forward(x)
     }
 
-    /// Decoder (numerics §0.5): embed, append mask tokens, unshuffle, add position, blocks,
-    /// norm, predict; the cls position is dropped. -> (B, L, p*p*3)
+    /// MAE's decoder with the cls row (numerics §0.5). -> (B, L, p*p*3)
     fn decode(&self, latent: Tensor<B, 3>, ids_restore: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        let x = self.decoder_embed.forward_rows(latent);
-        let [b, n, dd] = x.dims();
-        let [_, l] = ids_restore.dims();
-        let patches = unshuffle_with_mask_tokens(
-            x.clone().slice([0..b, 1..n, 0..dd]),
-            self.mask_token.val(),
-            ids_restore,
-        );
-        let mut x = add_position(
-            Tensor::cat(vec![x.slice([0..b, 0..1, 0..dd]), patches], 1),
-            self.decoder_pos_embed.val(),
-        );
-        for blk in &self.decoder_blocks {
-            x = blk.forward(x);
-        }
-        let x = self.decoder_pred.forward_rows(self.decoder_norm.forward(x));
-        let [_, _, o] = x.dims();
-        x.slice([0..b, 1..l + 1, 0..o])
+        self.decoder.forward(latent, ids_restore)
     }
     fn has_cls_token(&self) -> bool {
         true
@@ -180,7 +175,7 @@ impl<B: Backend> Autoencoder<B> for Mae<B> {
     }
     fn with_precision(mut self, precision: pixmim_core::nn::Precision) -> Self {
         pixmim_core::nn::vit::set_precision(&mut self.blocks, precision);
-        pixmim_core::nn::vit::set_precision(&mut self.decoder_blocks, precision);
+        self.decoder.set_precision(precision);
         self
     }
 }
@@ -218,31 +213,20 @@ impl ModelConfig for MaeConfig {
                 ),
             );
         }
-        for (k, d, h) in [
-            ("num_heads", self.embed_dim, self.num_heads),
-            (
-                "decoder_num_heads",
-                self.decoder_embed_dim,
-                self.decoder_num_heads,
-            ),
-        ] {
-            if h == 0 || d % h != 0 {
-                return e(k, format!("width {d} is not divisible by {h} heads"));
-            }
+        let (d, h) = (self.embed_dim, self.num_heads);
+        if h == 0 || d % h != 0 {
+            return e(
+                "num_heads",
+                format!("width {d} is not divisible by {h} heads"),
+            );
         }
-        for (k, d) in [
-            ("embed_dim", self.embed_dim),
-            ("decoder_embed_dim", self.decoder_embed_dim),
-        ] {
-            if d == 0 || d % 4 != 0 {
-                return e(
-                    k,
-                    format!(
-                        "{d} must be a positive multiple of 4 (2-D sin-cos position embedding)"
-                    ),
-                );
-            }
+        if d == 0 || d % 4 != 0 {
+            return e(
+                "embed_dim",
+                format!("{d} must be a positive multiple of 4 (2-D sin-cos position embedding)"),
+            );
         }
+        self.decoder().validate()?;
         if self.depth == 0 {
             return e("depth", "must be at least 1".into());
         }
@@ -253,10 +237,7 @@ impl ModelConfig for MaeConfig {
     }
 
     fn geometry(&self) -> Result<Geometry> {
-        Ok(Geometry {
-            image: (self.img_size, self.img_size),
-            mask_grid: (self.grid(), self.grid()),
-        })
+        Ok(Geometry::square(self.img_size, self.grid()))
     }
 
     /// Floats autodiff keeps per training image with `visible` patches kept: the patch
@@ -264,22 +245,16 @@ impl ModelConfig for MaeConfig {
     /// the prediction and the norm_pix loss ([`pixmim_core::memory`]).
     fn activation_floats_per_image(&self, visible: usize) -> Option<f64> {
         use pixmim_core::memory::vit_block_floats;
-        let (l, p) = (self.grid() * self.grid(), self.patch_size);
-        let (d, dd) = (self.embed_dim, self.decoder_embed_dim);
+        let (l, p, d) = (self.grid() * self.grid(), self.patch_size, self.embed_dim);
         let pixels = (l * p * p * 3) as f64;
-        let hidden = |w: usize| (w as f64 * self.mlp_ratio) as usize;
-        let (n, nd) = ((visible + 1) as f64, (l + 1) as f64);
+        let hidden = (d as f64 * self.mlp_ratio) as usize;
+        let n = (visible + 1) as f64;
         let embed = 2.0 * pixels + 3.0 * (l * d) as f64 + 2.0 * n * d as f64;
-        let encoder = self.depth as f64
-            * vit_block_floats(visible + 1, d, self.num_heads, hidden(d))
+        let encoder = self.depth as f64 * vit_block_floats(visible + 1, d, self.num_heads, hidden)
             + 2.0 * n * d as f64;
-        let decoder = 4.0 * nd * dd as f64
-            + self.decoder_depth as f64
-                * vit_block_floats(l + 1, dd, self.decoder_num_heads, hidden(dd))
-            + 2.0 * nd * dd as f64;
         // Prediction, patchified target, its normalisation, the squared error.
         let loss = 6.0 * pixels;
-        Some(embed + encoder + decoder + loss)
+        Some(embed + encoder + self.decoder().activation_floats_per_image() + loss)
     }
 
     /// Build with the official initialisation (numerics §0.10), from `seed`.
@@ -300,15 +275,8 @@ impl ModelConfig for MaeConfig {
             mlp_ratio: self.mlp_ratio,
             ln_eps: LN_EPS,
         };
-        let dec = BlockConfig {
-            dim: self.decoder_embed_dim,
-            num_heads: self.decoder_num_heads,
-            mlp_ratio: self.mlp_ratio,
-            ln_eps: LN_EPS,
-        };
         let d = self.embed_dim;
-        let dd = self.decoder_embed_dim;
-        // cls_token and mask_token: N(0, 0.02) (numerics §0.10).
+        // cls_token: N(0, 0.02) (numerics §0.10).
         let token = |v: Vec<f32>, d: usize| {
             Param::from_tensor(Tensor::<B, 3>::from_data(
                 TensorData::new(v, [1, 1, d]),
@@ -320,22 +288,14 @@ impl ModelConfig for MaeConfig {
         let blocks = (0..self.depth)
             .map(|_| enc.init(&mut init, device))
             .collect();
-        let decoder_embed = init.linear(d, dd, device);
-        let mask_token = token(init.normal(dd, 0.02), dd);
+        let decoder = self.decoder().init(&mut init, device);
         Mae {
             patch_embed,
             cls_token,
             pos_embed: frozen(sincos_2d(d, g, g, true, self.pos_embed), d),
             blocks,
             norm: LayerNormConfig::new(d).with_epsilon(LN_EPS).init(device),
-            decoder_embed,
-            mask_token,
-            decoder_pos_embed: frozen(sincos_2d(dd, g, g, true, self.pos_embed), dd),
-            decoder_blocks: (0..self.decoder_depth)
-                .map(|_| dec.init(&mut init, device))
-                .collect(),
-            decoder_norm: LayerNormConfig::new(dd).with_epsilon(LN_EPS).init(device),
-            decoder_pred: init.linear(dd, p * p * 3, device),
+            decoder,
             patch_size: p,
             norm_pix: self.norm_pix,
         }
@@ -390,7 +350,7 @@ mod tests {
                 b.drop_path
             );
         }
-        assert!(m.decoder_blocks.iter().all(|b| b.drop_path == 0.0));
+        assert!(m.decoder.decoder_blocks.iter().all(|b| b.drop_path == 0.0));
     }
 
     #[test]

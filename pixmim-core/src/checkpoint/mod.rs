@@ -28,6 +28,12 @@ pub struct ParamInfo {
     pub require_grad: bool,
 }
 
+/// Modules whose field name is left out of their parameters' names: shared blocks holding
+/// parameters the official code keeps at the model's top level, so that a method built from
+/// them keeps the official names (`decoder_embed.weight`, not `decoder.decoder_embed.weight`).
+/// burn names a module's container type `Struct:<name>`.
+pub const TRANSPARENT: &[&str] = &["Struct:MaeDecoder"];
+
 /// Path tracking shared by the visitor and the mapper.
 #[derive(Default)]
 struct PathStack {
@@ -44,15 +50,26 @@ impl PathStack {
         self.names.pop();
         self.containers.pop();
     }
-    /// burn's LayerNorm calls its affine parameters gamma/beta; PyTorch weight/bias.
+    /// The field names down to the parameter, but those of [`TRANSPARENT`] modules (burn
+    /// enters each field with the type that holds it: a field is left out when the next
+    /// level's holder is transparent). burn's LayerNorm calls its affine parameters
+    /// gamma/beta; PyTorch weight/bias.
     fn key(&self) -> String {
-        let mut parts = self.names.clone();
+        let transparent = |i: usize| {
+            self.containers
+                .get(i + 1)
+                .is_some_and(|c| TRANSPARENT.contains(&c.as_str()))
+        };
+        let mut parts: Vec<&str> = (0..self.names.len())
+            .filter(|&i| !transparent(i))
+            .map(|i| self.names[i].as_str())
+            .collect();
         if self.is_layernorm() {
             if let Some(last) = parts.last_mut() {
-                *last = match last.as_str() {
-                    "gamma" => "weight".into(),
-                    "beta" => "bias".into(),
-                    other => other.into(),
+                *last = match *last {
+                    "gamma" => "weight",
+                    "beta" => "bias",
+                    other => other,
                 };
             }
         }

@@ -1,6 +1,7 @@
 //! Building blocks shared by every method: written once, here.
 pub mod activation;
 pub mod linear;
+pub mod mae_decoder;
 pub mod patch_embed;
 pub mod pos_embed;
 pub mod precision;
@@ -8,6 +9,7 @@ pub mod vit;
 pub mod vmath;
 
 pub use linear::LinearRows;
+pub use mae_decoder::{MaeDecoder, MaeDecoderConfig};
 pub use patch_embed::PatchEmbed;
 pub use pos_embed::{add_position, sincos_2d, PosEmbedOrientation};
 pub use precision::Precision;
