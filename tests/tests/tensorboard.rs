@@ -70,7 +70,7 @@ fn tensorboard_reads_a_training_run_and_an_image() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 3);
-    for key in ["loss", "lr", "img_s", "epoch"] {
+    for key in ["loss", "lr", "img_s", "data_wait_s", "epoch"] {
         let got = tb["scalars"][key]
             .as_array()
             .unwrap_or_else(|| panic!("no `{key}`: {tb}"));

@@ -239,6 +239,12 @@ fn every_method_trains_with_a_falling_loss_alone_and_with_each_plugin() {
             for k in ["step", "epoch", "loss", "lr", "img_s"] {
                 assert!(lines[0].get(k).is_some(), "{what}: metrics lack {k}");
             }
+            // The mean wait for a batch over the logged steps: a part of the run's time.
+            for l in &lines {
+                let wait = l["data_wait_s"].as_f64().expect("data_wait_s");
+                let elapsed = l["elapsed_s"].as_f64().unwrap();
+                assert!((0.0..=elapsed).contains(&wait), "{what}: {l}");
+            }
             let ckpts = pixmim::checkpoint::run::list_checkpoints(&out).unwrap();
             let steps: Vec<_> = ckpts.iter().map(|c| c.0).collect();
             assert_eq!(steps, vec![20, 40], "{what}");

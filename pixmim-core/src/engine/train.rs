@@ -213,9 +213,11 @@ where
     let started = Instant::now();
     let mut losses = Vec::new();
     for it in start..total {
+        let asked = Instant::now();
         let b = loader
             .next()
             .ok_or_else(|| Error::Training("the data pipeline stopped unexpectedly".into()))??;
+        let data_wait = asked.elapsed();
         debug_assert_eq!(b.iteration, it);
         if it % accum == 0 {
             lr_now = sched.at(it);
@@ -242,7 +244,7 @@ where
         losses.push(loss);
         // Only rank 0 logs and writes.
         if let Some(report) = report.as_mut() {
-            report.step(batch);
+            report.step(batch, data_wait);
             if done % c.train.log_every == 0 || done == total {
                 let mut metrics = model.metrics();
                 if let Some(theta) = target.values() {
@@ -311,6 +313,10 @@ fn watched_images(source: &Source, c: &Composed, every: usize) -> Result<Option<
     }))
 }
 
+/// The share of the time since the last log spent waiting for batches above which the
+/// progress line says so.
+const DATA_WAIT_SHOWN: f64 = 0.05;
+
 /// What a run reports as it goes: a line per logged step in `metrics.jsonl`, and on stderr as
 /// a progress bar's message on a terminal or as a plain line otherwise.
 struct Report {
@@ -322,6 +328,9 @@ struct Report {
     started: Instant,
     since_log: Instant,
     images_since_log: usize,
+    steps_since_log: usize,
+    /// Time the steps since the last log waited for their batches.
+    data_wait_since_log: std::time::Duration,
 }
 
 impl Report {
@@ -347,6 +356,8 @@ impl Report {
             started: Instant::now(),
             since_log: Instant::now(),
             images_since_log: 0,
+            steps_since_log: 0,
+            data_wait_since_log: std::time::Duration::ZERO,
         })
     }
 
@@ -360,17 +371,21 @@ impl Report {
         self.metrics.log(fields)
     }
 
-    /// One more step of `batch` images done.
-    fn step(&mut self, batch: usize) {
+    /// One more step of `batch` images done, which waited `data_wait` for them.
+    fn step(&mut self, batch: usize, data_wait: std::time::Duration) {
         self.images_since_log += batch;
+        self.steps_since_log += 1;
+        self.data_wait_since_log += data_wait;
         if let Some(pb) = &self.bar {
             pb.inc(1);
         }
     }
 
-    /// Log iteration `it`: loss, lr, speed since the last log, the gradient norm when
-    /// clipping, bad files so far, and the model's and the target's own metrics (MFF's fusion
-    /// weights, the adaptive radius).
+    /// Log iteration `it`: loss, lr, speed since the last log and how long each of those steps
+    /// waited for its batch on average (`data_wait_s`: the data pipeline is the bottleneck
+    /// when it is a large part of the step), the gradient norm when clipping, bad files so
+    /// far, and the model's and the target's own metrics (MFF's fusion weights, the adaptive
+    /// radius).
     fn log(
         &mut self,
         it: usize,
@@ -379,7 +394,10 @@ impl Report {
         optim: &AdamW<B>,
         model_metrics: Vec<(String, f64)>,
     ) -> Result<()> {
-        let img_s = self.images_since_log as f64 / self.since_log.elapsed().as_secs_f64().max(1e-9);
+        let wall = self.since_log.elapsed().as_secs_f64().max(1e-9);
+        let img_s = self.images_since_log as f64 / wall;
+        let waited = self.data_wait_since_log.as_secs_f64();
+        let data_wait_s = waited / self.steps_since_log.max(1) as f64;
         let mut fields = Map::new();
         fields.insert("step".into(), json!(it));
         fields.insert(
@@ -389,6 +407,7 @@ impl Report {
         fields.insert("loss".into(), json!(loss));
         fields.insert("lr".into(), json!(lr));
         fields.insert("img_s".into(), json!(img_s));
+        fields.insert("data_wait_s".into(), json!(data_wait_s));
         if let Some(norm) = &optim.last_grad_norm {
             // Before clipping, of the last update (`optim.clip_grad` is set).
             let norm = norm.clone().into_scalar() as f64;
@@ -404,13 +423,21 @@ impl Report {
         }
         self.metrics.log(fields)?;
         let (done, total) = (it + 1, self.total);
-        let line = format!("step {done}/{total}  loss {loss:.4}  lr {lr:.3e}  {img_s:.1} img/s");
+        let mut line =
+            format!("step {done}/{total}  loss {loss:.4}  lr {lr:.3e}  {img_s:.1} img/s");
+        // Shown once waiting for data is a visible share of the time (GPUs idle on the data).
+        let share = waited / wall;
+        if share > DATA_WAIT_SHOWN {
+            line.push_str(&format!("  waiting for data {:.0}%", 100.0 * share));
+        }
         match &self.bar {
             Some(pb) => pb.set_message(line),
             None => eprintln!("{line}"),
         }
         self.since_log = Instant::now();
         self.images_since_log = 0;
+        self.steps_since_log = 0;
+        self.data_wait_since_log = std::time::Duration::ZERO;
         Ok(())
     }
 
