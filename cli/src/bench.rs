@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Pipeline windows per measurement (the median is reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Step rates (images/s, comma-separated) to say how many cores of the pipeline feed: a
+    /// GPU step's rate from `--only steps` or from `metrics.jsonl`'s `img_s`.
+    #[arg(long, value_delimiter = ',')]
+    feed: Vec<f64>,
     /// Also time PIL's pipeline (bench/cpu/pil_pipeline.py, needs python3 with Pillow and
     /// numpy) on the same JPEGs, in the window after each of pixmim's one-core windows.
     #[arg(long)]
@@ -197,6 +201,11 @@ pub fn run(
         return Err(Error::Usage(
             "--batch, --steps and --rounds must be at least 1".into(),
         ));
+    }
+    if let Some(f) = a.feed.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+        return Err(Error::Usage(format!(
+            "--feed {f}: a step rate is a positive number of images per second"
+        )));
     }
     let precisions: Vec<Precision> = a
         .precision
@@ -423,6 +432,22 @@ fn pipeline(
                 format!("pipeline {key} 224 ({threads} thread{plural})"),
                 format!("{rate:.0} img/s"),
             );
+            if threads == 1 && !a.feed.is_empty() {
+                // Cores scale the pipeline about linearly (each image is one core's work).
+                let mut cores = Map::new();
+                for &f in &a.feed {
+                    let n = (f / rate).ceil();
+                    cores.insert(format!("{f}"), json!(n));
+                    report.row(
+                        format!("pipeline {key} 224: cores to feed {f} img/s"),
+                        format!("{n}"),
+                    );
+                }
+                report.set(
+                    format!("pipeline_{key}_cores_to_feed"),
+                    Value::Object(cores),
+                );
+            }
             if !theirs.is_empty() {
                 let pil_rate = bench::median(&theirs);
                 report.set(format!("pil_{key}_img_s_1core"), json!(pil_rate));

@@ -515,11 +515,21 @@ fn bench_json_has_the_promised_keys() {
         "0",
         "--pipeline-secs",
         "0.2",
+        "--feed",
+        "1000,50000",
     ]);
     let t = text(&o);
     assert!(o.status.success(), "{t}");
     let stdout = String::from_utf8_lossy(&o.stdout);
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    // Cores to feed a step rate: the rate over one core's, rounded up.
+    for key in ["rrc", "src"] {
+        let one = v[format!("pipeline_{key}_img_s_1core")].as_f64().unwrap();
+        for f in [1000.0, 50000.0] {
+            let cores = v[format!("pipeline_{key}_cores_to_feed")][format!("{f}")].as_f64();
+            assert_eq!(cores, Some((f / one).ceil()), "{key} {f}: {v}");
+        }
+    }
     for k in [
         "pipeline_rrc_img_s_1core",
         "pipeline_src_img_s_1core",
@@ -532,6 +542,16 @@ fn bench_json_has_the_promised_keys() {
     }
     assert!(v["pixmim_overhead_pct"].as_f64().unwrap().is_finite());
     assert!(v["steps"]["mae/tiny"]["step_s_pixmim"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_refuses_a_step_rate_that_is_not_one() {
+    for bad in ["0", "-5", "nan"] {
+        let feed = format!("--feed={bad}");
+        let o = pixmim(&["bench", "--only", "pipeline", &feed]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
+        assert!(text(&o).contains("--feed"), "{bad}: {}", text(&o));
+    }
 }
 
 /// `--device cpu,cpu` times `pixmim train`'s data-parallel step (one replica per device);
