@@ -44,6 +44,16 @@ pub enum Format {
     Safetensors,
 }
 
+/// The formats but the official one, by the name `--from` / `--to` take.
+const BY_NAME: &[(&str, Format)] = &[
+    ("mmselfsup", Format::Mmselfsup),
+    ("mmpretrain", Format::Mmpretrain),
+    ("timm", Format::Timm),
+    ("detectron2", Format::Detectron2),
+    ("mmseg", Format::Mmseg),
+    ("safetensors", Format::Safetensors),
+];
+
 /// The format names `--from` / `--to` take: `official-METHOD` for every registered method
 /// (the same format as `official`; a method's name reads better in scripts), then the others.
 pub fn format_names() -> Vec<String> {
@@ -53,17 +63,7 @@ pub fn format_names() -> Vec<String> {
             .iter()
             .map(|m| format!("official-{}", m.name())),
     );
-    v.extend(
-        [
-            "mmselfsup",
-            "mmpretrain",
-            "timm",
-            "detectron2",
-            "mmseg",
-            "safetensors",
-        ]
-        .map(String::from),
-    );
+    v.extend(BY_NAME.iter().map(|(name, _)| name.to_string()));
     v
 }
 
@@ -72,21 +72,19 @@ impl Format {
         let official_of_a_method = s
             .strip_prefix("official-")
             .is_some_and(|m| crate::registry::method(m).is_ok());
-        Ok(match s {
-            _ if s == "official" || official_of_a_method => Self::Official,
-            "mmselfsup" => Self::Mmselfsup,
-            "mmpretrain" => Self::Mmpretrain,
-            "timm" => Self::Timm,
-            "detectron2" => Self::Detectron2,
-            "mmseg" => Self::Mmseg,
-            "safetensors" => Self::Safetensors,
-            _ => {
-                return Err(Error::Usage(format!(
+        if s == "official" || official_of_a_method {
+            return Ok(Self::Official);
+        }
+        BY_NAME
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, f)| *f)
+            .ok_or_else(|| {
+                Error::Usage(format!(
                     "unknown checkpoint format `{s}`; known: {}",
                     format_names().join(", ")
-                )))
-            }
-        })
+                ))
+            })
     }
     fn is_mm(self) -> bool {
         matches!(self, Self::Mmselfsup | Self::Mmpretrain)
