@@ -317,6 +317,22 @@ fn watched_images(source: &Source, c: &Composed, every: usize) -> Result<Option<
 /// progress line says so.
 const DATA_WAIT_SHOWN: f64 = 0.05;
 
+/// The printed line of a logged step; `data_share` is the part of the time since the last
+/// line spent waiting for batches, shown once it is visible (GPUs idle on the data).
+fn progress_line(
+    (done, total): (usize, usize),
+    loss: f64,
+    lr: f64,
+    img_s: f64,
+    data_share: f64,
+) -> String {
+    let mut line = format!("step {done}/{total}  loss {loss:.4}  lr {lr:.3e}  {img_s:.1} img/s");
+    if data_share > DATA_WAIT_SHOWN {
+        line.push_str(&format!("  waiting for data {:.0}%", 100.0 * data_share));
+    }
+    line
+}
+
 /// What a run reports as it goes: a line per logged step in `metrics.jsonl`, and on stderr as
 /// a progress bar's message on a terminal or as a plain line otherwise.
 struct Report {
@@ -423,13 +439,7 @@ impl Report {
         }
         self.metrics.log(fields)?;
         let (done, total) = (it + 1, self.total);
-        let mut line =
-            format!("step {done}/{total}  loss {loss:.4}  lr {lr:.3e}  {img_s:.1} img/s");
-        // Shown once waiting for data is a visible share of the time (GPUs idle on the data).
-        let share = waited / wall;
-        if share > DATA_WAIT_SHOWN {
-            line.push_str(&format!("  waiting for data {:.0}%", 100.0 * share));
-        }
+        let line = progress_line((done, total), loss, lr, img_s, waited / wall);
         match &self.bar {
             Some(pb) => pb.set_message(line),
             None => eprintln!("{line}"),
@@ -467,5 +477,18 @@ fn last_good_note(last_good: Option<&Path>) -> String {
             p.display()
         ),
         None => "no checkpoint was written yet".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_line;
+
+    #[test]
+    fn the_line_says_when_steps_wait_for_data() {
+        let quiet = progress_line((10, 200), 0.5, 1e-3, 250.0, 0.01);
+        assert_eq!(quiet, "step 10/200  loss 0.5000  lr 1.000e-3  250.0 img/s");
+        let starved = progress_line((10, 200), 0.5, 1e-3, 250.0, 0.42);
+        assert!(starved.ends_with("  waiting for data 42%"), "{starved}");
     }
 }
