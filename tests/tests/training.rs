@@ -253,17 +253,22 @@ fn every_method_trains_with_a_falling_loss_alone_and_with_each_plugin() {
     }
 }
 
-/// The PixMIM plugin's resolved config: SRC, the low-pass target, and the radius it scaled to
-/// the image (r = 40 * 32 / 224 for the tiny presets' 32 px) written back.
-#[test]
-fn the_pixmim_plugin_resolves_src_and_a_scaled_radius() {
-    let c = compose(&Request {
+/// MAE's tiny preset with the PixMIM plugin, composed.
+fn tiny_mae_with_pixmim() -> pixmim::registry::Composed {
+    compose(&Request {
         method: "mae".into(),
         preset: Some("tiny".into()),
         plugins: vec!["pixmim".into()],
         ..Default::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+/// The PixMIM plugin's resolved config: SRC, the low-pass target, and the radius it scaled to
+/// the image (r = 40 * 32 / 224 for the tiny presets' 32 px) written back.
+#[test]
+fn the_pixmim_plugin_resolves_src_and_a_scaled_radius() {
+    let c = tiny_mae_with_pixmim();
     let cfg = &c.table;
     assert_eq!(cfg["augmentation"]["name"].as_str(), Some("src"));
     assert_eq!(cfg["target"]["name"].as_str(), Some("lowpass"));
@@ -566,13 +571,7 @@ fn the_adaptive_radius_trains_is_logged_and_resumes_exactly() {
 fn the_shares_of_a_batch_are_its_rows() {
     use pixmim::data::loader::{make_batch, BatchRows, Source};
     use pixmim::data::Dataset;
-    let c = compose(&Request {
-        method: "mae".into(),
-        preset: Some("tiny".into()),
-        plugins: vec!["pixmim".into()],
-        ..Default::default()
-    })
-    .unwrap();
+    let c = tiny_mae_with_pixmim();
     let source = Source::strict(Dataset::open(&samples()).unwrap());
     let build =
         |rows: &BatchRows| make_batch(&source, &c.parts, 3, rows, 5, false, &mut None).unwrap();
