@@ -336,6 +336,11 @@ pub struct TrainConfig {
     /// flex replica per core); written by `train` so that `--resume` repeats it exactly.
     #[serde(default)]
     pub devices: Option<String>,
+    /// The seed of the initial weights alone, when it should differ from `seed` (which keys
+    /// them otherwise, with the data order, augmentation and masks): how much of the
+    /// seed-to-seed spread the initial weights make (docs/results.md).
+    #[serde(default)]
+    pub init_seed: Option<u64>,
 }
 
 fn default_sync_timeout() -> f64 {
@@ -390,6 +395,7 @@ impl TrainConfig {
             replica_check_every: default_replica_check_every(),
             gradient_sync: Default::default(),
             devices: None,
+            init_seed: None,
         }
     }
 }

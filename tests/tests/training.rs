@@ -169,6 +169,36 @@ fn a_stopped_run_resumes_to_bit_identical_weights() {
     let _ = std::fs::remove_dir_all(&split);
 }
 
+/// `train.init_seed` keys the initial weights: equal to `seed` it changes nothing (a run
+/// without it is the same run), another value gives other weights.
+#[test]
+fn init_seed_keys_the_initial_weights_and_nothing_else() {
+    let one_step = |extra: &[&str], name: &str| {
+        let out = out_dir(name);
+        let mut sets = vec!["train.steps=1", "seed=3"];
+        sets.extend_from_slice(extra);
+        let summary = run(&sets, &out, false, None);
+        (final_weights(&out), summary.losses, out)
+    };
+    let (plain, plain_loss, a) = one_step(&[], "init-plain");
+    let (same, same_loss, b) = one_step(&["train.init_seed=3"], "init-same");
+    let (other, other_loss, c) = one_step(&["train.init_seed=4"], "init-other");
+    assert_eq!(plain_loss, same_loss);
+    for (k, v) in &plain {
+        assert_eq!(v.data, same[k].data, "{k}: init_seed = seed changed it");
+    }
+    assert_ne!(plain_loss, other_loss);
+    let differs = |w: &std::collections::HashMap<String, pixmim::checkpoint::HostTensor>| {
+        w.iter()
+            .filter(|(k, _)| k.ends_with("patch_embed.proj.weight"))
+            .any(|(k, v)| v.data != plain[k].data)
+    };
+    assert!(differs(&other), "another init_seed left the weights alone");
+    for dir in [a, b, c] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 #[test]
 fn host_and_device_low_pass_paths_train_identically_for_a_step() {
     let a = out_dir("lp-host");

@@ -86,7 +86,7 @@ where
         batch / world,
         c.train.activation_checkpointing,
     )?;
-    let seed = derive(c.seed, Purpose::Init, 0);
+    let seed = derive(c.train.init_seed.unwrap_or(c.seed), Purpose::Init, 0);
     let mut model = super::model_for_training(c, &specs, &devices[0], seed, &build)?;
     super::memory_preflight(c, &specs, checkpoint::count_params(&model), world)?;
     let target_gen = c.parts.target.as_ref();
