@@ -1,5 +1,6 @@
-//! `pixmim eval knn | linear | finetune | robustness`: does the pretrained encoder separate
-//! classes, and how well under corruptions ([`crate::robustness`])?
+//! `pixmim eval knn | linear | finetune | robustness | shape-bias`: does the pretrained encoder
+//! separate classes, how well under corruptions ([`crate::robustness`]), and by shape or by
+//! texture ([`crate::shape_bias`])?
 //! Labelled data is a folder of class sub-folders or an IDX images file (MNIST format).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +38,10 @@ pub enum EvalCommand {
     /// and severity; CE and mCE against --baseline. Last line: `clean=..%  corrupted=..%`
     /// (and `mCE=..%  relative_mCE=..%` with a baseline).
     Robustness(crate::robustness::RobustnessArgs),
+    /// A fine-tuned classifier's shape bias (Geirhos et al.; PixMIM's Figure 8) on
+    /// cue-conflict images made from a labelled set: each object's silhouette filled with the
+    /// texture of another class's object. Last line: `shape_bias=..%  shape=N  texture=N ..`.
+    ShapeBias(crate::shape_bias::ShapeBiasArgs),
 }
 
 /// What every evaluation needs: weights, labelled train and validation data, the transform.
@@ -181,6 +186,7 @@ pub fn run(cmd: &EvalCommand) -> Result<()> {
         EvalCommand::Linear(a) => linear(a),
         EvalCommand::Finetune(a) => finetune(a),
         EvalCommand::Robustness(a) => crate::robustness::run(a),
+        EvalCommand::ShapeBias(a) => crate::shape_bias::run(a),
     }
 }
 

@@ -5,6 +5,7 @@ mod eval;
 mod interop;
 mod reconstruct;
 mod robustness;
+mod shape_bias;
 mod sweep;
 
 use std::path::{Path, PathBuf};

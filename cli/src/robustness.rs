@@ -104,7 +104,7 @@ fn report(a: &RobustnessArgs, checkpoint: &Path) -> Result<RobustnessReport> {
     if let Some(dir) = &a.dump {
         dump(&opts, dir)?;
     }
-    c.robustness(&opts)
+    pixmim::eval::robustness::robustness(&c, &opts)
 }
 
 /// The corrupted views of the first three validation images, as the model sees them.

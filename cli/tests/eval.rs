@@ -423,6 +423,80 @@ fn robustness_reports_every_setting_against_a_baseline_dumps_grids_and_names_bad
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// The two classes differ only in brightness, and with `non_black` masks every pixel is object,
+/// so each cue-conflict image is its texture source whole: a classifier right on every source
+/// decides by texture every time (shape bias 0).
+#[test]
+fn shape_bias_follows_the_texture_where_only_texture_tells_classes_apart() {
+    let (root, train, val, ck) = labelled_run("eval-shape-bias", (16, 8), (8, 9));
+    let ft = root.join("ft");
+    let o = finetune(
+        &ck,
+        &train,
+        &val,
+        &ft,
+        &["--epochs", "1", "--warmup-epochs", "0", "--batch", "8"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let finetuned = ft.join("finetuned.safetensors");
+    let (dump, json) = (root.join("conflict"), root.join("shape-bias.json"));
+    let shape_bias = |checkpoint: &Path, masks: &str| {
+        pixmim(&[
+            "eval",
+            "shape-bias",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--data",
+            val.to_str().unwrap(),
+            "--masks",
+            masks,
+            "--crop-pct",
+            "1.0",
+            "--dump",
+            dump.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ])
+    };
+    let o = shape_bias(&finetuned, "non_black");
+    assert!(o.status.success(), "{}", text(&o));
+    let line = last_line(&o);
+    assert_eq!(
+        line,
+        "shape_bias=0.0%  shape=0  texture=8  neither=0  images=8  skipped=0",
+        "{}",
+        text(&o)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        report["decisions"]["per_class"][1]["texture"], 4,
+        "{report}"
+    );
+    let pngs = std::fs::read_dir(&dump)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert_eq!(pngs, 8);
+    let pairs = std::fs::read_to_string(dump.join("pairs.csv")).unwrap();
+    assert_eq!(pairs.lines().count(), 9, "{pairs}");
+    for (checkpoint, masks, named) in [
+        (&finetuned, "no/such/masks", "--masks"),
+        (&ck, "non_black", "classifier head"),
+    ] {
+        let o = shape_bias(checkpoint, masks);
+        assert_eq!(o.status.code(), Some(2), "{masks}: {}", text(&o));
+        assert!(text(&o).contains(named), "{masks}: {}", text(&o));
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 #[test]
 fn coverage_prints_one_parseable_line_per_transform_from_masks_or_alpha() {
     let root = tmp("coverage");

@@ -214,6 +214,33 @@ pub struct FinetuneSummary {
     pub weights: PathBuf,
 }
 
+/// A fine-tuned classifier applied to every image of `data` under each view (the classify job,
+/// which robustness and shape bias are computed from).
+pub struct ClassifyOptions {
+    /// `finetuned.safetensors` from `pixmim eval finetune` (encoder, `fc_norm.*`, `head.*`).
+    pub checkpoint: PathBuf,
+    pub device: DeviceSpec,
+    /// Labels, when it has them, must be below the head's class count.
+    pub data: Arc<Source>,
+    pub views: Vec<View>,
+    pub batch_size: usize,
+    pub pool: Pool,
+}
+
+/// One pass over a set: each image through `transform`, its draws keyed by (`seed`, image).
+pub struct View {
+    pub transform: Arc<dyn Augmentation>,
+    pub seed: u64,
+}
+
+/// One view's logits, (N, classes) row-major, in the set's order.
+pub struct ViewLogits<'a> {
+    /// Its index in `ClassifyOptions::views`.
+    pub view: usize,
+    pub classes: usize,
+    pub logits: &'a [f32],
+}
+
 /// A fine-tuned classifier's top-1 on a labelled set under common corruptions
 /// (`pixmim eval robustness`).
 pub struct RobustnessOptions {

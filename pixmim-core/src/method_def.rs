@@ -26,9 +26,9 @@ use crate::device::DeviceSpec;
 use crate::engine::data_parallel::on_step_threads;
 use crate::error::Result;
 use crate::job::{
-    FeatureOptions, Features, FinetuneOptions, FinetuneSummary, ImportOptions, ImportReport,
-    ReconstructOptions, RobustnessOptions, RobustnessReport, StepBenchOptions, StepTiming,
-    TrainOptions, TrainSummary,
+    ClassifyOptions, FeatureOptions, Features, FinetuneOptions, FinetuneSummary, ImportOptions,
+    ImportReport, ReconstructOptions, StepBenchOptions, StepTiming, TrainOptions, TrainSummary,
+    ViewLogits,
 };
 use crate::recipe::Recipe;
 use crate::registry::{Composed, Geometry, Method, PresetDef};
@@ -150,9 +150,14 @@ where
     fn finetune(&self, c: &Composed, opts: &FinetuneOptions) -> Result<FinetuneSummary> {
         self.run(c, |build| crate::eval::finetune::finetune(c, opts, build))
     }
-    fn robustness(&self, c: &Composed, opts: &RobustnessOptions) -> Result<RobustnessReport> {
+    fn classify(
+        &self,
+        c: &Composed,
+        opts: &ClassifyOptions,
+        on_view: &mut (dyn FnMut(ViewLogits<'_>) + Send),
+    ) -> Result<()> {
         self.run(c, |build| {
-            crate::eval::robustness::robustness(c, opts, build)
+            crate::eval::classify::classify(c, opts, on_view, build)
         })
     }
 }

@@ -14,9 +14,9 @@ pub use crate::component::{
 use crate::config::{self, DataConfig, OptimConfig, ScheduleConfig, TrainConfig};
 use crate::error::{Error, Result};
 use crate::job::{
-    FeatureOptions, Features, FinetuneOptions, FinetuneSummary, ImportOptions, ImportReport,
-    ReconstructOptions, RobustnessOptions, RobustnessReport, StepBenchOptions, StepTiming,
-    TrainOptions, TrainSummary,
+    ClassifyOptions, FeatureOptions, Features, FinetuneOptions, FinetuneSummary, ImportOptions,
+    ImportReport, ReconstructOptions, StepBenchOptions, StepTiming, TrainOptions, TrainSummary,
+    ViewLogits,
 };
 use crate::state_dict::OfficialLayout;
 pub use crate::traits::Parts;
@@ -62,8 +62,14 @@ pub trait Method: Sync + Send {
     fn features(&self, c: &Composed, opts: &FeatureOptions) -> Result<Features>;
     /// Encoder + classifier head trained end to end.
     fn finetune(&self, c: &Composed, opts: &FinetuneOptions) -> Result<FinetuneSummary>;
-    /// A fine-tuned classifier's accuracy under common corruptions.
-    fn robustness(&self, c: &Composed, opts: &RobustnessOptions) -> Result<RobustnessReport>;
+    /// A fine-tuned classifier's logits on a set under each of `opts.views`, handed to
+    /// `on_view` view by view.
+    fn classify(
+        &self,
+        c: &Composed,
+        opts: &ClassifyOptions,
+        on_view: &mut (dyn FnMut(ViewLogits<'_>) + Send),
+    ) -> Result<()>;
 }
 
 /// A preset as its method crate declares it: the name, and the (trainable, frozen) parameter
@@ -326,8 +332,12 @@ impl Composed {
     pub fn finetune(&self, opts: &FinetuneOptions) -> Result<FinetuneSummary> {
         self.method.finetune(self, opts)
     }
-    pub fn robustness(&self, opts: &RobustnessOptions) -> Result<RobustnessReport> {
-        self.method.robustness(self, opts)
+    pub fn classify(
+        &self,
+        opts: &ClassifyOptions,
+        on_view: &mut (dyn FnMut(ViewLogits<'_>) + Send),
+    ) -> Result<()> {
+        self.method.classify(self, opts, on_view)
     }
 
     /// Replace the run length of the preset (`--steps` / `--epochs`): in the table written to

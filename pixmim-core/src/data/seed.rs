@@ -21,6 +21,8 @@ pub enum Purpose {
     Mixup = 5,
     /// A common corruption of an evaluation image (`robustness`).
     Corruption = 6,
+    /// The texture partner of a cue-conflict image (`shape_bias`).
+    CueConflict = 7,
 }
 
 pub fn rng(seed: u64, purpose: Purpose, index: u64) -> StdRng {

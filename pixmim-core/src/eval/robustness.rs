@@ -2,30 +2,21 @@
 //! under domain shift?): a fine-tuned classifier's top-1 on a labelled set under each
 //! ImageNet-C corruption ([`crate::robustness`]) and severity, and the corruption errors
 //! against a baseline classifier (Hendrycks & Dietterich's CE and relative CE).
-use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
-use burn::module::AutodiffModule;
-use burn::prelude::*;
-use burn::DispatchDevice;
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::features::all_visible_tensors;
-use super::finetune::{Classifier, ClassifierHead};
 use super::linear_probe::accuracy;
 use crate::augment::{normalise_image, to_rgb_image};
-use crate::checkpoint::{import_params, read_safetensors, refuse_unused, HostTensor};
 use crate::data::seed::{derive, Purpose};
 use crate::error::{Error, Result};
-use crate::job::{RobustnessOptions, RobustnessReport};
+use crate::job::{ClassifyOptions, RobustnessOptions, RobustnessReport, View, ViewLogits};
 use crate::registry::Composed;
 use crate::robustness::{corrupt, CORRUPTIONS};
-use crate::traits::{Augmentation, Autoencoder};
-use crate::RunBackend;
+use crate::traits::Augmentation;
 
-type B = RunBackend;
+pub use super::classify::check_classifier_file;
 
 /// The eval transform's view, then a corruption on its 8-bit pixels, normalised again.
 struct Corrupted {
@@ -65,116 +56,59 @@ fn setting_seed(seed: u64, corruption: &str, severity: usize) -> u64 {
     derive(seed, Purpose::Corruption, (k * 5 + severity) as u64)
 }
 
-pub fn robustness<M, F>(
-    c: &Composed,
-    opts: &RobustnessOptions,
-    build: F,
-) -> Result<RobustnessReport>
-where
-    M: Autoencoder<B> + AutodiffModule<B> + 'static,
-    F: Fn(&DispatchDevice, u64) -> M,
-{
+pub fn robustness(c: &Composed, opts: &RobustnessOptions) -> Result<RobustnessReport> {
     let labels = opts.val.dataset.labels.clone().ok_or_else(|| {
         Error::data(
             &opts.val.dataset.root,
             "has no labels (class sub-folders or IDX labels)",
         )
     })?;
-    let device = opts.device.train_device()?;
-    let classifier = load_classifier(c, opts, build(&device, c.seed), &device)?;
-    let classes = classifier.head.head.weight.dims()[1];
-    if let Some(&y) = labels.iter().find(|&&y| y >= classes) {
-        return Err(Error::data(
-            &opts.val.dataset.root,
-            format!(
-                "has label {y}; the classifier in {} has {classes} classes",
-                opts.checkpoint.display()
-            ),
-        ));
-    }
-    let top1_of = |transform: &dyn Augmentation, seed: u64| -> Result<f64> {
-        let logits = classifier.logits(c, &opts.val, transform, seed, opts.batch_size, &device)?;
-        Ok(accuracy(&logits, &labels, classes).0)
+    let clean = View {
+        transform: Arc::clone(&opts.transform),
+        seed: 0,
     };
-    let clean_top1 = top1_of(opts.transform.as_ref(), 0)?;
-    eprintln!("clean  top1={:.2}%", 100.0 * clean_top1);
-    let mut top1 = Vec::new();
+    let mut views = vec![clean];
+    let mut settings = Vec::new();
     for &corruption in &opts.corruptions {
         for &severity in &opts.severities {
-            let t = Corrupted {
-                view: Arc::clone(&opts.transform),
-                corruption,
-                severity,
-            };
-            let acc = top1_of(&t, setting_seed(opts.seed, corruption, severity))?;
-            eprintln!("{corruption} {severity}  top1={:.2}%", 100.0 * acc);
-            top1.push((corruption.to_string(), severity, acc));
+            views.push(View {
+                transform: Arc::new(Corrupted {
+                    view: Arc::clone(&opts.transform),
+                    corruption,
+                    severity,
+                }),
+                seed: setting_seed(opts.seed, corruption, severity),
+            });
+            settings.push((corruption, severity));
         }
     }
-    Ok(RobustnessReport { clean_top1, top1 })
-}
-
-/// The encoder and `fc_norm` + `head` from a fine-tuned file; anything else in it, or a
-/// missing head, is an error naming the file.
-fn load_classifier<M: Autoencoder<B> + AutodiffModule<B>>(
-    c: &Composed,
-    opts: &RobustnessOptions,
-    model: M,
-    device: &DispatchDevice,
-) -> Result<Classifier<M>> {
-    let path = &opts.checkpoint;
-    let (tensors, _) = read_safetensors(path)?;
-    let (head_t, model_t): (HashMap<String, HostTensor>, HashMap<String, HostTensor>) = tensors
-        .into_iter()
-        .filter(|(k, _)| crate::checkpoint::is_model_key(k))
-        .partition(|(k, _)| k.starts_with("fc_norm.") || k.starts_with("head."));
-    let [classes, dim] = head_shape(&head_t, path)?;
-    let (encoder, unused) = import_params(model, &model_t, path)?;
-    let (head, unused_head) = import_params(
-        ClassifierHead::<B>::new(dim, classes, 0, device),
-        &head_t,
-        path,
-    )?;
-    let unused: Vec<String> = unused.into_iter().chain(unused_head).collect();
-    refuse_unused(path, &unused)?;
-    let encoder = encoder.with_drop_path(0.0).no_grad();
-    // The encoder's width must be what the head takes.
-    let probe = encoder.encode(
-        Tensor::zeros([1, 3, c.geometry.image.0, c.geometry.image.1], device),
-        &all_visible_tensors(c, 1, device),
-    );
-    if probe.dims()[2] != dim {
-        return Err(Error::Checkpoint {
-            path: path.clone(),
-            msg: format!(
-                "its head takes {dim} features; the encoder gives {}",
-                probe.dims()[2]
-            ),
-        });
-    }
-    Ok(Classifier {
-        encoder,
-        head: head.no_grad(),
+    let classify = ClassifyOptions {
+        checkpoint: opts.checkpoint.clone(),
+        device: opts.device,
+        data: Arc::clone(&opts.val),
+        views,
+        batch_size: opts.batch_size,
         pool: opts.pool,
-    })
-}
-
-/// (classes, features) of the `head.weight` a fine-tuned file holds.
-fn head_shape(tensors: &HashMap<String, HostTensor>, path: &Path) -> Result<[usize; 2]> {
-    let shape = tensors.get("head.weight").map(|t| t.shape.as_slice());
-    shape
-        .and_then(|s| <[usize; 2]>::try_from(s).ok())
-        .ok_or_else(|| Error::Checkpoint {
-            path: path.to_path_buf(),
-            msg: "has no classifier head (`head.weight`): pass the finetuned.safetensors \
-                  that `pixmim eval finetune` writes"
-                .into(),
-        })
-}
-
-/// Refuse a file that is not a fine-tuned classifier before any evaluation starts.
-pub fn check_classifier_file(path: &Path) -> Result<()> {
-    head_shape(&read_safetensors(path)?.0, path).map(|_| ())
+    };
+    let mut report = RobustnessReport {
+        clean_top1: 0.0,
+        top1: Vec::new(),
+    };
+    c.classify(&classify, &mut |v: ViewLogits<'_>| {
+        let acc = accuracy(v.logits, &labels, v.classes).0;
+        match v.view {
+            0 => {
+                eprintln!("clean  top1={:.2}%", 100.0 * acc);
+                report.clean_top1 = acc;
+            }
+            k => {
+                let (corruption, severity) = settings[k - 1];
+                eprintln!("{corruption} {severity}  top1={:.2}%", 100.0 * acc);
+                report.top1.push((corruption.to_string(), severity, acc));
+            }
+        }
+    })?;
+    Ok(report)
 }
 
 /// Hendrycks & Dietterich's corruption errors of `model` against `baseline` for each
