@@ -12,6 +12,7 @@
 //! before anything trains, the runs call the library directly, and the statistics are tested
 //! code.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
@@ -20,8 +21,11 @@ use serde::{Deserialize, Serialize};
 use pixmim::checkpoint::run::list_checkpoints;
 use pixmim::device::DeviceSpec;
 use pixmim::eval::compare::{mean_std, paired_difference, Difference};
-use pixmim::eval::{knn_classify, linear_probe, LinearProbeConfig, ProbeOptimizer};
+use pixmim::eval::linear_probe::train_linear_probe;
+use pixmim::eval::shape_bias::{argmax_rows, write_set, CueConflictSet, ShapeBias};
+use pixmim::eval::{knn_classify, LinearProbeConfig, ProbeOptimizer};
 use pixmim::job::{FeatureOptions, Pool, TrainOptions};
+use pixmim::object_mask::MaskSource;
 use pixmim::registry::{compose, Composed, Request};
 use pixmim::{Error, Result};
 
@@ -74,6 +78,15 @@ struct Variant {
     sets: Vec<String>,
     /// Seeds of this variant, if not the file's.
     seeds: Option<Vec<u64>>,
+    /// The config keys a run's seed is written to: `seed` (default: everything random), or
+    /// e.g. `train.init_seed` with `seed` fixed in `sets`, so that the seeds vary the initial
+    /// weights alone (docs/results.md, "Where the spread comes from").
+    #[serde(default = "seed_keys")]
+    seed_keys: Vec<String>,
+}
+
+fn seed_keys() -> Vec<String> {
+    vec!["seed".into()]
 }
 
 /// How each run is evaluated; a change re-evaluates the runs (it is stored in `eval.json`).
@@ -108,6 +121,19 @@ struct EvalSpec {
     /// "lars" (MAE's probe) or "sgd".
     #[serde(default = "lars")]
     linear_optimizer: String,
+    /// The linear probe is trained once per seed (its head's initial weights and batch order)
+    /// and its accuracy averaged, so that the probe's own noise is not read as the method's.
+    #[serde(default = "probe_seeds")]
+    probe_seeds: Vec<u64>,
+    /// Shape bias of each probe (`alpha`, `non_black` or a folder of masks): on cue-conflict
+    /// images made from `val_data` (`pixmim::eval::shape_bias`), written once to
+    /// `OUT/cue_conflict`.
+    #[serde(default)]
+    shape_bias_masks: Option<String>,
+}
+
+fn probe_seeds() -> Vec<u64> {
+    vec![0]
 }
 
 fn crop_pct() -> f64 {
@@ -142,7 +168,11 @@ fn lars() -> String {
 }
 
 impl EvalSpec {
+    /// The probe's settings for its first seed; refuses bad values naming the key.
     fn probe(&self) -> Result<LinearProbeConfig> {
+        if self.probe_seeds.is_empty() {
+            return Err(Error::config("eval.probe_seeds", "list at least one seed"));
+        }
         let optimizer = match self.linear_optimizer.as_str() {
             "lars" => ProbeOptimizer::Lars,
             "sgd" => ProbeOptimizer::Sgd,
@@ -160,6 +190,7 @@ impl EvalSpec {
             blr: self.linear_blr,
             weight_decay: self.linear_weight_decay,
             optimizer,
+            seed: self.probe_seeds[0],
             ..Default::default()
         };
         cfg.validate()?;
@@ -174,7 +205,14 @@ struct RunResult {
     seed: u64,
     knn_top1: f64,
     knn_top5: f64,
+    /// The mean over the probe seeds of each probe's best epoch.
     linear_top1: f64,
+    /// Each probe seed's best epoch, in `eval.probe_seeds`' order.
+    #[serde(default)]
+    linear_top1_by_probe_seed: Vec<f64>,
+    /// The probes' mean shape bias (each probe as its last epoch left it), when measured.
+    #[serde(default)]
+    shape_bias: Option<f64>,
     /// Wall seconds of pretraining and evaluation in the session that finished them.
     pretrain_s: f64,
     eval_s: f64,
@@ -202,6 +240,21 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         plan.len(),
         file.out.display()
     );
+    let cue_conflict = match &file.eval.shape_bias_masks {
+        Some(masks) if !a.dry_run => {
+            let dir = file.out.join("cue_conflict");
+            let val = labelled(&file.eval.val_data, file.eval.val_limit)?;
+            let set = write_set(&val, &MaskSource::parse(masks), 0, None, &dir)?;
+            eprintln!(
+                "shape bias: {} cue-conflict images in {} ({} images skipped)",
+                set.pairs.len(),
+                dir.display(),
+                set.skipped
+            );
+            Some(set)
+        }
+        _ => None,
+    };
     let mut results = Vec::new();
     for (i, p) in plan.iter().enumerate() {
         let name = &file.variant[p.variant].name;
@@ -219,7 +272,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         if a.dry_run || state == "done" {
             continue;
         }
-        let r = run_one(p, name, &file, &device)?;
+        let r = run_one(p, name, &file, &device, cue_conflict.as_ref())?;
         eprintln!(
             "[{}/{}] {name} seed {}: kNN {:.2}%  linear {:.2}%",
             i + 1,
@@ -269,6 +322,15 @@ fn read_file(path: &Path) -> Result<SweepFile> {
                 format!("{:?} is listed twice", v.name),
             ));
         }
+        if v.seed_keys.is_empty() {
+            return Err(Error::config(
+                "variant.seed_keys",
+                format!(
+                    "variant {:?} lists no key (its seeds would all be one run)",
+                    v.name
+                ),
+            ));
+        }
         if v.seeds.as_ref().is_some_and(|s| s.is_empty()) {
             return Err(Error::config(
                 "variant.seeds",
@@ -286,51 +348,62 @@ fn read_file(path: &Path) -> Result<SweepFile> {
 }
 
 /// Every (variant, seed), composed before anything runs, so that a bad `--set` in any
-/// variant stops the sweep at once, naming the variant and the key.
+/// variant stops the sweep at once, naming the variant and the key. Seed by seed (every
+/// variant's seed 0, then seed 1, ...): a sweep stopped early has its variants paired on the
+/// same seeds.
 fn plan(file: &SweepFile) -> Result<Vec<Planned>> {
+    let seeds_of = |v: &Variant| v.seeds.clone().unwrap_or_else(|| file.seeds.clone());
+    let mut all_seeds: Vec<u64> = file.variant.iter().flat_map(seeds_of).collect();
+    all_seeds.sort_unstable();
+    all_seeds.dedup();
+    let runs = all_seeds.iter().flat_map(|&seed| {
+        file.variant
+            .iter()
+            .enumerate()
+            .filter(move |(_, v)| seeds_of(v).contains(&seed))
+            .map(move |(vi, v)| (vi, v, seed))
+    });
     let mut plan = Vec::new();
-    for (vi, v) in file.variant.iter().enumerate() {
-        for &seed in v.seeds.as_ref().unwrap_or(&file.seeds) {
-            let mut sets = file.sets.clone();
-            sets.extend(v.sets.iter().cloned());
-            sets.push(format!("seed={seed}"));
-            sets.push(format!(
-                "data.path={}",
-                toml::Value::String(file.data.display().to_string())
-            ));
-            let request = Request {
-                method: file.method.clone(),
-                preset: file.preset.clone(),
-                plugins: file.plugins.iter().chain(&v.plugins).cloned().collect(),
-                sets,
-                ..Default::default()
-            };
-            let composed = compose(&request).map_err(|e| match e {
-                Error::Config { key, msg } => {
-                    Error::config(key, format!("{msg} (variant {:?})", v.name))
-                }
-                other => Error::Usage(format!("variant {:?}: {other}", v.name)),
-            })?;
-            let dir = file.out.join(&v.name).join(format!("seed-{seed}"));
-            // A folder begun with another config (the file was edited) is neither continued
-            // nor reported as done.
-            let resolved = toml::to_string(&composed.table).unwrap_or_default();
-            if let Ok(before) = std::fs::read_to_string(dir.join("config.toml")) {
-                if before != resolved {
-                    return Err(Error::Usage(format!(
-                        "{} was started with another config than variant {:?} has now; remove the folder to rerun it, or restore the experiment file",
-                        dir.display(),
-                        v.name
-                    )));
-                }
+    for (vi, v, seed) in runs {
+        let mut sets = file.sets.clone();
+        sets.extend(v.sets.iter().cloned());
+        sets.extend(v.seed_keys.iter().map(|k| format!("{k}={seed}")));
+        sets.push(format!(
+            "data.path={}",
+            toml::Value::String(file.data.display().to_string())
+        ));
+        let request = Request {
+            method: file.method.clone(),
+            preset: file.preset.clone(),
+            plugins: file.plugins.iter().chain(&v.plugins).cloned().collect(),
+            sets,
+            ..Default::default()
+        };
+        let composed = compose(&request).map_err(|e| match e {
+            Error::Config { key, msg } => {
+                Error::config(key, format!("{msg} (variant {:?})", v.name))
             }
-            plan.push(Planned {
-                variant: vi,
-                seed,
-                dir,
-                composed,
-            });
+            other => Error::Usage(format!("variant {:?}: {other}", v.name)),
+        })?;
+        let dir = file.out.join(&v.name).join(format!("seed-{seed}"));
+        // A folder begun with another config (the file was edited) is neither continued
+        // nor reported as done.
+        let resolved = toml::to_string(&composed.table).unwrap_or_default();
+        if let Ok(before) = std::fs::read_to_string(dir.join("config.toml")) {
+            if before != resolved {
+                return Err(Error::Usage(format!(
+                    "{} was started with another config than variant {:?} has now; remove the folder to rerun it, or restore the experiment file",
+                    dir.display(),
+                    v.name
+                )));
+            }
         }
+        plan.push(Planned {
+            variant: vi,
+            seed,
+            dir,
+            composed,
+        });
     }
     Ok(plan)
 }
@@ -342,7 +415,13 @@ fn done(dir: &Path, eval: &EvalSpec) -> Option<RunResult> {
     (r.eval == *eval).then_some(r)
 }
 
-fn run_one(p: &Planned, name: &str, file: &SweepFile, device: &DeviceSpec) -> Result<RunResult> {
+fn run_one(
+    p: &Planned,
+    name: &str,
+    file: &SweepFile,
+    device: &DeviceSpec,
+    cue_conflict: Option<&CueConflictSet>,
+) -> Result<RunResult> {
     let c = &p.composed;
     let t0 = Instant::now();
     let resume = !list_checkpoints(&p.dir)?.is_empty();
@@ -358,27 +437,42 @@ fn run_one(p: &Planned, name: &str, file: &SweepFile, device: &DeviceSpec) -> Re
 
     let t0 = Instant::now();
     let e = &file.eval;
-    let features = |data: &Path, limit| -> Result<_> {
+    let features = |source| -> Result<_> {
         c.features(&FeatureOptions {
             checkpoint: checkpoint.clone(),
             device: *device,
-            source: labelled(data, limit)?,
+            source,
             transform: eval_transform(c, e.crop_pct)?,
             batch_size: e.eval_batch,
             pool: e.pool,
         })
     };
-    let train = features(&e.data, e.train_limit)?;
-    let val = features(&e.val_data, e.val_limit)?;
+    let train = features(labelled(&e.data, e.train_limit)?)?;
+    let val = features(labelled(&e.val_data, e.val_limit)?)?;
+    let conflict = cue_conflict
+        .map(|set| features(Arc::clone(&set.source)))
+        .transpose()?;
     let knn = knn_classify(&train, &val, e.knn_k, e.knn_temperature)?;
-    let probe = linear_probe(&train, &val, &e.probe()?, |_| {})?;
-    let linear_top1 = probe.iter().map(|r| r.top1).fold(f64::NAN, f64::max);
+    let mut by_probe_seed = Vec::new();
+    let mut shape_biases = Vec::new();
+    for &seed in &e.probe_seeds {
+        let cfg = LinearProbeConfig { seed, ..e.probe()? };
+        let (probe, head) = train_linear_probe(&train, &val, &cfg, |_| {})?;
+        by_probe_seed.push(probe.iter().map(|r| r.top1).fold(f64::NAN, f64::max));
+        if let (Some(set), Some(f)) = (cue_conflict, &conflict) {
+            let predicted = argmax_rows(&head.predict(&f.data), head.classes);
+            let bias = ShapeBias::score(&set.pairs, &predicted, head.classes).bias();
+            shape_biases.push(bias.unwrap_or(f64::NAN));
+        }
+    }
     let r = RunResult {
         variant: name.to_string(),
         seed: p.seed,
         knn_top1: knn.top1,
         knn_top5: knn.top5,
-        linear_top1,
+        linear_top1: mean_std(&by_probe_seed).0,
+        linear_top1_by_probe_seed: by_probe_seed,
+        shape_bias: (!shape_biases.is_empty()).then(|| mean_std(&shape_biases).0),
         pretrain_s,
         eval_s: t0.elapsed().as_secs_f64(),
         eval: e.clone(),
@@ -393,14 +487,20 @@ fn write(path: &Path, text: &str) -> Result<()> {
 }
 
 /// The metrics of the table, in percent.
-const METRICS: [(&str, &str); 2] = [("knn_top1", "kNN top-1"), ("linear_top1", "linear top-1")];
+const METRICS: [(&str, &str); 3] = [
+    ("knn_top1", "kNN top-1"),
+    ("linear_top1", "linear top-1"),
+    ("shape_bias", "shape bias"),
+];
 
-fn metric(r: &RunResult, key: &str) -> f64 {
-    100.0
-        * match key {
-            "knn_top1" => r.knn_top1,
-            _ => r.linear_top1,
-        }
+/// A run's value of a metric, when it measured it.
+fn metric(r: &RunResult, key: &str) -> Option<f64> {
+    let v = match key {
+        "knn_top1" => Some(r.knn_top1),
+        "linear_top1" => Some(r.linear_top1),
+        _ => r.shape_bias,
+    };
+    v.map(|v| 100.0 * v)
 }
 
 /// A variant's mean and standard deviation of one metric over its seeds, and its
@@ -438,12 +538,12 @@ impl Table {
                 let stats = METRICS
                     .iter()
                     .map(|(key, _)| {
-                        let xs: Vec<f64> = runs.iter().map(|r| metric(r, key)).collect();
+                        let xs: Vec<f64> = runs.iter().filter_map(|r| metric(r, key)).collect();
                         let pairs: Vec<(f64, f64)> = runs
                             .iter()
                             .filter_map(|r| {
                                 let b = base.iter().find(|b| b.seed == r.seed)?;
-                                Some((metric(r, key), metric(b, key)))
+                                Some((metric(r, key)?, metric(b, key)?))
                             })
                             .collect();
                         let diff = (v.name != file.baseline && !pairs.is_empty())
@@ -464,28 +564,38 @@ impl Table {
         Self { rows }
     }
 
+    /// The metrics some run measured (shape bias only where the file asks for it).
+    fn shown(&self) -> Vec<usize> {
+        (0..METRICS.len())
+            .filter(|&k| self.rows.iter().any(|r| !r.stats[k].mean.is_nan()))
+            .collect()
+    }
+
     fn markdown(&self, path: &Path, file: &SweepFile) -> String {
         let mut s = format!(
-            "Sweep `{}`: {} {}, baseline `{}`; mean ± sample std over seeds; Δ = paired difference to the baseline over the seeds both ran, with its 95% t interval (* when it excludes 0).\n\n",
+            "Sweep `{}`: {} {}, baseline `{}`; mean ± sample std over seeds; Δ = paired difference to the baseline over the seeds both ran, with its 95% t interval (* when it excludes 0); wins = seeds where the variant beat the baseline, out of those that differ, with the two-sided sign test's p.\n\n",
             path.display(),
             file.method,
             file.preset.as_deref().unwrap_or("(first preset)"),
             file.baseline
         );
+        let shown = self.shown();
         s.push_str("| variant | seeds |");
-        for (_, label) in METRICS {
-            s.push_str(&format!(" {label} | Δ {label} |"));
+        for &k in &shown {
+            let label = METRICS[k].1;
+            s.push_str(&format!(" {label} | Δ {label} | wins |"));
         }
         s.push_str(" pretrain wall |\n| --- | --- |");
-        for _ in METRICS {
-            s.push_str(" --- | --- |");
+        for _ in &shown {
+            s.push_str(" --- | --- | --- |");
         }
         s.push_str(" --- |\n");
         for r in &self.rows {
             let seeds: Vec<String> = r.seeds.iter().map(u64::to_string).collect();
             s.push_str(&format!("| {} | {} |", r.name, seeds.join(", ")));
-            for Stat { mean, std, diff } in &r.stats {
-                let ms = match (r.seeds.is_empty(), std) {
+            for &k in &shown {
+                let Stat { mean, std, diff } = &r.stats[k];
+                let ms = match (mean.is_nan(), std) {
                     (true, _) => "-".to_string(),
                     (false, Some(sd)) => format!("{mean:.2} ± {sd:.2}"),
                     (false, None) => format!("{mean:.2}"),
@@ -503,7 +613,16 @@ impl Table {
                         None => format!("{:+.2} (one seed)", d.mean),
                     },
                 };
-                s.push_str(&format!(" {ms} | {d} |"));
+                let wins = match diff {
+                    None => "-".to_string(),
+                    Some(d) => format!(
+                        "{}/{} (p {:.3})",
+                        d.sign.wins,
+                        d.sign.wins + d.sign.losses,
+                        d.sign.p
+                    ),
+                };
+                s.push_str(&format!(" {ms} | {d} | {wins} |"));
             }
             s.push_str(&format!(" {:.0} s |\n", r.pretrain_s));
         }
@@ -511,17 +630,20 @@ impl Table {
     }
 
     fn csv(&self) -> String {
+        let shown = self.shown();
         let mut s = "variant,runs".to_string();
-        for (key, _) in METRICS {
+        for &k in &shown {
+            let key = METRICS[k].0;
             s.push_str(&format!(
-                ",{key}_mean,{key}_std,{key}_diff,{key}_diff_lo,{key}_diff_hi"
+                ",{key}_mean,{key}_std,{key}_diff,{key}_diff_lo,{key}_diff_hi,{key}_wins,{key}_losses,{key}_sign_p"
             ));
         }
         s.push_str(",pretrain_s\n");
         let num = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_default();
         for r in &self.rows {
             s.push_str(&format!("{},{}", r.name, r.seeds.len()));
-            for Stat { mean, std, diff } in &r.stats {
+            for &k in &shown {
+                let Stat { mean, std, diff } = &r.stats[k];
                 let (d, lo, hi) = match diff {
                     Some(d) => (
                         Some(d.mean),
@@ -530,9 +652,13 @@ impl Table {
                     ),
                     None => (None, None, None),
                 };
-                let mean = (!r.seeds.is_empty()).then_some(*mean);
+                let sign = match diff {
+                    Some(d) => format!(",{},{},{:.4}", d.sign.wins, d.sign.losses, d.sign.p),
+                    None => ",,,".to_string(),
+                };
+                let mean = (!mean.is_nan()).then_some(*mean);
                 s.push_str(&format!(
-                    ",{},{},{},{},{}",
+                    ",{},{},{},{},{}{sign}",
                     num(mean),
                     num(*std),
                     num(d),
@@ -547,15 +673,27 @@ impl Table {
 }
 
 fn runs_csv(results: &[RunResult]) -> String {
-    let mut s = "variant,seed,knn_top1,knn_top5,linear_top1,pretrain_s,eval_s\n".to_string();
+    let mut s =
+        "variant,seed,knn_top1,knn_top5,linear_top1,linear_top1_probe_std,shape_bias,pretrain_s,eval_s\n"
+            .to_string();
     for r in results {
+        let probes: Vec<f64> = r
+            .linear_top1_by_probe_seed
+            .iter()
+            .map(|a| 100.0 * a)
+            .collect();
+        let probe_std = mean_std(&probes).1.map(|sd| format!("{sd:.4}"));
         s.push_str(&format!(
-            "{},{},{:.4},{:.4},{:.4},{:.1},{:.1}\n",
+            "{},{},{:.4},{:.4},{:.4},{},{},{:.1},{:.1}\n",
             r.variant,
             r.seed,
             100.0 * r.knn_top1,
             100.0 * r.knn_top5,
             100.0 * r.linear_top1,
+            probe_std.unwrap_or_default(),
+            r.shape_bias
+                .map(|b| format!("{:.4}", 100.0 * b))
+                .unwrap_or_default(),
             r.pretrain_s,
             r.eval_s
         ));

@@ -703,6 +703,8 @@ linear_epochs = {epochs}
 linear_warmup_epochs = 0
 linear_batch = 16
 linear_optimizer = "sgd"
+probe_seeds = [0, 1]
+shape_bias_masks = "non_black"
 
 [[variant]]
 name = "mae"
@@ -710,6 +712,12 @@ name = "mae"
 [[variant]]
 name = "pixmim"
 plugins = ["pixmim"]
+seeds = [0]
+
+[[variant]]
+name = "init"
+sets = ["seed=5"]
+seed_keys = ["train.init_seed"]
 seeds = [1]
 "#
         )
@@ -718,15 +726,50 @@ seeds = [1]
     std::fs::write(&file, sweep(1, "")).unwrap();
     let f = file.to_str().unwrap();
     let first = ok(&["sweep", f]);
-    for (v, s) in [("mae", 0), ("mae", 1), ("pixmim", 1)] {
+    for (v, s) in [("mae", 0), ("mae", 1), ("pixmim", 0), ("init", 1)] {
         assert!(
             out.join(format!("{v}/seed-{s}/eval.json")).exists(),
             "{first}"
         );
     }
     assert!(
-        !out.join("pixmim/seed-0").exists(),
-        "pixmim runs seed 1 only"
+        !out.join("pixmim/seed-1").exists(),
+        "pixmim runs seed 0 only"
+    );
+    // Seed by seed: a sweep stopped early has its variants on the same seeds.
+    let order: Vec<&str> = first
+        .lines()
+        .filter(|l| l.starts_with('[') && l.ends_with(": to run"))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "[1/4] mae seed 0: to run",
+            "[2/4] pixmim seed 0: to run",
+            "[3/4] mae seed 1: to run",
+            "[4/4] init seed 1: to run"
+        ],
+        "{first}"
+    );
+    // `seed_keys` writes the run's seed to the keys named, here the initial weights' alone.
+    let config = std::fs::read_to_string(out.join("init/seed-1/config.toml")).unwrap();
+    assert!(config.contains("seed = 5\n"), "{config}");
+    assert!(config.contains("init_seed = 1\n"), "{config}");
+    // The probe trained once per probe seed; the run's linear top-1 is their mean.
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("mae/seed-0/eval.json")).unwrap())
+            .unwrap();
+    let probes: Vec<f64> = result["linear_top1_by_probe_seed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(probes.len(), 2, "{result}");
+    let mean = result["linear_top1"].as_f64().unwrap();
+    assert!(
+        (mean - (probes[0] + probes[1]) / 2.0).abs() < 1e-12,
+        "{result}"
     );
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     let row = md.lines().find(|l| l.starts_with("| pixmim |")).unwrap();
@@ -737,18 +780,33 @@ seeds = [1]
         .find(|l| l.starts_with("| mae | 0, 1 |"))
         .unwrap();
     assert!(mae.contains(" ± "), "{md}");
+    // One pair (a win, a loss or a tie): the sign test cannot reject.
+    assert!(row.contains("(p 1.000)"), "{md}");
+    // The probes' shape bias on the cue-conflict images made once from the validation set.
+    assert!(md.contains("| shape bias | Δ shape bias | wins |"), "{md}");
+    assert_eq!(
+        std::fs::read_dir(out.join("cue_conflict")).unwrap().count(),
+        16 + 1,
+        "the images and pairs.csv"
+    );
     let runs = std::fs::read_to_string(out.join("runs.csv")).unwrap();
-    assert_eq!(runs.lines().count(), 4, "{runs}");
+    assert_eq!(runs.lines().count(), 5, "{runs}");
+    assert!(
+        runs.lines()
+            .skip(1)
+            .all(|l| !l.split(',').nth(6).unwrap().is_empty()),
+        "every run's shape bias: {runs}"
+    );
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert!(csv.starts_with("variant,runs,knn_top1_mean"), "{csv}");
-    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert_eq!(csv.lines().count(), 4, "{csv}");
 
     // Rerun: nothing is redone.
     let eval_json = out.join("mae/seed-0/eval.json");
     let ck = out.join("mae/seed-0/checkpoints/step-00000002.safetensors");
     let (e0, c0) = (modified(&eval_json), modified(&ck));
     let again = ok(&["sweep", f]);
-    assert_eq!(again.matches(": done").count(), 3, "{again}");
+    assert_eq!(again.matches(": done").count(), 4, "{again}");
     assert_eq!((modified(&eval_json), modified(&ck)), (e0, c0));
     // Other evaluation settings: evaluated again, not trained again.
     std::fs::write(&file, sweep(2, "")).unwrap();
@@ -776,5 +834,9 @@ seeds = [1]
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("radious"), "{}", text(&o));
     assert!(!text(&o).contains("[1/"), "{}", text(&o));
+    std::fs::write(&file, sweep(1, "").replace("[\"train.init_seed\"]", "[]")).unwrap();
+    let o = pixmim(&["sweep", f]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("variant.seed_keys"), "{}", text(&o));
     let _ = std::fs::remove_dir_all(&dir);
 }

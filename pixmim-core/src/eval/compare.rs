@@ -1,7 +1,7 @@
 //! Is a difference between two variants bigger than the seed-to-seed noise? Mean and sample
 //! standard deviation over seeds, and the difference to a baseline with a 95% Student-t
-//! interval: paired over the seeds both ran (the same seed gives both the same initial
-//! weights, data order and masks, so pairing removes that shared noise).
+//! interval and a sign test: paired over the seeds both ran (the same seed gives both the
+//! same initial weights, data order and masks, so pairing removes that shared noise).
 
 /// Mean and sample standard deviation (n - 1); the deviation is `None` below two values.
 pub fn mean_std(xs: &[f64]) -> (f64, Option<f64>) {
@@ -14,13 +14,46 @@ pub fn mean_std(xs: &[f64]) -> (f64, Option<f64>) {
     (mean, std)
 }
 
-/// A difference of means and its two-sided 95% interval.
+/// A difference of means, its two-sided 95% interval, and the sign test of its pairs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Difference {
     pub mean: f64,
     /// Half-width of the 95% interval; `None` with fewer than two pairs.
     pub half_width: Option<f64>,
     pub pairs: usize,
+    pub sign: SignTest,
+}
+
+/// The paired sign test: how many pairs the variant won and lost (ties are dropped), and the
+/// exact two-sided p-value of so lopsided a split if each pair were a fair coin. It assumes
+/// nothing about the differences' distribution, which the t interval does (normality).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SignTest {
+    pub wins: usize,
+    pub losses: usize,
+    pub p: f64,
+}
+
+impl SignTest {
+    pub fn of(differences: &[f64]) -> Self {
+        let wins = differences.iter().filter(|d| **d > 0.0).count();
+        let losses = differences.iter().filter(|d| **d < 0.0).count();
+        let n = wins + losses;
+        // P(X <= min(wins, losses)) for X ~ Binomial(n, 1/2), doubled and capped at 1.
+        let tail: f64 = (0..=wins.min(losses))
+            .map(|k| (ln_choose(n, k) - n as f64 * std::f64::consts::LN_2).exp())
+            .sum();
+        Self {
+            wins,
+            losses,
+            p: (2.0 * tail).min(1.0),
+        }
+    }
+}
+
+/// ln C(n, k).
+fn ln_choose(n: usize, k: usize) -> f64 {
+    ln_gamma(n as f64 + 1.0) - ln_gamma(k as f64 + 1.0) - ln_gamma((n - k) as f64 + 1.0)
 }
 
 impl Difference {
@@ -40,6 +73,7 @@ pub fn paired_difference(pairs: &[(f64, f64)]) -> Difference {
         mean,
         half_width: sd.map(|sd| t_quantile_975((n - 1) as f64) * sd / (n as f64).sqrt()),
         pairs: n,
+        sign: SignTest::of(&d),
     }
 }
 
@@ -192,5 +226,28 @@ mod tests {
         assert!(!paired_difference(&[(1.0, 0.0), (-0.5, 0.0)]).significant());
         assert_eq!(mean_std(&[2.0, 4.0]), (3.0, Some(2f64.sqrt())));
         assert_eq!(mean_std(&[2.0]), (2.0, None));
+    }
+
+    /// Binomial tails by hand: 8 of 8 -> 2 / 256; 7 of 8 -> 2 x 9 / 256; 4 of 8 -> 1 (capped);
+    /// a tie is dropped, so 5 wins, 1 tie, 0 losses is 5 of 5 -> 2 / 32.
+    #[test]
+    fn sign_test_by_hand() {
+        let t = SignTest::of(&[1.0; 8]);
+        assert_eq!((t.wins, t.losses), (8, 0));
+        assert!((t.p - 2.0 / 256.0).abs() < 1e-12, "{}", t.p);
+        let mut seven = vec![0.5; 7];
+        seven.push(-3.0);
+        let t = SignTest::of(&seven);
+        assert_eq!((t.wins, t.losses), (7, 1));
+        assert!((t.p - 18.0 / 256.0).abs() < 1e-12, "{}", t.p);
+        let t = SignTest::of(&[1.0, -1.0, 2.0, -2.0, 3.0, -3.0, 4.0, -4.0]);
+        assert_eq!(t.p, 1.0);
+        let t = SignTest::of(&[1.0, 1.0, 0.0, 1.0, 1.0, 1.0]);
+        assert_eq!((t.wins, t.losses), (5, 0));
+        assert!((t.p - 2.0 / 32.0).abs() < 1e-12, "{}", t.p);
+        assert_eq!(SignTest::of(&[]).p, 1.0);
+        // The paired difference carries it, variant minus baseline.
+        let d = paired_difference(&[(1.0, 2.0), (1.0, 3.0), (5.0, 4.0)]);
+        assert_eq!((d.sign.wins, d.sign.losses), (1, 2));
     }
 }

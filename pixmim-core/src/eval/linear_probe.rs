@@ -179,8 +179,18 @@ pub fn linear_probe(
     train: &Features,
     val: &Features,
     cfg: &LinearProbeConfig,
-    mut on_epoch: impl FnMut(&EpochResult),
+    on_epoch: impl FnMut(&EpochResult),
 ) -> Result<Vec<EpochResult>> {
+    train_linear_probe(train, val, cfg, on_epoch).map(|(epochs, _)| epochs)
+}
+
+/// [`linear_probe`], with the head as the last epoch left it (to classify other features).
+pub fn train_linear_probe(
+    train: &Features,
+    val: &Features,
+    cfg: &LinearProbeConfig,
+    mut on_epoch: impl FnMut(&EpochResult),
+) -> Result<(Vec<EpochResult>, LinearHead)> {
     cfg.validate()?;
     if train.dim != val.dim {
         return Err(Error::Usage(format!(
@@ -289,7 +299,7 @@ pub fn linear_probe(
         on_epoch(&r);
         results.push(r);
     }
-    Ok(results)
+    Ok((results, head))
 }
 
 #[cfg(test)]
