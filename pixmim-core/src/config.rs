@@ -341,6 +341,84 @@ pub struct TrainConfig {
     /// seed-to-seed spread the initial weights make (docs/results.md).
     #[serde(default)]
     pub init_seed: Option<u64>,
+    /// `[train.monitor]`: kNN accuracy of the encoder's features during pretraining; off
+    /// unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorConfig>,
+}
+
+/// `[train.monitor]`: every `every` steps (and at the end) the encoder's frozen cls-token
+/// features of `data` and `val_data` (their first `train_limit` / `val_limit` images, through
+/// the eval transform) give the kNN top-1 and top-5 of `val_data` (k, temperature as `pixmim
+/// eval knn`), logged as `knn_top1`, `knn_top5` and `monitor_s` (its seconds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Labelled images that vote (class sub-folders, or an IDX images file with its labels).
+    pub data: PathBuf,
+    /// Labelled images that are classified.
+    pub val_data: PathBuf,
+    /// Steps between measurements; unset, as many that the monitor's images are about 5% of
+    /// the images the run trains on ([`MonitorConfig::interval`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<usize>,
+    #[serde(default = "default_monitor_train_limit")]
+    pub train_limit: usize,
+    #[serde(default = "default_monitor_val_limit")]
+    pub val_limit: usize,
+    #[serde(default = "default_knn_k")]
+    pub k: usize,
+    #[serde(default = "default_knn_temperature")]
+    pub temperature: f64,
+    /// The eval transform: short side to size / crop_pct, centre crop (1.0: the whole image).
+    #[serde(default = "default_crop_pct")]
+    pub crop_pct: f64,
+}
+
+fn default_monitor_train_limit() -> usize {
+    1000
+}
+fn default_monitor_val_limit() -> usize {
+    500
+}
+fn default_knn_k() -> usize {
+    20
+}
+fn default_knn_temperature() -> f64 {
+    0.07
+}
+fn default_crop_pct() -> f64 {
+    0.875
+}
+
+/// The share of a run's images the monitor's default interval allows it.
+pub const MONITOR_SHARE: usize = 20;
+
+impl MonitorConfig {
+    /// Steps between measurements at `batch` images per step: `every`, or by default such that
+    /// encoding the monitor's images costs about 1/[`MONITOR_SHARE`] of the training: encoding
+    /// an image with every patch visible costs about what training on one does at MAE's 75%
+    /// masking (docs/evaluation.md has the measurement).
+    pub fn interval(&self, batch: usize) -> usize {
+        self.every.unwrap_or_else(|| {
+            (MONITOR_SHARE * (self.train_limit + self.val_limit)).div_ceil(batch.max(1))
+        })
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if let Some(every) = self.every {
+            in_range("train.monitor.every", every, 1, usize::MAX)?;
+        }
+        for (key, v) in [
+            ("train.monitor.train_limit", self.train_limit),
+            ("train.monitor.val_limit", self.val_limit),
+            ("train.monitor.k", self.k),
+        ] {
+            in_range(key, v, 1, usize::MAX)?;
+        }
+        positive_at_most("train.monitor.temperature", self.temperature, 1e3)?;
+        positive_at_most("train.monitor.crop_pct", self.crop_pct, 1.0)
+    }
 }
 
 fn default_sync_timeout() -> f64 {
@@ -396,6 +474,7 @@ impl TrainConfig {
             gradient_sync: Default::default(),
             devices: None,
             init_seed: None,
+            monitor: None,
         }
     }
 }
@@ -545,6 +624,9 @@ impl TrainConfig {
         ] {
             in_range(key, every, 1, usize::MAX)?;
         }
+        if let Some(m) = &self.monitor {
+            m.validate()?;
+        }
         Ok(())
     }
 }
@@ -618,6 +700,48 @@ pub enum GradientSyncKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unset, the interval gives the monitor 1/20 of the images a run trains on; `every` wins;
+    /// a zero interval or limit is refused by name.
+    #[test]
+    fn the_monitor_interval_is_a_share_of_the_run() {
+        let m = MonitorConfig {
+            data: "a".into(),
+            val_data: "b".into(),
+            every: None,
+            train_limit: 1000,
+            val_limit: 500,
+            k: 20,
+            temperature: 0.07,
+            crop_pct: 1.0,
+        };
+        assert_eq!(m.interval(64), 469); // 20 x 1500 / 64 = 468.75
+        assert_eq!(m.interval(1), 30_000);
+        let every = MonitorConfig {
+            every: Some(7),
+            ..m.clone()
+        };
+        assert_eq!(every.interval(64), 7);
+        for (bad, key) in [
+            (
+                MonitorConfig {
+                    every: Some(0),
+                    ..m.clone()
+                },
+                "train.monitor.every",
+            ),
+            (
+                MonitorConfig {
+                    val_limit: 0,
+                    ..m.clone()
+                },
+                "train.monitor.val_limit",
+            ),
+        ] {
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+    }
 
     #[test]
     fn set_dotted_parses_toml_values_and_creates_sections() {

@@ -199,6 +199,94 @@ fn init_seed_keys_the_initial_weights_and_nothing_else() {
     }
 }
 
+/// `[train.monitor]`: kNN accuracy of the encoder's features every N steps and at the end, in
+/// `metrics.jsonl`; a resumed run logs what the uninterrupted run logged; a monitor path that
+/// does not exist stops the run before its first step, naming the key.
+#[test]
+fn the_monitor_logs_knn_accuracy_every_n_steps_and_resumes_exactly() {
+    // Two classes that differ in brightness, 28 px grey with some texture.
+    let data = out_dir("monitor-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let pictures: Vec<image::GrayImage> = (0..24u32)
+        .map(|i| {
+            image::GrayImage::from_fn(28, 28, |x, y| {
+                let base = if i % 2 == 0 { 20 } else { 170 };
+                image::Luma([base + ((x * 7 + y * 3 + i * 5) % 50) as u8])
+            })
+        })
+        .collect();
+    let labels: Vec<u8> = (0..24).map(|i| (i % 2) as u8).collect();
+    let images = data.join("train-images-idx3-ubyte");
+    pixmim::data::idx::IdxImages::write(&images, &pictures, &labels).unwrap();
+    let path = format!("{:?}", images.display().to_string());
+    let monitor = [
+        format!("train.monitor.data={path}"),
+        format!("train.monitor.val_data={path}"),
+        "train.monitor.every=3".to_string(),
+        "train.monitor.crop_pct=1.0".to_string(),
+    ];
+    let mut sets: Vec<&str> = vec!["train.steps=8", "train.checkpoint_every=4"];
+    sets.extend(monitor.iter().map(String::as_str));
+    let monitored = |out: &Path| -> Vec<(u64, f64, f64)> {
+        let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v.get("knn_top1").is_some())
+            .map(|v| {
+                assert!(v["monitor_s"].as_f64().unwrap() >= 0.0);
+                (
+                    v["step"].as_u64().unwrap(),
+                    v["knn_top1"].as_f64().unwrap(),
+                    v["knn_top5"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let whole = out_dir("monitor-whole");
+    run(&sets, &whole, false, None);
+    let lines = monitored(&whole);
+    // After steps 3 and 6, and the last (8); `step` is the 0-based iteration, as the losses'.
+    let steps: Vec<u64> = lines.iter().map(|l| l.0).collect();
+    assert_eq!(steps, [2, 5, 7]);
+    assert!(lines
+        .iter()
+        .all(|l| (0.0..=1.0).contains(&l.1) && l.2 >= l.1));
+    let split = out_dir("monitor-split");
+    run(&sets, &split, false, Some(6)); // "killed" after step 6; last checkpoint at 4
+    run(&sets, &split, true, None);
+    assert_eq!(monitored(&split), lines, "the resumed run's monitor");
+
+    let mut c = compose(&Request {
+        method: "mae".into(),
+        preset: Some("tiny".into()),
+        sets: vec![
+            "train.monitor.data=\"no/such/images\"".into(),
+            monitor[1].clone(),
+        ],
+        ..Default::default()
+    })
+    .unwrap();
+    c.data.path = Some(samples());
+    let bad = out_dir("monitor-bad");
+    let err = c
+        .train(&TrainOptions {
+            out: bad.clone(),
+            device: DeviceSpec::NdArray,
+            replicas: vec![],
+            resume: false,
+            progress: false,
+            stop_after: None,
+            group: None,
+        })
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("train.monitor.data"), "{err}");
+    assert!(!bad.exists(), "no run folder for a run that never started");
+    for dir in [data, whole, split] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 #[test]
 fn host_and_device_low_pass_paths_train_identically_for_a_step() {
     let a = out_dir("lp-host");

@@ -2,6 +2,7 @@
 //! for each model): the training step and loop, the step bench, reconstruction, and the
 //! threads data parallelism runs on.
 pub mod data_parallel;
+mod monitor;
 pub mod reconstruct;
 pub mod step;
 pub mod step_bench;

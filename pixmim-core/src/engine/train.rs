@@ -17,6 +17,7 @@ use crate::data::loader::{BatchRows, Loader, Source};
 use crate::data::seed::{derive, Purpose};
 use crate::data::BadFiles;
 use crate::data::Dataset;
+use crate::engine::monitor::Monitor;
 use crate::engine::reconstruct::reconstruct_batch;
 use crate::engine::step::{Step, StepInputs};
 use crate::error::{Error, Result};
@@ -69,6 +70,10 @@ where
     if let Some(g) = group {
         g.set_timeout(std::time::Duration::from_secs_f64(c.train.sync_timeout_s));
     }
+    let monitor = match lead {
+        true => Monitor::open(c)?,
+        false => None,
+    };
     if !batch.is_multiple_of(world) {
         return Err(Error::config(
             "train.batch_size",
@@ -264,6 +269,9 @@ where
                     .metrics
                     .image("reconstruction", it, &grid_image(&rows)?)?;
             }
+            if let Some(m) = monitor.as_ref().filter(|m| m.due(done, total)) {
+                report.monitored(m.measure(c, &model, &first_device, it)?)?;
+            }
         }
         if lead && boundary && (done % c.train.checkpoint_every == 0 || done == total) {
             let method = (c.method.name(), &c.table);
@@ -448,6 +456,29 @@ impl Report {
         self.images_since_log = 0;
         self.steps_since_log = 0;
         self.data_wait_since_log = std::time::Duration::ZERO;
+        Ok(())
+    }
+
+    /// Log a monitor line (`knn_top1`, ..., `monitor_s`) and say it; its time does not count
+    /// in the next log's images per second.
+    fn monitored(&mut self, line: Map<String, serde_json::Value>) -> Result<()> {
+        let get = |k: &str| {
+            line.get(k)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(0.0)
+        };
+        let (top1, secs) = (get("knn_top1"), get("monitor_s"));
+        let step = get("step") as usize + 1;
+        self.metrics.log(line)?;
+        let note = format!(
+            "step {step}: monitor kNN top-1 {:.2}% ({secs:.1} s)",
+            100.0 * top1
+        );
+        match &self.bar {
+            Some(pb) => pb.println(note),
+            None => eprintln!("{note}"),
+        }
+        self.since_log += std::time::Duration::from_secs_f64(secs);
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::DispatchDevice;
 
 use crate::checkpoint::{self, HostTensor};
-use crate::data::loader::views;
+use crate::data::loader::{views, Source};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::job::{FeatureOptions, Features, Pool};
@@ -130,7 +130,31 @@ where
     let device = opts.device.train_device()?;
     let model =
         crate::checkpoint::load_weights(build(&device, c.seed), &opts.checkpoint)?.no_grad();
-    let ds = &opts.source.dataset;
+    let bar = crate::log::progress_bar(opts.source.dataset.len() as u64, "features");
+    let features = encode_source(
+        c,
+        &model,
+        (&opts.source, opts.transform.as_ref()),
+        (opts.batch_size, opts.pool),
+        &device,
+        |n| bar.inc(n as u64),
+    );
+    bar.finish_and_clear();
+    features
+}
+
+/// The pooled features of every image of a labelled `source` through `transform` and an
+/// encoder already loaded (no autodiff graph: pass a `no_grad` model), `batch` at a time;
+/// `done` hears how many images each batch held.
+pub fn encode_source<M: Autoencoder<B>>(
+    c: &Composed,
+    model: &M,
+    (source, transform): (&Source, &dyn Augmentation),
+    (batch, pool): (usize, Pool),
+    device: &DispatchDevice,
+    mut done: impl FnMut(usize),
+) -> Result<Features> {
+    let ds = &source.dataset;
     let labels = ds.labels.clone().ok_or_else(|| {
         Error::data(
             &ds.root,
@@ -138,21 +162,19 @@ where
         )
     })?;
     let n = ds.len();
-    let bs = opts.batch_size.max(1);
-    let bar = crate::log::progress_bar(n as u64, "features");
+    let bs = batch.max(1);
     let mut data = Vec::new();
     let mut dim = 0;
     for start in (0..n).step_by(bs) {
         let items: Vec<(usize, usize)> = (start..(start + bs).min(n)).map(|i| (i, i)).collect();
-        let imgs = views(&opts.source, opts.transform.as_ref(), 0, &items)?;
-        let mask = all_visible_tensors(c, items.len(), &device);
-        let tokens = model.encode(imgs.to_tensor::<B>(&device), &mask);
-        let f = pool_tokens(tokens, model.has_cls_token(), opts.pool);
+        let imgs = views(source, transform, 0, &items)?;
+        let mask = all_visible_tensors(c, items.len(), device);
+        let tokens = model.encode(imgs.to_tensor::<B>(device), &mask);
+        let f = pool_tokens(tokens, model.has_cls_token(), pool);
         dim = f.dims()[1];
         data.extend(f.into_data().convert::<f32>().to_vec::<f32>().expect("f32"));
-        bar.inc(items.len() as u64);
+        done(items.len());
     }
-    bar.finish_and_clear();
     Ok(Features { dim, data, labels })
 }
 
