@@ -38,6 +38,10 @@ pub struct SweepArgs {
     /// List the runs and what each still needs, then stop.
     #[arg(long)]
     dry_run: bool,
+    /// Write the tables from the runs finished so far (a long sweep's interim results); train
+    /// and evaluate nothing.
+    #[arg(long, conflicts_with = "dry_run")]
+    tables: bool,
 }
 
 /// The experiment file.
@@ -241,7 +245,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
         file.out.display()
     );
     let cue_conflict = match &file.eval.shape_bias_masks {
-        Some(masks) if !a.dry_run => {
+        Some(masks) if !a.dry_run && !a.tables => {
             let dir = file.out.join("cue_conflict");
             let val = labelled(&file.eval.val_data, file.eval.val_limit)?;
             let set = write_set(&val, &MaskSource::parse(masks), 0, None, &dir)?;
@@ -269,7 +273,7 @@ pub fn run(a: &SweepArgs) -> Result<()> {
             },
         };
         eprintln!("[{}/{}] {name} seed {}: {state}", i + 1, plan.len(), p.seed);
-        if a.dry_run || state == "done" {
+        if a.dry_run || a.tables || state == "done" {
             continue;
         }
         let r = run_one(p, name, &file, &device, cue_conflict.as_ref())?;

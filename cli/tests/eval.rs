@@ -808,6 +808,17 @@ seeds = [1]
     let again = ok(&["sweep", f]);
     assert_eq!(again.matches(": done").count(), 4, "{again}");
     assert_eq!((modified(&eval_json), modified(&ck)), (e0, c0));
+    // Interim tables: from the finished runs alone; nothing trained or evaluated.
+    let pixmim_eval = out.join("pixmim/seed-0/eval.json");
+    std::fs::remove_file(&pixmim_eval).unwrap();
+    let interim = ok(&["sweep", f, "--tables"]);
+    assert!(!pixmim_eval.exists(), "{interim}");
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.lines().any(|l| l.starts_with("| pixmim |  | - |")),
+        "{md}"
+    );
+    assert!(md.lines().any(|l| l.starts_with("| mae | 0, 1 |")), "{md}");
     // Other evaluation settings: evaluated again, not trained again.
     std::fs::write(&file, sweep(2, "")).unwrap();
     let third = ok(&["sweep", f]);
