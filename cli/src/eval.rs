@@ -209,6 +209,31 @@ pub(crate) fn labelled(path: &Path, limit: Option<usize>) -> Result<Arc<Source>>
     Ok(Arc::new(Source::strict(ds)))
 }
 
+/// How a fine-tuned classifier is run (`eval robustness`, `eval shape-bias`).
+#[derive(Args, Clone)]
+pub struct ClassifierFlags {
+    /// Eval transform: short side to size / crop_pct, centre crop (1.0: the whole image).
+    #[arg(long, default_value_t = 0.875)]
+    pub crop_pct: f64,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Pooling before fc_norm + head, as the classifier was fine-tuned.
+    #[arg(long, default_value = "mean")]
+    pub pool: Pool,
+    /// cpu (= flex), flex, ndarray, cuda, cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ClassifierFlags {
+    /// `--device`, checked (a missing driver is an error here, not a panic later).
+    pub fn device(&self) -> Result<DeviceSpec> {
+        let device = DeviceSpec::parse(&self.device)?;
+        device.device()?;
+        Ok(device)
+    }
+}
+
 pub(crate) fn eval_transform(c: &Composed, crop_pct: f64) -> Result<Arc<dyn Augmentation>> {
     Ok(Arc::new(CenterCrop::eval(c.geometry.image, crop_pct)?))
 }

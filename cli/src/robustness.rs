@@ -4,13 +4,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use pixmim::device::DeviceSpec;
 use pixmim::eval::robustness::{check_classifier_file, corruption_errors};
-use pixmim::job::{Pool, RobustnessOptions, RobustnessReport};
+use pixmim::job::{RobustnessOptions, RobustnessReport};
 use pixmim::robustness::{corruption_grid, parse_list};
 use pixmim::{Error, Result};
 
-use crate::eval::{eval_transform, labelled};
+use crate::eval::{eval_transform, labelled, ClassifierFlags};
 use crate::Compose;
 
 #[derive(Args, Clone)]
@@ -40,23 +39,14 @@ pub struct RobustnessArgs {
     /// Write every (corruption, severity, top-1) to this CSV.
     #[arg(long)]
     csv: Option<PathBuf>,
-    /// Eval transform: short side to size / crop_pct, centre crop (1.0: the whole image).
-    #[arg(long, default_value_t = 0.875)]
-    crop_pct: f64,
     /// Use only the first N validation images.
     #[arg(long)]
     val_limit: Option<usize>,
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
-    /// Pooling before fc_norm + head, as the classifier was fine-tuned.
-    #[arg(long, default_value = "mean")]
-    pool: Pool,
+    #[command(flatten)]
+    classifier: ClassifierFlags,
     /// Key of the corruptions' random draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// cpu (= flex), flex, ndarray, cuda, cuda:N
-    #[arg(long, default_value = "cpu")]
-    device: String,
 }
 
 /// `1-5`, `3`, `1,3,5`: each in 1..=5.
@@ -88,17 +78,16 @@ fn parse_severities(s: &str) -> Result<Vec<usize>> {
 
 fn report(a: &RobustnessArgs, checkpoint: &Path) -> Result<RobustnessReport> {
     let c = crate::checkpoint_config(checkpoint, &a.compose, vec![])?;
-    let device = DeviceSpec::parse(&a.device)?;
-    device.device()?;
+    let device = a.classifier.device()?;
     let opts = RobustnessOptions {
         checkpoint: checkpoint.to_path_buf(),
         device,
         val: labelled(&a.val_data, a.val_limit)?,
-        transform: eval_transform(&c, a.crop_pct)?,
+        transform: eval_transform(&c, a.classifier.crop_pct)?,
         corruptions: parse_list(&a.corruptions, "--corruptions")?,
         severities: parse_severities(&a.severities)?,
-        batch_size: a.batch.max(1),
-        pool: a.pool,
+        batch_size: a.classifier.batch.max(1),
+        pool: a.classifier.pool,
         seed: a.seed,
     };
     if let Some(dir) = &a.dump {

@@ -4,14 +4,12 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
-use pixmim::device::DeviceSpec;
 use pixmim::eval::robustness::check_classifier_file;
 use pixmim::eval::shape_bias::{shape_bias, ShapeBiasOptions};
-use pixmim::job::Pool;
 use pixmim::object_mask::MaskSource;
 use pixmim::{Error, Result};
 
-use crate::eval::{eval_transform, labelled};
+use crate::eval::{eval_transform, labelled, ClassifierFlags};
 use crate::Compose;
 
 #[derive(Args, Clone)]
@@ -38,20 +36,11 @@ pub struct ShapeBiasArgs {
     /// Write the report (overall and per class) as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Eval transform: short side to size / crop_pct, centre crop (1.0: the whole image).
-    #[arg(long, default_value_t = 0.875)]
-    crop_pct: f64,
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
-    /// Pooling before fc_norm + head, as the classifier was fine-tuned.
-    #[arg(long, default_value = "mean")]
-    pool: Pool,
+    #[command(flatten)]
+    classifier: ClassifierFlags,
     /// Key of the texture partners' draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// cpu (= flex), flex, ndarray, cuda, cuda:N
-    #[arg(long, default_value = "cpu")]
-    device: String,
 }
 
 pub fn run(a: &ShapeBiasArgs) -> Result<()> {
@@ -69,8 +58,7 @@ pub fn run(a: &ShapeBiasArgs) -> Result<()> {
         }
     }
     let c = crate::checkpoint_config(&a.checkpoint, &a.compose, vec![])?;
-    let device = DeviceSpec::parse(&a.device)?;
-    device.device()?;
+    let device = a.classifier.device()?;
     let data = labelled(&a.data, a.limit)?;
     let classes = data.dataset.classes.clone();
     let report = shape_bias(
@@ -80,9 +68,9 @@ pub fn run(a: &ShapeBiasArgs) -> Result<()> {
             device,
             data,
             masks,
-            transform: eval_transform(&c, a.crop_pct)?,
-            batch_size: a.batch.max(1),
-            pool: a.pool,
+            transform: eval_transform(&c, a.classifier.crop_pct)?,
+            batch_size: a.classifier.batch.max(1),
+            pool: a.classifier.pool,
             seed: a.seed,
             dump: a.dump.clone(),
         },

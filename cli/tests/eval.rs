@@ -93,6 +93,22 @@ fn finetune(
     pixmim(&args)
 }
 
+/// [`labelled_run`] on 16 + 8 images, fine-tuned for one epoch (it classifies the validation
+/// images all right): (root, val, pretrained checkpoint, fine-tuned classifier).
+fn finetuned_classifier(name: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let (root, train, val, ck) = labelled_run(name, (16, 8), (8, 9));
+    let ft = root.join("ft");
+    let o = finetune(
+        &ck,
+        &train,
+        &val,
+        &ft,
+        &["--epochs", "1", "--warmup-epochs", "0", "--batch", "8"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    (root, val, ck, ft.join("finetuned.safetensors"))
+}
+
 /// `top1=NN.NN%` -> NN.NN
 fn percent(s: &str, key: &str) -> f64 {
     let v = s
@@ -330,17 +346,7 @@ fn finetune_with_the_whole_recipe_still_learns_a_separable_set_and_each_part_swi
 
 #[test]
 fn robustness_reports_every_setting_against_a_baseline_dumps_grids_and_names_bad_input() {
-    let (root, train, val, ck) = labelled_run("eval-robust", (16, 8), (8, 9));
-    let ft = root.join("ft");
-    let o = finetune(
-        &ck,
-        &train,
-        &val,
-        &ft,
-        &["--epochs", "1", "--warmup-epochs", "0", "--batch", "8"],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let finetuned = ft.join("finetuned.safetensors");
+    let (root, val, ck, finetuned) = finetuned_classifier("eval-robust");
     // The validation images labelled the other way round: the classifier (100% on `val`)
     // errs on them, so the baseline's errors are not 0 and the CE ratios are defined.
     let flipped = root.join("flipped/t10k-images-idx3-ubyte");
@@ -428,17 +434,7 @@ fn robustness_reports_every_setting_against_a_baseline_dumps_grids_and_names_bad
 /// decides by texture every time (shape bias 0).
 #[test]
 fn shape_bias_follows_the_texture_where_only_texture_tells_classes_apart() {
-    let (root, train, val, ck) = labelled_run("eval-shape-bias", (16, 8), (8, 9));
-    let ft = root.join("ft");
-    let o = finetune(
-        &ck,
-        &train,
-        &val,
-        &ft,
-        &["--epochs", "1", "--warmup-epochs", "0", "--batch", "8"],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let finetuned = ft.join("finetuned.safetensors");
+    let (root, val, ck, finetuned) = finetuned_classifier("eval-shape-bias");
     let (dump, json) = (root.join("conflict"), root.join("shape-bias.json"));
     let shape_bias = |checkpoint: &Path, masks: &str| {
         pixmim(&[

@@ -269,15 +269,7 @@ fn the_monitor_logs_knn_accuracy_every_n_steps_and_resumes_exactly() {
     c.data.path = Some(samples());
     let bad = out_dir("monitor-bad");
     let err = c
-        .train(&TrainOptions {
-            out: bad.clone(),
-            device: DeviceSpec::NdArray,
-            replicas: vec![],
-            resume: false,
-            progress: false,
-            stop_after: None,
-            group: None,
-        })
+        .train(&TrainOptions::new(&bad, DeviceSpec::NdArray))
         .expect_err("refused")
         .to_string();
     assert!(err.contains("train.monitor.data"), "{err}");
