@@ -628,7 +628,10 @@ impl Table {
                 };
                 s.push_str(&format!(" {ms} | {d} | {wins} |"));
             }
-            s.push_str(&format!(" {:.0} s |\n", r.pretrain_s));
+            match r.seeds.is_empty() {
+                true => s.push_str(" - |\n"),
+                false => s.push_str(&format!(" {:.0} s |\n", r.pretrain_s)),
+            }
         }
         s
     }
@@ -670,7 +673,10 @@ impl Table {
                     num(hi)
                 ));
             }
-            s.push_str(&format!(",{:.1}\n", r.pretrain_s));
+            match r.seeds.is_empty() {
+                true => s.push_str(",\n"),
+                false => s.push_str(&format!(",{:.1}\n", r.pretrain_s)),
+            }
         }
         s
     }
