@@ -191,22 +191,14 @@ pub fn run(cmd: &EvalCommand) -> Result<()> {
 }
 
 pub(crate) fn labelled(path: &Path, limit: Option<usize>) -> Result<Arc<Source>> {
-    let mut ds = Dataset::open(path)?;
-    if let Some(n) = limit {
-        if n == 0 {
-            return Err(Error::Usage(
-                "--train-limit / --val-limit must be at least 1".into(),
-            ));
-        }
-        ds.truncate(n);
-    }
-    if ds.labels.is_none() {
-        return Err(Error::data(
-            path,
-            "has no labels: use class sub-folders, or an IDX images file with its labels file beside it",
+    if limit == Some(0) {
+        return Err(Error::Usage(
+            "--train-limit / --val-limit must be at least 1".into(),
         ));
     }
-    Ok(Arc::new(Source::strict(ds)))
+    Ok(Arc::new(Source::strict(Dataset::open_labelled(
+        path, limit,
+    )?)))
 }
 
 /// How a fine-tuned classifier is run (`eval robustness`, `eval shape-bias`).

@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use pixmim::eval::robustness::{check_classifier_file, corruption_errors};
+use pixmim::eval::classify::check_classifier_file;
+use pixmim::eval::robustness::corruption_errors;
 use pixmim::job::{RobustnessOptions, RobustnessReport};
 use pixmim::robustness::{corruption_grid, parse_list};
 use pixmim::{Error, Result};

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
-use pixmim::eval::robustness::check_classifier_file;
+use pixmim::eval::classify::check_classifier_file;
 use pixmim::eval::shape_bias::{shape_bias, ShapeBiasOptions};
 use pixmim::object_mask::MaskSource;
 use pixmim::{Error, Result};

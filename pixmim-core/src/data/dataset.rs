@@ -180,6 +180,28 @@ impl Dataset {
         })
     }
 
+    /// A labelled dataset's first `limit` items (all without one): what every evaluation
+    /// reads; a dataset without labels is an error naming it.
+    pub fn open_labelled(path: &Path, limit: Option<usize>) -> Result<Self> {
+        let mut ds = Self::open(path)?;
+        ds.class_labels()?;
+        if let Some(n) = limit {
+            ds.truncate(n);
+        }
+        Ok(ds)
+    }
+
+    /// The class of each item; an error naming the dataset (the IDX file, or the folder)
+    /// when it has none.
+    pub fn class_labels(&self) -> Result<&[usize]> {
+        self.labels.as_deref().ok_or_else(|| {
+            Error::data(
+                self.idx.as_ref().map_or(&self.root, |idx| &idx.path),
+                "has no labels: use class sub-folders, or an IDX images file with its labels file beside it",
+            )
+        })
+    }
+
     /// Keep the first `n` items (a quick evaluation on part of a split).
     pub fn truncate(&mut self, n: usize) {
         self.items.truncate(n);

@@ -6,11 +6,10 @@
 //! alone, so a resumed run logs what the uninterrupted one would.
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
 use burn::DispatchDevice;
-use serde_json::{json, Map, Value};
 
 use crate::augment::CenterCrop;
 use crate::config::MonitorConfig;
@@ -18,7 +17,7 @@ use crate::data::loader::Source;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::features::encode_source;
-use crate::eval::knn_classify;
+use crate::eval::{knn_classify, KnnResult};
 use crate::job::Pool;
 use crate::registry::Composed;
 use crate::traits::{Augmentation, Autoencoder};
@@ -46,17 +45,8 @@ impl Monitor {
         };
         cfg.validate()?;
         let labelled = |path: &Path, limit: usize, key: &str| -> Result<Source> {
-            let mut ds = Dataset::open(path).map_err(|e| Error::config(key, format!("{e}")))?;
-            if ds.labels.is_none() {
-                return Err(Error::config(
-                    key,
-                    format!(
-                        "{} has no labels: use class sub-folders, or an IDX images file with its labels file",
-                        path.display()
-                    ),
-                ));
-            }
-            ds.truncate(limit);
+            let ds = Dataset::open_labelled(path, Some(limit))
+                .map_err(|e| Error::config(key, e.to_string()))?;
             Ok(Source::strict(ds))
         };
         let train = labelled(&cfg.data, cfg.train_limit, "train.monitor.data")?;
@@ -82,14 +72,13 @@ impl Monitor {
         done.is_multiple_of(self.every) || done == total
     }
 
-    /// The metrics line of iteration `it`: kNN accuracy of the model's features now.
+    /// kNN accuracy of the model's features now.
     pub(super) fn measure<M>(
         &self,
         c: &Composed,
         model: &M,
         device: &DispatchDevice,
-        it: usize,
-    ) -> Result<Map<String, Value>>
+    ) -> Result<Measurement>
     where
         M: Autoencoder<B> + AutodiffModule<B>,
     {
@@ -107,11 +96,15 @@ impl Monitor {
         };
         let (train, val) = (encode(&self.train)?, encode(&self.val)?);
         let knn = knn_classify(&train, &val, self.cfg.k, self.cfg.temperature)?;
-        let mut line = Map::new();
-        line.insert("step".into(), json!(it));
-        line.insert("knn_top1".into(), json!(knn.top1));
-        line.insert("knn_top5".into(), json!(knn.top5));
-        line.insert("monitor_s".into(), json!(started.elapsed().as_secs_f64()));
-        Ok(line)
+        Ok(Measurement {
+            knn,
+            elapsed: started.elapsed(),
+        })
     }
+}
+
+/// One measurement: the kNN result and how long it took.
+pub(super) struct Measurement {
+    pub knn: KnnResult,
+    pub elapsed: Duration,
 }

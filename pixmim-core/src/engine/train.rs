@@ -17,7 +17,7 @@ use crate::data::loader::{BatchRows, Loader, Source};
 use crate::data::seed::{derive, Purpose};
 use crate::data::BadFiles;
 use crate::data::Dataset;
-use crate::engine::monitor::Monitor;
+use crate::engine::monitor::{Measurement, Monitor};
 use crate::engine::reconstruct::reconstruct_batch;
 use crate::engine::step::{Step, StepInputs};
 use crate::error::{Error, Result};
@@ -270,7 +270,7 @@ where
                     .image("reconstruction", it, &grid_image(&rows)?)?;
             }
             if let Some(m) = monitor.as_ref().filter(|m| m.due(done, total)) {
-                report.monitored(m.measure(c, &model, &first_device, it)?)?;
+                report.monitored(it, m.measure(c, &model, &first_device)?)?;
             }
         }
         if lead && boundary && (done % c.train.checkpoint_every == 0 || done == total) {
@@ -459,26 +459,26 @@ impl Report {
         Ok(())
     }
 
-    /// Log a monitor line (`knn_top1`, ..., `monitor_s`) and say it; its time does not count
-    /// in the next log's images per second.
-    fn monitored(&mut self, line: Map<String, serde_json::Value>) -> Result<()> {
-        let get = |k: &str| {
-            line.get(k)
-                .and_then(serde_json::Value::as_f64)
-                .unwrap_or(0.0)
-        };
-        let (top1, secs) = (get("knn_top1"), get("monitor_s"));
-        let step = get("step") as usize + 1;
-        self.metrics.log(line)?;
+    /// Log the monitor's measurement after iteration `it` (`knn_top1`, `knn_top5`,
+    /// `monitor_s`) and say it; its time does not count in the next log's images per second.
+    fn monitored(&mut self, it: usize, m: Measurement) -> Result<()> {
+        let secs = m.elapsed.as_secs_f64();
+        let mut fields = Map::new();
+        fields.insert("step".into(), json!(it));
+        fields.insert("knn_top1".into(), json!(m.knn.top1));
+        fields.insert("knn_top5".into(), json!(m.knn.top5));
+        fields.insert("monitor_s".into(), json!(secs));
+        self.metrics.log(fields)?;
         let note = format!(
-            "step {step}: monitor kNN top-1 {:.2}% ({secs:.1} s)",
-            100.0 * top1
+            "step {}: monitor kNN top-1 {:.2}% ({secs:.1} s)",
+            it + 1,
+            100.0 * m.knn.top1
         );
         match &self.bar {
             Some(pb) => pb.println(note),
             None => eprintln!("{note}"),
         }
-        self.since_log += std::time::Duration::from_secs_f64(secs);
+        self.since_log += m.elapsed;
         Ok(())
     }
 

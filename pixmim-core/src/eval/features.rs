@@ -155,12 +155,7 @@ pub fn encode_source<M: Autoencoder<B>>(
     mut done: impl FnMut(usize),
 ) -> Result<Features> {
     let ds = &source.dataset;
-    let labels = ds.labels.clone().ok_or_else(|| {
-        Error::data(
-            &ds.root,
-            "has no labels: use class sub-folders or an IDX file with its labels file",
-        )
-    })?;
+    let labels = ds.class_labels()?.to_vec();
     let n = ds.len();
     let bs = batch.max(1);
     let mut data = Vec::new();

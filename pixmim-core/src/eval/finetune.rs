@@ -208,14 +208,7 @@ where
             )));
         }
     }
-    let labels_of = |s: &Source| {
-        s.dataset.labels.clone().ok_or_else(|| {
-            Error::data(
-                &s.dataset.root,
-                "has no labels (class sub-folders or IDX labels)",
-            )
-        })
-    };
+    let labels_of = |s: &Source| s.dataset.class_labels().map(<[usize]>::to_vec);
     let (train_labels, val_labels) = (labels_of(&opts.train)?, labels_of(&opts.val)?);
     let classes = train_labels
         .iter()

@@ -10,13 +10,11 @@ use rand::Rng;
 use super::linear_probe::accuracy;
 use crate::augment::{normalise_image, to_rgb_image};
 use crate::data::seed::{derive, Purpose};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::job::{ClassifyOptions, RobustnessOptions, RobustnessReport, View, ViewLogits};
 use crate::registry::Composed;
 use crate::robustness::{corrupt, CORRUPTIONS};
 use crate::traits::Augmentation;
-
-pub use super::classify::check_classifier_file;
 
 /// The eval transform's view, then a corruption on its 8-bit pixels, normalised again.
 struct Corrupted {
@@ -57,12 +55,7 @@ fn setting_seed(seed: u64, corruption: &str, severity: usize) -> u64 {
 }
 
 pub fn robustness(c: &Composed, opts: &RobustnessOptions) -> Result<RobustnessReport> {
-    let labels = opts.val.dataset.labels.clone().ok_or_else(|| {
-        Error::data(
-            &opts.val.dataset.root,
-            "has no labels (class sub-folders or IDX labels)",
-        )
-    })?;
+    let labels = opts.val.dataset.class_labels()?;
     let clean = View {
         transform: Arc::clone(&opts.transform),
         seed: 0,
@@ -95,7 +88,7 @@ pub fn robustness(c: &Composed, opts: &RobustnessOptions) -> Result<RobustnessRe
         top1: Vec::new(),
     };
     c.classify(&classify, &mut |v: ViewLogits<'_>| {
-        let acc = accuracy(v.logits, &labels, v.classes).0;
+        let acc = accuracy(v.logits, labels, v.classes).0;
         match v.view {
             0 => {
                 eprintln!("clean  top1={:.2}%", 100.0 * acc);

@@ -153,12 +153,7 @@ pub fn write_set(
     dir: &Path,
 ) -> Result<CueConflictSet> {
     let ds = &data.dataset;
-    let labels = ds.labels.as_ref().ok_or_else(|| {
-        Error::data(
-            &ds.root,
-            "has no labels: shape bias needs the classes (class sub-folders or IDX labels)",
-        )
-    })?;
+    let labels = ds.class_labels()?;
     let n = limit.unwrap_or(ds.len()).min(ds.len());
     let candidates: Vec<Candidate> = (0..n)
         .into_par_iter()
