@@ -8,9 +8,9 @@ use pixmim::analyze::coverage::{coverage, view_masking, Foreground};
 use pixmim::analyze::frequency::{band_edges, band_mse, psnr, to_unit_pixels};
 use pixmim::analyze::plot::{line_plot, Series};
 use pixmim::augment::CenterCrop;
+use pixmim::data::dataset::{Dataset, Storage};
 use pixmim::data::loader::{views, Source};
 use pixmim::data::seed::{derive, Purpose};
-use pixmim::data::Dataset;
 use pixmim::device::DeviceSpec;
 use pixmim::job::{ReconstructInput, ReconstructOptions, Reconstruction};
 use pixmim::patchify::{patchify_host, unpatchify_host};
@@ -234,10 +234,10 @@ fn coverage_cmd(a: &CoverageArgs) -> Result<()> {
         return Err(Error::Usage("--samples must be at least 1".into()));
     }
     let ds = Dataset::open(&a.data)?;
-    if ds.idx.is_some() {
+    if !matches!(ds.storage, Storage::Files) {
         return Err(Error::data(
             &a.data,
-            "coverage needs image files with masks, not IDX",
+            "coverage needs image files with masks, not IDX or shards",
         ));
     }
     // Foregrounds once; images without any foreground cannot be scored and are skipped.

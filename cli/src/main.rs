@@ -6,6 +6,7 @@ mod interop;
 mod reconstruct;
 mod robustness;
 mod shape_bias;
+mod shards;
 mod sweep;
 
 use std::path::{Path, PathBuf};
@@ -83,6 +84,8 @@ enum Command {
     /// Pretrain and evaluate every (variant, seed) of an experiment file; one table of
     /// means, standard deviations and differences to the baseline with 95% intervals.
     Sweep(sweep::SweepArgs),
+    /// Pack a dataset into tar shards (WebDataset layout: KEY.jpg + KEY.cls members).
+    Shards(shards::ShardsArgs),
 }
 
 #[derive(Args)]
@@ -620,6 +623,7 @@ fn main() -> ExitCode {
         Command::Eval(e) => eval::run(e),
         Command::Analyze(a) => analyze::run(a),
         Command::Sweep(a) => sweep::run(a),
+        Command::Shards(a) => shards::run(a),
         Command::Plot(a) => plot(a),
     });
     match (result, group) {
@@ -646,6 +650,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Eval(_) => "eval",
         Command::Analyze(_) => "analyze",
         Command::Sweep(_) => "sweep",
+        Command::Shards(_) => "shards",
         Command::Plot(_) => "plot",
     }
 }

@@ -156,6 +156,44 @@ fn knn_and_linear_probe_on_idx_files_with_a_feature_cache() {
     let o2 = pixmim(&args);
     assert_eq!(text(&o2).matches(": cached").count(), 2, "{}", text(&o2));
     assert_eq!(last_line(&o2), line);
+    // Both splits packed into tar shards in order (labels as `.cls` members): the same line.
+    let shards = |split: &Path, name: &str| {
+        let out = root.join(name);
+        let o = pixmim(&[
+            "shards",
+            "--data",
+            split.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--per-shard",
+            "7",
+            "--in-order",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("2 classes as .cls members"),
+            "{}",
+            text(&o)
+        );
+        out.join("train-*.tar").display().to_string()
+    };
+    let (train_shards, val_shards) = (shards(&train, "train-shards"), shards(&val, "val-shards"));
+    let o3 = pixmim(&[
+        "eval",
+        "knn",
+        "--checkpoint",
+        ck_s,
+        "--data",
+        &train_shards,
+        "--val-data",
+        &val_shards,
+        "--crop-pct",
+        "1.0",
+        "--k",
+        "5",
+    ]);
+    assert!(o3.status.success(), "{}", text(&o3));
+    assert_eq!(last_line(&o3), line, "shards evaluate as the IDX files");
 
     let metrics = root.join("probe");
     let mut args = vec!["eval", "linear"];

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use image::imageops::FilterType;
 
-use crate::data::dataset::decode;
 use crate::data::seed::{rng, Purpose};
 use crate::error::{Error, Result};
 use crate::traits::{Augmentation, ImageBatch, TargetGenerator};
@@ -22,7 +21,7 @@ pub fn imagenet_like_jpegs(samples: &Path, dir: &Path, count: usize) -> Result<V
     let (w, h) = IMAGENET_LIKE;
     let mut out = Vec::new();
     for i in 0..count {
-        let src = decode(&ds.items[i % ds.len()])?;
+        let src = ds.read(i % ds.len())?;
         let (sw, sh) = src.dimensions();
         // Largest 4:3 window, shifted per copy so repeated sources differ.
         let (cw, ch) = if sw * 3 >= sh * 4 {
@@ -189,7 +188,7 @@ mod tests {
             .unwrap();
         let files = imagenet_like_jpegs(&samples, &dir.join("jpegs"), 3).unwrap();
         assert_eq!(files.len(), 3);
-        let img = decode(&files[2]).unwrap();
+        let img = crate::data::dataset::decode(&files[2]).unwrap();
         assert_eq!(img.dimensions(), IMAGENET_LIKE);
         let params: RandomResizedCropParams = toml::from_str("").unwrap();
         let aug = RandomResizedCrop::new((32, 32), params).unwrap();

@@ -5,7 +5,7 @@ use std::path::Path;
 use rand::seq::SliceRandom;
 
 use crate::augment::{resize_normalise, to_rgb_image, CropBox, Interpolation};
-use crate::data::dataset::{decode, Dataset};
+use crate::data::dataset::Dataset;
 use crate::data::seed::{rng, Purpose};
 use crate::error::Result;
 use crate::image_grid::write_grid;
@@ -26,7 +26,7 @@ pub fn preview(c: &Composed, data: &Path, count: usize, out: &Path) -> Result<()
         .masking
         .sample(n, &mut rng(c.seed, Purpose::Mask, 0));
     for (row, &i) in order.iter().take(n).enumerate() {
-        let img = decode(&ds.items[i])?;
+        let img = ds.read(i)?;
         let original = whole_view(&img, (h, w));
         let mut view = ImageBatch::zeros(1, 3, h, w);
         c.parts.augmentation.apply(

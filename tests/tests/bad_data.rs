@@ -149,6 +149,106 @@ fn skip_lists_each_bad_file_once_and_fail_names_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 40: the corpus packed into tar shards. Each bad member is listed once as
+/// `SHARD#MEMBER` under `skip` and named under `fail`, as the files are; a shard cut inside a
+/// member and a shard with a corrupt header each become an item that cannot be read, named by
+/// the shard and the member (or the header's offset), under the same policy.
+#[test]
+fn bad_members_and_damaged_shards_are_named_under_the_data_policy() {
+    use pixmim::data::pack::{pack, PackOptions};
+    use pixmim::data::shards::index_shard;
+    let dir = tmp("shards");
+    let corpus = write_corpus(&dir.join("data"));
+    let folder = Dataset::open(&dir.join("data")).unwrap();
+    let packed = pack(
+        &folder,
+        &PackOptions {
+            out: dir.join("shards"),
+            prefix: "c".into(),
+            per_shard: 4,
+            shuffle_seed: None,
+        },
+    )
+    .unwrap();
+    assert!(packed.shards.len() >= 3);
+    // Cut the last shard halfway through its last member that has bytes.
+    let last = packed.shards.last().unwrap();
+    let mut samples = index_shard(last).unwrap().samples;
+    samples.retain(|s| s.len > 1);
+    let cut = samples.pop().unwrap();
+    let bytes = std::fs::read(last).unwrap();
+    std::fs::write(last, &bytes[..(cut.offset + cut.len / 2) as usize]).unwrap();
+    // Flip a byte in the name of the first shard's second member.
+    let first = &packed.shards[0];
+    let second = index_shard(first).unwrap().samples[1].clone();
+    let mut bytes = std::fs::read(first).unwrap();
+    let header = (second.offset - 512) as usize;
+    bytes[header] ^= 1;
+    std::fs::write(first, &bytes).unwrap();
+
+    let shards = Dataset::open(std::path::Path::new(&packed.spec)).unwrap();
+    let truncated = format!("{}#{}", last.display(), cut.member);
+    let corrupt = format!("{}#header at byte {header}", first.display());
+    let names: Vec<String> = shards
+        .items
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        names.contains(&truncated) && names.contains(&corrupt),
+        "{names:?}"
+    );
+    // Bad: the two damaged places, and the corpus's bad files (member KEY = folder index).
+    let mut expected: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            let member = n.rsplit('#').next().unwrap();
+            let key = member.split('.').next().unwrap().parse::<usize>();
+            **n == truncated
+                || **n == corrupt
+                || key.is_ok_and(|k| corpus.bad.contains(&folder.items[k]))
+        })
+        .collect();
+    expected.sort();
+    assert!(expected.len() >= 4, "{expected:?}");
+
+    let c = composed(&[], &[]);
+    let out = dir.join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    let source = Source {
+        dataset: shards.clone(),
+        on_error: OnError::Skip,
+        bad: Arc::new(BadFiles::open(&out).unwrap()),
+    };
+    for r in batches(&source, &c, 3) {
+        r.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let listed = std::fs::read_to_string(out.join("bad_files.txt")).unwrap();
+    let reasons: HashMap<&str, &str> = listed
+        .lines()
+        .map(|l| l.split_once('\t').unwrap())
+        .collect();
+    let mut got: Vec<&str> = reasons.keys().copied().collect();
+    got.sort();
+    assert_eq!(got, expected, "each bad member listed exactly once");
+    assert_eq!(listed.lines().count(), expected.len());
+    assert!(reasons[truncated.as_str()].contains("truncated shard"));
+    assert!(reasons[corrupt.as_str()].contains("corrupt tar header"));
+
+    let strict = Source::strict(shards);
+    let error = batches(&strict, &c, 1)
+        .into_iter()
+        .find_map(|r| r.err())
+        .expect("fail stops at a bad member")
+        .to_string();
+    assert!(
+        expected.iter().any(|n| error.contains(n.as_str())),
+        "{error}"
+    );
+    assert!(error.contains("on_error"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_folder_of_only_bad_files_is_an_error_not_a_hang() {
     let dir = tmp("allbad");

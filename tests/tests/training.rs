@@ -42,7 +42,9 @@ fn run_on(
     replicas: Vec<DeviceSpec>,
 ) -> TrainSummary {
     let mut s: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    s.push(format!("data.path={:?}", samples().display().to_string()));
+    if !sets.iter().any(|s| s.starts_with("data.path=")) {
+        s.push(format!("data.path={:?}", samples().display().to_string()));
+    }
     let c = compose(&Request {
         method: method.into(),
         preset: Some("tiny".into()),
@@ -171,6 +173,42 @@ fn a_stopped_run_resumes_to_bit_identical_weights() {
 
 /// `train.init_seed` keys the initial weights: equal to `seed` it changes nothing (a run
 /// without it is the same run), another value gives other weights.
+/// Tar shards packed in the folder's order train exactly as the folder (the same images in
+/// the same stream positions), and a shard run stopped and resumed ends on the same weights.
+#[test]
+fn shards_train_and_resume_exactly_as_the_folder_they_were_packed_from() {
+    use pixmim::data::pack::{pack, PackOptions};
+    let shards = out_dir("shards-data");
+    let packed = pack(
+        &pixmim::data::Dataset::open(&samples()).unwrap(),
+        &PackOptions {
+            out: shards.clone(),
+            prefix: "samples".into(),
+            per_shard: 5,
+            shuffle_seed: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(packed.shards.len(), 3);
+    let sets = ["train.steps=8", "train.checkpoint_every=4"];
+    let folder = out_dir("shards-folder");
+    run(&sets, &folder, false, None);
+    let data = format!("data.path={:?}", packed.spec);
+    let sets = [sets[0], sets[1], &data];
+    let split = out_dir("shards-split");
+    run(&sets, &split, false, Some(6));
+    let resumed = run(&sets, &split, true, None);
+    assert_eq!(resumed.start_iteration, 4);
+    let (a, b) = (final_weights(&folder), final_weights(&split));
+    assert_eq!(a.len(), b.len());
+    for (k, v) in &a {
+        assert_eq!(v.data, b[k].data, "{k}: shards differ from the folder");
+    }
+    for d in [shards, folder, split] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 #[test]
 fn init_seed_keys_the_initial_weights_and_nothing_else() {
     let one_step = |extra: &[&str], name: &str| {

@@ -1,25 +1,38 @@
 //! A dataset is an image folder (recursive; class sub-folders give labels), a text file
-//! listing image paths (relative paths are taken from the list's folder), or an IDX images
-//! file (MNIST / Fashion-MNIST; labels from the labels file beside it).
+//! listing image paths (relative paths are taken from the list's folder), an IDX images
+//! file (MNIST / Fashion-MNIST; labels from the labels file beside it), or tar shards
+//! (WebDataset layout; labels from `.cls` members; [`super::shards`]).
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::idx::{is_idx_images, IdxImages};
+use super::shards::{is_shard_spec, ShardSet};
 
 use crate::error::{Error, Result};
 
-const EXTENSIONS: &[&str] = &["jpg", "jpeg", "png"];
+const EXTENSIONS: &[&str] = super::shards::IMAGE_EXTENSIONS;
+
+/// Where a dataset's images are.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    /// One image file per item, at the item's path.
+    Files,
+    /// An IDX file's array.
+    Idx(Arc<IdxImages>),
+    /// Members of tar shards.
+    Shards(Arc<ShardSet>),
+}
 
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub root: PathBuf,
-    /// One path per item; for an IDX file, `file#index` (used in messages only).
+    /// One path per item; for an IDX file `file#index`, for shards `shard#member` (both used
+    /// in messages only).
     pub items: Vec<PathBuf>,
     /// Class index per item when the folder has class sub-folders.
     pub labels: Option<Vec<usize>>,
     pub classes: Vec<String>,
-    /// The images, when the dataset is an IDX file rather than image files.
-    pub idx: Option<Arc<IdxImages>>,
+    pub storage: Storage,
     /// Links to folders already listed (loops, duplicates) that the listing skipped.
     pub skipped_links: usize,
 }
@@ -86,6 +99,9 @@ impl Walk {
 
 impl Dataset {
     pub fn open(path: &Path) -> Result<Self> {
+        if is_shard_spec(path) && !path.is_dir() {
+            return Self::open_shards(path);
+        }
         if !path.exists() {
             return Err(Error::data(path, "does not exist"));
         }
@@ -150,8 +166,40 @@ impl Dataset {
             items,
             labels,
             classes,
-            idx: None,
+            storage: Storage::Files,
             skipped_links,
+        })
+    }
+
+    /// Class names of a set labelled by class number (IDX files, shards): "0", "1", ...
+    fn numbered_classes(labels: &[usize]) -> Vec<String> {
+        let n = labels.iter().copied().max().map_or(0, |m| m + 1);
+        (0..n).map(|c| c.to_string()).collect()
+    }
+
+    fn open_shards(spec: &Path) -> Result<Self> {
+        let listing = ShardSet::open(spec, super::shards::cache_dir().as_deref())?;
+        if listing.names.is_empty() {
+            return Err(Error::data(
+                spec,
+                format!(
+                    "no images found in the shards (members KEY.{})",
+                    EXTENSIONS.join(", KEY.")
+                ),
+            ));
+        }
+        let first = &listing.set.shards[0];
+        let classes = listing
+            .labels
+            .as_deref()
+            .map_or_else(Vec::new, Self::numbered_classes);
+        Ok(Self {
+            root: first.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            items: listing.names,
+            labels: listing.labels,
+            classes,
+            storage: Storage::Shards(Arc::new(listing.set)),
+            skipped_links: 0,
         })
     }
 
@@ -160,22 +208,19 @@ impl Dataset {
         let items = (0..idx.count)
             .map(|i| PathBuf::from(format!("{}#{i}", path.display())))
             .collect();
-        let (labels, classes) = match &idx.labels {
-            Some(l) => {
-                let n = l.iter().copied().max().unwrap_or(0) as usize + 1;
-                (
-                    Some(l.iter().map(|&v| v as usize).collect()),
-                    (0..n).map(|c| c.to_string()).collect(),
-                )
-            }
-            None => (None, Vec::new()),
-        };
+        let labels: Option<Vec<usize>> = idx
+            .labels
+            .as_ref()
+            .map(|l| l.iter().map(|&v| v as usize).collect());
+        let classes = labels
+            .as_deref()
+            .map_or_else(Vec::new, Self::numbered_classes);
         Ok(Self {
             root: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
             items,
             labels,
             classes,
-            idx: Some(Arc::new(idx)),
+            storage: Storage::Idx(Arc::new(idx)),
             skipped_links: 0,
         })
     }
@@ -195,9 +240,13 @@ impl Dataset {
     /// when it has none.
     pub fn class_labels(&self) -> Result<&[usize]> {
         self.labels.as_deref().ok_or_else(|| {
+            let named = match &self.storage {
+                Storage::Idx(idx) => &idx.path,
+                _ => &self.root,
+            };
             Error::data(
-                self.idx.as_ref().map_or(&self.root, |idx| &idx.path),
-                "has no labels: use class sub-folders, or an IDX images file with its labels file beside it",
+                named,
+                "has no labels: use class sub-folders, an IDX images file with its labels file beside it, or shards with a KEY.cls member beside every image",
             )
         })
     }
@@ -210,11 +259,39 @@ impl Dataset {
         }
     }
 
-    /// Item `i` as RGB8: decoded from its file, or taken from the IDX array.
+    /// Item `i` as RGB8: decoded from its file or shard member, or taken from the IDX array.
     pub fn read(&self, i: usize) -> Result<image::RgbImage> {
-        match &self.idx {
-            Some(idx) => Ok(idx.image(i)),
-            None => decode(&self.items[i]),
+        match &self.storage {
+            Storage::Files => decode(&self.items[i]),
+            Storage::Idx(idx) => Ok(idx.image(i)),
+            Storage::Shards(set) => decode_bytes(&self.items[i], &set.bytes(i, &self.items[i])?),
+        }
+    }
+
+    /// Item `i`'s encoded bytes and their format's extension (`jpg`, `png`, ...), without
+    /// decoding: an IDX image is encoded as PNG. What packing shards copies.
+    pub fn encoded(&self, i: usize) -> Result<(Vec<u8>, String)> {
+        let name = &self.items[i];
+        let ext = || {
+            let file = name.to_string_lossy();
+            let file = file.rsplit(['/', '#']).next().unwrap_or_default();
+            file.rsplit_once('.')
+                .map_or_else(String::new, |(_, e)| e.to_ascii_lowercase())
+        };
+        match &self.storage {
+            Storage::Files => {
+                let bytes = retry_io(RETRY_DELAYS, || std::fs::read(name))
+                    .map_err(|e| Error::io(name, e))?;
+                Ok((bytes, ext()))
+            }
+            Storage::Shards(set) => Ok((set.bytes(i, name)?, ext())),
+            Storage::Idx(idx) => {
+                let mut png = Vec::new();
+                image::DynamicImage::ImageRgb8(idx.image(i))
+                    .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                    .map_err(|e| Error::data(name, format!("cannot encode as PNG: {e}")))?;
+                Ok((png, "png".into()))
+            }
         }
     }
 
@@ -239,7 +316,7 @@ impl Dataset {
     /// read every byte on every start). A file that cannot be read hashes as its error.
     pub fn content_fingerprint(&self) -> u64 {
         use crate::distributed::{fnv1a, FNV_OFFSET};
-        if let Some(idx) = &self.idx {
+        if let Storage::Idx(idx) = &self.storage {
             let h = fnv1a(idx.pixels().iter().copied(), FNV_OFFSET);
             return fnv1a(idx.labels.iter().flatten().copied(), h);
         }
@@ -247,14 +324,15 @@ impl Dataset {
         let k = n.min(Self::CONTENT_SAMPLE);
         (0..k)
             .map(|i| i * n / k)
-            .fold(FNV_OFFSET, |h, i| match std::fs::read(&self.items[i]) {
-                Ok(bytes) => fnv1a(bytes.len().to_le_bytes().into_iter().chain(bytes), h),
-                Err(e) => fnv1a(e.kind().to_string().into_bytes(), h),
+            .fold(FNV_OFFSET, |h, i| match self.encoded(i) {
+                Ok((bytes, _)) => fnv1a(bytes.len().to_le_bytes().into_iter().chain(bytes), h),
+                Err(e) => fnv1a(e.to_string().into_bytes(), h),
             })
     }
 
     /// A hash of every file's path, size and modification time (for an IDX dataset, its
-    /// file's): what a cache of results computed from the data is keyed by.
+    /// file's; for shards, each shard's): what a cache of results computed from the data is
+    /// keyed by.
     pub fn files_stamp(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -265,9 +343,10 @@ impl Dataset {
                 m.modified().ok().hash(h);
             }
         };
-        match &self.idx {
-            Some(idx) => stamp(&idx.path, &mut h),
-            None => self.items.iter().for_each(|p| stamp(p, &mut h)),
+        match &self.storage {
+            Storage::Idx(idx) => stamp(&idx.path, &mut h),
+            Storage::Shards(set) => set.shards.iter().for_each(|p| stamp(p, &mut h)),
+            Storage::Files => self.items.iter().for_each(|p| stamp(p, &mut h)),
         }
         self.items.len().hash(&mut h);
         h.finish()
@@ -318,13 +397,18 @@ pub fn retry_io<T>(
 /// fill in silently.
 pub fn decode(path: &Path) -> Result<image::RgbImage> {
     let bytes = retry_io(RETRY_DELAYS, || std::fs::read(path)).map_err(|e| Error::io(path, e))?;
+    decode_bytes(path, &bytes)
+}
+
+/// [`decode`] of bytes already read; `path` names them in errors.
+pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<image::RgbImage> {
     if bytes.is_empty() {
         return Err(Error::data(path, "empty file (0 bytes)"));
     }
-    super::complete::check(&bytes).map_err(|why| Error::data(path, why))?;
+    super::complete::check(bytes).map_err(|why| Error::data(path, why))?;
     let decoded = std::panic::catch_unwind(|| -> image::ImageResult<image::DynamicImage> {
         use image::ImageDecoder;
-        let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format()?;
+        let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
         let mut decoder = reader.into_decoder()?;
         let orientation = decoder
             .orientation()

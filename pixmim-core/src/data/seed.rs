@@ -23,6 +23,8 @@ pub enum Purpose {
     Corruption = 6,
     /// The texture partner of a cue-conflict image (`shape_bias`).
     CueConflict = 7,
+    /// The order of a dataset packed into shards (`pack`).
+    Pack = 8,
 }
 
 pub fn rng(seed: u64, purpose: Purpose, index: u64) -> StdRng {

@@ -18,7 +18,7 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::data::dataset::Dataset;
+use crate::data::dataset::{Dataset, Storage};
 use crate::data::loader::Source;
 use crate::data::seed::{rng, Purpose};
 use crate::error::{Error, Result};
@@ -251,7 +251,7 @@ pub fn write_set(
         items,
         labels: Some(pairs.iter().map(|p| p.shape_class).collect()),
         classes: ds.classes.clone(),
-        idx: None,
+        storage: Storage::Files,
         skipped_links: 0,
     };
     Ok(CueConflictSet {
