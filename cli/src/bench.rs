@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// numpy) on the same JPEGs, in the window after each of pixmim's one-core windows.
     #[arg(long)]
     compare_pil: bool,
+    /// Files in the generated tree of `--only listing` (ImageNet's 1,281,167 in 1,000 class
+    /// folders; hard links of one photo).
+    #[arg(long, default_value_t = 100_000)]
+    listing_files: usize,
     /// Which measurements to run.
     #[arg(
         long,
@@ -124,6 +128,9 @@ pub enum Part {
     Steps,
     /// The sum of MAE-B's gradients over the processes (run under `mpirun -np N`).
     Allreduce,
+    /// Listing an image folder, walked and from its cache (`--data`, else a generated
+    /// ImageNet-shaped tree of `--listing-files`).
+    Listing,
 }
 
 struct Row {
@@ -240,10 +247,10 @@ pub fn run(
             let files = match &a.data {
                 Some(d) => pixmim::data::Dataset::open(d)?.items,
                 None => {
-                    let samples = samples.ok_or_else(|| {
+                    let samples = samples.as_deref().ok_or_else(|| {
                         Error::Usage("no --data given and data/samples was not found".into())
                     })?;
-                    bench::imagenet_like_jpegs(&samples, &scratch.join("jpegs"), 48)?
+                    bench::imagenet_like_jpegs(samples, &scratch.join("jpegs"), 48)?
                 }
             };
             pipeline(a, &files, cores, &scratch, &mut report)?;
@@ -256,6 +263,9 @@ pub fn run(
         }
         if parts.contains(&Part::Allreduce) {
             allreduce(a, group.clone(), &device, &mut report)?;
+        }
+        if parts.contains(&Part::Listing) {
+            listing(a, samples.as_deref(), &scratch, &mut report)?;
         }
         Ok(())
     })();
@@ -396,6 +406,45 @@ fn allreduce(
 /// core and on all; each the median of `--rounds` windows, since a shared CPU's speed drifts.
 /// With `--compare-pil`, PIL's pipeline on the same files runs in the window after each of
 /// pixmim's one-core windows, so the two are compared under the same conditions.
+fn listing(
+    a: &BenchArgs,
+    samples: Option<&Path>,
+    scratch: &Path,
+    report: &mut Report,
+) -> Result<()> {
+    let root = match &a.data {
+        Some(d) => d.clone(),
+        None => {
+            let photo = samples.map(|s| s.join("coffee.jpg")).ok_or_else(|| {
+                Error::Usage("no --data given and data/samples was not found".into())
+            })?;
+            let classes = (a.listing_files / 1281).clamp(1, 1000);
+            bench::imagenet_like_tree(&photo, scratch, a.listing_files, classes)?;
+            scratch.join("train")
+        }
+    };
+    let t = bench::listing(&root, a.rounds, scratch)?;
+    let per_s = |s: f64| t.files as f64 / s.max(1e-9);
+    report.row(
+        format!("listing {} files, walked", t.files),
+        format!("{:.2} s ({:.0} files/s)", t.walk_s, per_s(t.walk_s)),
+    );
+    report.row(
+        "listing, from its cache".into(),
+        format!("{:.2} s ({:.0} files/s)", t.cached_s, per_s(t.cached_s)),
+    );
+    report.row(
+        "listing memory beside each path".into(),
+        format!("{:.0} B", t.bytes_per_file),
+    );
+    report.set(
+        "listing",
+        json!({"files": t.files, "walk_s": t.walk_s, "cached_s": t.cached_s,
+               "bytes_per_file_beside_path": t.bytes_per_file}),
+    );
+    Ok(())
+}
+
 fn pipeline(
     a: &BenchArgs,
     files: &[PathBuf],

@@ -93,6 +93,78 @@ pub fn pipeline_images_per_second(
 }
 
 /// The middle value (upper middle for an even count); NaN when empty.
+/// What listing a folder costs ([`listing`]).
+#[derive(Clone, Debug)]
+pub struct ListingTiming {
+    pub files: usize,
+    /// Walked, no cache (the median of the rounds).
+    pub walk_s: f64,
+    /// From the cache the first walk wrote.
+    pub cached_s: f64,
+    /// Memory per item beside the path's own bytes: the `PathBuf`, the label, and the
+    /// buffer's spare capacity.
+    pub bytes_per_file: f64,
+}
+
+/// Time [`crate::data::Dataset::open`] of an image folder `rounds` times walked and `rounds`
+/// times from a listing cache in `scratch` (the page cache is as the machine left it).
+pub fn listing(root: &Path, rounds: usize, scratch: &Path) -> Result<ListingTiming> {
+    use crate::data::listing::list;
+    let time = |cache: Option<&Path>| -> Result<(f64, Vec<PathBuf>)> {
+        let t0 = std::time::Instant::now();
+        let l = list(root, cache)?;
+        Ok((t0.elapsed().as_secs_f64(), l.items))
+    };
+    let cache = scratch.join("listing-cache");
+    let (mut walks, mut cached) = (Vec::new(), Vec::new());
+    let mut items = Vec::new();
+    for _ in 0..rounds.max(1) {
+        let _ = std::fs::remove_dir_all(&cache);
+        let (s, i) = time(None)?;
+        walks.push(s);
+        items = i;
+        time(Some(&cache))?;
+        cached.push(time(Some(&cache))?.0);
+    }
+    let beside: usize = items
+        .iter()
+        .map(|p| {
+            std::mem::size_of::<PathBuf>() + std::mem::size_of::<usize>() + p.capacity()
+                - p.as_os_str().len()
+        })
+        .sum();
+    Ok(ListingTiming {
+        files: items.len(),
+        walk_s: median(&walks),
+        cached_s: median(&cached),
+        bytes_per_file: beside as f64 / items.len().max(1) as f64,
+    })
+}
+
+/// An ImageNet-shaped folder for [`listing`]: `files` hard links of one image spread over
+/// `classes` folders, named as ImageNet's are.
+pub fn imagenet_like_tree(image: &Path, dir: &Path, files: usize, classes: usize) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // A file takes at most 65,000 links on ext4: a copy of the image per 50,000 files.
+    let copies: Vec<PathBuf> = (0..files.div_ceil(50_000).max(1))
+        .map(|k| {
+            let c = dir.join(format!("source-{k}.jpg"));
+            std::fs::copy(image, &c).map_err(|e| Error::io(&c, e))?;
+            Ok(c)
+        })
+        .collect::<Result<_>>()?;
+    for c in 0..classes {
+        let wnid = format!("n{:08}", 1_440_764 + c * 1000);
+        let folder = dir.join("train").join(&wnid);
+        std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
+        for i in (c..files).step_by(classes) {
+            let p = folder.join(format!("{wnid}_{}.JPEG", 13 + 7 * i));
+            std::fs::hard_link(&copies[i / 50_000], &p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    Ok(())
+}
+
 pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);

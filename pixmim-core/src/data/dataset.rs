@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::idx::{is_idx_images, IdxImages};
+use super::listing::first_component_labels;
+use super::retry::{retry_io, RETRY_DELAYS};
 use super::shards::{is_shard_spec, ShardSet};
 
 use crate::error::{Error, Result};
@@ -37,66 +39,6 @@ pub struct Dataset {
     pub skipped_links: usize,
 }
 
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        .unwrap_or(false)
-}
-
-/// A recursive listing that visits every directory once, however many symbolic links lead
-/// to it: a link to a folder already listed (`ln -s . loop`, a link to an ancestor, two links
-/// to one folder) is skipped and counted, so no image is listed twice and a loop ends.
-#[derive(Default)]
-struct Walk {
-    /// (device, inode) of every directory listed.
-    seen_dirs: std::collections::HashSet<(u64, u64)>,
-    items: Vec<PathBuf>,
-    skipped_links: usize,
-}
-
-fn dir_id(meta: &std::fs::Metadata) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    (meta.dev(), meta.ino())
-}
-
-impl Walk {
-    fn dir(&mut self, dir: &Path) -> Result<()> {
-        let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
-        self.seen_dirs.insert(dir_id(&meta));
-        let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .filter_map(|e| e.ok())
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            // The entry's own type, without following a link (no stat for plain entries).
-            let Ok(kind) = e.file_type() else { continue };
-            if kind.is_dir() {
-                self.dir(&p)?;
-            } else if kind.is_symlink() {
-                match std::fs::metadata(&p) {
-                    Ok(m) if m.is_dir() => {
-                        if self.seen_dirs.contains(&dir_id(&m)) {
-                            self.skipped_links += 1;
-                        } else {
-                            self.dir(&p)?;
-                        }
-                    }
-                    Ok(_) if is_image(&p) => self.items.push(p),
-                    // A dangling link: listed, so it is reported as unreadable like any file.
-                    Err(_) if is_image(&p) => self.items.push(p),
-                    _ => {}
-                }
-            } else if is_image(&p) {
-                self.items.push(p);
-            }
-        }
-        Ok(())
-    }
-}
-
 impl Dataset {
     pub fn open(path: &Path) -> Result<Self> {
         if is_shard_spec(path) && !path.is_dir() {
@@ -108,59 +50,48 @@ impl Dataset {
         if path.is_file() && is_idx_images(path) {
             return Self::open_idx(path);
         }
-        let mut skipped_links = 0;
-        let (items, root) = if path.is_dir() {
-            let mut walk = Walk::default();
-            walk.dir(path)?;
-            skipped_links = walk.skipped_links;
-            if skipped_links > 0 {
+        if path.is_dir() {
+            let listing = super::listing::list(path, super::cache_dir().as_deref())?;
+            if listing.skipped_links > 0 {
                 eprintln!(
-                    "note: {}: skipped {skipped_links} link(s) to folders already listed (a loop or a duplicate)",
-                    path.display()
+                    "note: {}: skipped {} link(s) to folders already listed (a loop or a duplicate)",
+                    path.display(),
+                    listing.skipped_links
                 );
             }
-            (walk.items, path.to_path_buf())
-        } else {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-            let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-            let v: Vec<PathBuf> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(|l| base.join(l))
-                .collect();
-            (v, base)
-        };
+            return Self::files(
+                path,
+                path.to_path_buf(),
+                listing.items,
+                listing.skipped_links,
+            );
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let items: Vec<PathBuf> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| base.join(l))
+            .collect();
+        Self::files(path, base, items, 0)
+    }
+
+    /// Image files under `root`, labelled by their first folder under it when all have one;
+    /// `path` (the folder or list file) is named when there are none.
+    fn files(
+        path: &Path,
+        root: PathBuf,
+        items: Vec<PathBuf>,
+        skipped_links: usize,
+    ) -> Result<Self> {
         if items.is_empty() {
             return Err(Error::data(
                 path,
                 format!("no images found (looked for {})", EXTENSIONS.join(", ")),
             ));
         }
-        // Class labels: the first path component under the root, when every image has one.
-        let firsts: Option<Vec<String>> = items
-            .iter()
-            .map(|p| {
-                let rel = p.strip_prefix(&root).ok()?;
-                let mut comps = rel.components();
-                let first = comps.next()?;
-                comps.next()?;
-                Some(first.as_os_str().to_string_lossy().into_owned())
-            })
-            .collect();
-        let (labels, classes) = match firsts {
-            Some(f) => {
-                let mut classes = f.clone();
-                classes.sort();
-                classes.dedup();
-                let labels = f
-                    .iter()
-                    .map(|c| classes.binary_search(c).unwrap())
-                    .collect();
-                (Some(labels), classes)
-            }
-            None => (None, Vec::new()),
-        };
+        let (labels, classes) = first_component_labels(&root, &items);
         Ok(Self {
             root,
             items,
@@ -178,7 +109,7 @@ impl Dataset {
     }
 
     fn open_shards(spec: &Path) -> Result<Self> {
-        let listing = ShardSet::open(spec, super::shards::cache_dir().as_deref())?;
+        let listing = ShardSet::open(spec, super::cache_dir().as_deref())?;
         if listing.names.is_empty() {
             return Err(Error::data(
                 spec,
@@ -357,33 +288,6 @@ impl Dataset {
     }
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
-    }
-}
-
-/// The waits before each retry of a file read that failed with an I/O error (a network file
-/// system's hiccup, a file moved back a moment later): a transient error must not become a
-/// file listed as bad for good (`data.on_error = "skip"`), or a resumed run would train on
-/// other data than an uninterrupted one. Decode errors are never retried.
-pub const RETRY_DELAYS: &[std::time::Duration] = &[
-    std::time::Duration::from_millis(50),
-    std::time::Duration::from_millis(250),
-    std::time::Duration::from_millis(1000),
-];
-
-/// `op`, tried again after each of `delays` while it fails.
-pub fn retry_io<T>(
-    delays: &[std::time::Duration],
-    mut op: impl FnMut() -> std::io::Result<T>,
-) -> std::io::Result<T> {
-    let mut waits = delays.iter();
-    loop {
-        match op() {
-            Ok(v) => return Ok(v),
-            Err(e) => match waits.next() {
-                Some(d) => std::thread::sleep(*d),
-                None => return Err(e),
-            },
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! A sample stays a pure function of (seed, step, index): every shard is indexed once (the
 //! offset and size of each image member, its label), and an item is read by its offset, so the
 //! sampler's global shuffle, resume and each rank reading only its own rows work as for image
-//! folders. The index of a shard is cached (see [`cache_dir`]) keyed by its path, size and
+//! folders. The index of a shard is cached (see [`super::cache_dir`]) keyed by its path, size and
 //! modification time, so ranks and resumed runs skip the scan.
 //!
 //! Members are grouped by key as WebDataset does: the path up to the first dot of the file
@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::dataset::{retry_io, RETRY_DELAYS};
+use super::retry::{retry_io, RETRY_DELAYS};
 use crate::error::{Error, Result};
 
 /// Image members a sample is made of (the same as image folders').
@@ -338,19 +338,6 @@ pub fn index_shard(path: &Path) -> Result<ShardIndex> {
     }
     flush(&mut index, &mut image, &mut label);
     Ok(index)
-}
-
-/// Where shard indexes are cached: `$PIXMIM_CACHE_DIR`, else `$XDG_CACHE_HOME/pixmim`, else
-/// `~/.cache/pixmim` (`None` when none is set).
-pub fn cache_dir() -> Option<PathBuf> {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("PIXMIM_CACHE_DIR")
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("pixmim")))
-        .or_else(|| var("HOME").map(|d| d.join(".cache/pixmim")))
 }
 
 /// A shard's identity for the cache: its size and modification time.
