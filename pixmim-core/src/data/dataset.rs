@@ -241,7 +241,8 @@ impl Dataset {
     pub const CONTENT_SAMPLE: usize = 64;
 
     /// A hash of the data's content: the bytes of [`Self::CONTENT_SAMPLE`] files spread evenly
-    /// over the list (all of them in a smaller dataset), or an IDX file's pixels and labels.
+    /// over the list (all of them in a smaller dataset; for shards, their members' bytes), or
+    /// an IDX file's pixels and labels.
     /// Ranks compare it, so nodes whose copies of a dataset hold other pixels under the same
     /// names are refused; files outside the sample are not read (a whole-dataset hash would
     /// read every byte on every start). A file that cannot be read hashes as its error.
@@ -257,7 +258,10 @@ impl Dataset {
             .map(|i| i * n / k)
             .fold(FNV_OFFSET, |h, i| match self.encoded(i) {
                 Ok((bytes, _)) => fnv1a(bytes.len().to_le_bytes().into_iter().chain(bytes), h),
-                Err(e) => fnv1a(e.to_string().into_bytes(), h),
+                // The kind of error, not its message: messages name paths, which differ
+                // between nodes that mount the data in different places.
+                Err(Error::Io { source, .. }) => fnv1a(source.kind().to_string().into_bytes(), h),
+                Err(_) => fnv1a(*b"unreadable", h),
             })
     }
 
