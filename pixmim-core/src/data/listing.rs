@@ -200,13 +200,6 @@ fn walk(root: &Path) -> Result<Listing> {
 
 const MAGIC: &[u8] = b"pixmim-listing 1";
 
-fn cache_file(cache: &Path, root: &Path) -> PathBuf {
-    use crate::distributed::{fnv1a, FNV_OFFSET};
-    let abs = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    let h = fnv1a(abs.as_os_str().as_bytes().iter().copied(), FNV_OFFSET);
-    cache.join("listings").join(format!("{h:016x}.txt"))
-}
-
 impl Listing {
     /// The listing as lines of bytes (names need not be UTF-8): the folders and their times,
     /// the skipped links, the items relative to the root. `None` when a name holds a newline.
@@ -295,7 +288,7 @@ pub fn list(root: &Path, cache: Option<&Path>) -> Result<Listing> {
     let Some(cache) = cache else {
         return walk(root);
     };
-    let file = cache_file(cache, root);
+    let file = super::cache_file(cache, "listings", root, "txt");
     if let Some(listing) = std::fs::read(&file)
         .ok()
         .and_then(|b| Listing::from_bytes(root, &b))
@@ -310,19 +303,7 @@ pub fn list(root: &Path, cache: Option<&Path>) -> Result<Listing> {
         .map_or(0, |d| d.as_nanos() as i128);
     let settled = listing.folders.iter().all(|(_, m)| now - m > 2_000_000_000);
     if let Some(bytes) = listing.to_bytes(root).filter(|_| settled) {
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(file.parent().expect("in listings/"))?;
-            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, bytes)?;
-            std::fs::rename(&tmp, &file)
-        };
-        if let Err(e) = write() {
-            eprintln!(
-                "note: cannot cache the listing of {} in {}: {e}",
-                root.display(),
-                file.display()
-            );
-        }
+        super::write_cache(&file, &bytes, &format!("the listing of {}", root.display()));
     }
     Ok(listing)
 }
@@ -389,7 +370,7 @@ mod tests {
         let cache = dir.join("cache");
         assert_eq!(list(&root, Some(&cache)).unwrap().items, parallel.items);
         // The cache is what the second call reads: an entry edited in it shows.
-        let file = cache_file(&cache, &root);
+        let file = super::super::cache_file(&cache, "listings", &root, "txt");
         let text = std::fs::read_to_string(&file).unwrap();
         std::fs::write(&file, text.replace("i\tb/2.png\n", "")).unwrap();
         let cached = list(&root, Some(&cache)).unwrap();

@@ -351,16 +351,6 @@ fn stamp(path: &Path) -> Result<(u64, u128)> {
     Ok((m.len(), mtime))
 }
 
-fn cache_file(cache: &Path, shard: &Path) -> PathBuf {
-    use crate::distributed::{fnv1a, FNV_OFFSET};
-    let abs = std::fs::canonicalize(shard).unwrap_or_else(|_| shard.to_path_buf());
-    let h = fnv1a(
-        abs.as_os_str().as_encoded_bytes().iter().copied(),
-        FNV_OFFSET,
-    );
-    cache.join("shards").join(format!("{h:016x}.idx"))
-}
-
 impl ShardIndex {
     /// The index as text: a header with the shard's stamp, one `offset len label member` line
     /// per sample, and the fault.
@@ -422,7 +412,7 @@ impl ShardIndex {
             return index_shard(shard);
         };
         let stamp = stamp(shard)?;
-        let file = cache_file(cache, shard);
+        let file = super::cache_file(cache, "shards", shard, "idx");
         if let Some(index) = std::fs::read_to_string(&file)
             .ok()
             .and_then(|t| Self::from_text(&t, stamp))
@@ -430,19 +420,11 @@ impl ShardIndex {
             return Ok(index);
         }
         let index = index_shard(shard)?;
-        let write = || -> std::io::Result<()> {
-            std::fs::create_dir_all(file.parent().expect("in shards/"))?;
-            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, index.to_text(stamp))?;
-            std::fs::rename(&tmp, &file)
-        };
-        if let Err(e) = write() {
-            eprintln!(
-                "note: cannot cache the index of {} in {}: {e}",
-                shard.display(),
-                file.display()
-            );
-        }
+        super::write_cache(
+            &file,
+            index.to_text(stamp).as_bytes(),
+            &format!("the index of {}", shard.display()),
+        );
         Ok(index)
     }
 }
