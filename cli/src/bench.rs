@@ -64,6 +64,9 @@ pub struct BenchArgs {
     /// numpy) on the same JPEGs, in the window after each of pixmim's one-core windows.
     #[arg(long)]
     compare_pil: bool,
+    /// Decode every JPEG of the pipeline benchmark at full size (`data.scaled_decode = false`).
+    #[arg(long)]
+    full_decode: bool,
     /// Files in the generated tree of `--only listing` (ImageNet's 1,281,167 in 1,000 class
     /// folders; hard links of one photo).
     #[arg(long, default_value_t = 100_000)]
@@ -469,6 +472,7 @@ fn pipeline(
                     c.parts.augmentation.as_ref(),
                     threads,
                     a.pipeline_secs,
+                    !a.full_decode,
                 )?);
                 if let (Some(pil), 1) = (&pil, threads) {
                     theirs.push(pil.images_per_second(key, a.pipeline_secs)?);

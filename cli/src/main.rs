@@ -325,7 +325,7 @@ fn target(a: &TargetArgs) -> Result<()> {
             }
         }
     } else {
-        let img = pixmim::data::dataset::decode(&a.input)?;
+        let img = pixmim::data::decode::decode(&a.input)?;
         let (w, h) = (img.width() as usize, img.height() as usize);
         (h, w, pixmim::augment::normalise_image(&img))
     };

@@ -67,7 +67,7 @@ fn load_image(a: &ReconstructArgs, (h, w): (usize, usize)) -> Result<ImageBatch>
         }
         v
     } else {
-        let img = pixmim::data::dataset::decode(&a.image)?;
+        let img = pixmim::data::decode::decode(&a.image)?;
         // The evaluation transform without a border: the short side to the model's size
         // (bicubic), the centre kept.
         let mut out = vec![0.0; 3 * h * w];

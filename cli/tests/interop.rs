@@ -116,7 +116,7 @@ fn reconstruct_with_the_official_noise_gives_the_official_loss_and_prediction() 
 fn reconstruct_takes_a_photo_through_the_evaluation_centre_crop() {
     let dir = tmp("recon-photo");
     let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/samples/chelsea.jpg"); // 241 x 160
-    let decoded = pixmim::data::dataset::decode(&photo).unwrap();
+    let decoded = pixmim::data::decode::decode(&photo).unwrap();
     let mut view = vec![0.0; 3 * 64 * 64];
     pixmim::augment::CenterCrop::eval((64, 64), 1.0)
         .unwrap()

@@ -46,12 +46,14 @@ pub fn imagenet_like_jpegs(samples: &Path, dir: &Path, count: usize) -> Result<V
 
 /// Images per second through decode + augmentation (crop, resize, flip, normalise) on
 /// `threads` threads, cycling over `files` for at least `min_secs`. File bytes are read once
-/// up front, so the number is the CPU work, not the disk.
+/// up front, so the number is the CPU work, not the disk. `scaled_decode` as
+/// `data.scaled_decode`.
 pub fn pipeline_images_per_second(
     files: &[PathBuf],
     aug: &dyn Augmentation,
     threads: usize,
     min_secs: f64,
+    scaled_decode: bool,
 ) -> Result<f64> {
     use rayon::prelude::*;
     let blobs: Vec<(PathBuf, Vec<u8>)> = files
@@ -70,11 +72,9 @@ pub fn pipeline_images_per_second(
         .map_err(|e| Error::Usage(format!("thread pool: {e}")))?;
     let one = |k: usize, out: &mut [f32]| -> Result<()> {
         let (path, bytes) = &blobs[k % blobs.len()];
-        let img = image::load_from_memory(bytes)
-            .map_err(|e| Error::data(path, format!("cannot decode image: {e}")))?
-            .into_rgb8();
-        aug.apply(&img, &mut rng(0, Purpose::Augment, k as u64), out);
-        Ok(())
+        // What a data worker does: check the file, decode what the view needs, augment.
+        let img = crate::data::decode::Encoded::new(path, bytes.clone(), scaled_decode)?;
+        aug.apply_encoded(&img, &mut rng(0, Purpose::Augment, k as u64), out)
     };
     let chunk = 16 * threads.max(1);
     let t0 = Instant::now();
@@ -260,14 +260,15 @@ mod tests {
             .unwrap();
         let files = imagenet_like_jpegs(&samples, &dir.join("jpegs"), 3).unwrap();
         assert_eq!(files.len(), 3);
-        let img = crate::data::dataset::decode(&files[2]).unwrap();
+        let img = crate::data::decode::decode(&files[2]).unwrap();
         assert_eq!(img.dimensions(), IMAGENET_LIKE);
         let params: RandomResizedCropParams = toml::from_str("").unwrap();
         let aug = RandomResizedCrop::new((32, 32), params).unwrap();
-        let rate = pipeline_images_per_second(&files, &aug, 1, 0.05).unwrap();
+        let rate = pipeline_images_per_second(&files, &aug, 1, 0.05, true).unwrap();
         assert!(rate.is_finite() && rate > 0.0);
         std::fs::write(dir.join("broken.jpg"), b"x").unwrap();
-        let e = pipeline_images_per_second(&[dir.join("broken.jpg")], &aug, 1, 0.0).unwrap_err();
+        let e =
+            pipeline_images_per_second(&[dir.join("broken.jpg")], &aug, 1, 0.0, true).unwrap_err();
         assert!(e.to_string().contains("broken.jpg"), "{e}");
         assert!(peak_rss_bytes().unwrap_or(1) > 0);
         let _ = std::fs::remove_dir_all(&dir);

@@ -632,7 +632,7 @@ impl TrainConfig {
 }
 
 /// `[data]`
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// Image folder (recursive) or a text file with one image path per line.
@@ -641,6 +641,20 @@ pub struct DataConfig {
     /// What an unreadable image does to the run.
     #[serde(default)]
     pub on_error: OnError,
+    /// Decode a JPEG at 1/2, 1/4 or 1/8 scale (in the DCT domain) where the view shrinks its
+    /// crop by that much or more; `false` decodes every JPEG at full size, as Pillow does.
+    #[serde(default = "yes")]
+    pub scaled_decode: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            on_error: OnError::default(),
+            scaled_decode: true,
+        }
+    }
 }
 
 /// `data.on_error`: the policy for files that cannot be decoded.

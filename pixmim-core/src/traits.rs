@@ -64,6 +64,18 @@ pub trait Augmentation: Send + Sync {
     fn output_size(&self) -> (usize, usize);
     /// Write the normalised (3, H, W) view of `img` into `out`.
     fn apply(&self, img: &image::RgbImage, rng: &mut StdRng, out: &mut [f32]);
+    /// [`Self::apply`] to an image not yet decoded: an augmentation that crops decodes only
+    /// the part its view reads ([`EncodedImage::pixels_for`]), with the same draws as `apply`. The
+    /// default decodes all of it.
+    fn apply_encoded(
+        &self,
+        img: &dyn EncodedImage,
+        rng: &mut StdRng,
+        out: &mut [f32],
+    ) -> crate::Result<()> {
+        self.apply(&*img.image()?, rng, out);
+        Ok(())
+    }
     /// Where the view of a `width` x `height` image comes from, drawn with exactly the RNG
     /// calls `apply` makes, so the same seed gives the same view. The object-coverage
     /// analysis uses it (paper §3.2); `None` when an augmentation cannot say.
@@ -96,6 +108,25 @@ pub trait Augmentation: Send + Sync {
     ) -> Option<ViewMap> {
         self.view_map(width, height, rng)
     }
+}
+
+/// An image whose size is known and whose pixels are decoded on request, as few of them as
+/// asked for ([`crate::data::decode::Encoded`]: a JPEG's crop alone, at reduced scale where
+/// the view shrinks it 2x or more).
+pub trait EncodedImage {
+    /// Names the image in errors.
+    fn path(&self) -> &std::path::Path;
+    /// (width, height) as shown, EXIF orientation applied.
+    fn size(&self) -> (u32, u32);
+    /// All of the image.
+    fn image(&self) -> crate::Result<std::borrow::Cow<'_, image::RgbImage>>;
+    /// Pixels that hold the sub-pixel `region` `[left, top, width, height]` and every pixel a
+    /// resize of it to `size` (height, width) reads, with the region in their coordinates.
+    fn pixels_for(
+        &self,
+        region: [f64; 4],
+        size: (usize, usize),
+    ) -> crate::Result<(std::borrow::Cow<'_, image::RgbImage>, [f64; 4])>;
 }
 
 /// View pixel (x, y) is sampled at source position (`x0 + (x + 0.5) * sx`,

@@ -4,10 +4,10 @@
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use super::{resize_region_normalise, Interpolation};
+use super::{encoded_region_normalise, resize_region_normalise, Interpolation};
 use crate::component::{AugmentationRegistration, Geometry};
 use crate::error::{Error, Result};
-use crate::traits::{Augmentation, ViewMap};
+use crate::traits::{Augmentation, EncodedImage, ViewMap};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +99,16 @@ impl Augmentation for CenterCrop {
     }
     fn apply(&self, img: &image::RgbImage, _rng: &mut StdRng, out: &mut [f32]) {
         self.view(img, out);
+    }
+    fn apply_encoded(
+        &self,
+        img: &dyn EncodedImage,
+        _rng: &mut StdRng,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (width, height) = img.size();
+        let (region, interpolation) = (self.region(width, height), self.params.interpolation);
+        encoded_region_normalise(img, region, self.size, interpolation, false, out)
     }
     fn view_map(&self, width: u32, height: u32, _rng: &mut StdRng) -> Option<ViewMap> {
         let [left, top, w, h] = self.region(width, height);

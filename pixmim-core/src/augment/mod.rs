@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::component::{AugmentationRegistration, Geometry};
 use crate::error::{Error, Result};
-use crate::traits::{Augmentation, ViewMap};
+use crate::traits::{Augmentation, EncodedImage, ViewMap};
 use crate::{IMAGENET_MEAN, IMAGENET_STD};
 
 pub mod background_crop;
@@ -202,6 +202,21 @@ pub fn resize_region_normalise(
     write_normalised(dst.as_raw(), w, h, flip, out);
 }
 
+/// [`resize_region_normalise`] of an image not yet decoded: only what the resize reads is
+/// decoded ([`EncodedImage::pixels_for`]).
+pub fn encoded_region_normalise(
+    img: &dyn EncodedImage,
+    region: [f64; 4],
+    size: (usize, usize),
+    interpolation: Interpolation,
+    flip: bool,
+    out: &mut [f32],
+) -> Result<()> {
+    let (pixels, region) = img.pixels_for(region, size)?;
+    resize_region_normalise(&pixels, region, size, interpolation, flip, out);
+    Ok(())
+}
+
 /// The sub-pixel region `[left, top, width, height]` of `img` resized to `size` (8-bit, for
 /// transforms that work on pixels before normalisation).
 pub fn resize_region(
@@ -311,6 +326,19 @@ impl Augmentation for RandomResizedCrop {
         let crop = self.sample_box(img.width(), img.height(), rng);
         let flip = rng.gen::<f64>() < self.params.hflip;
         resize_normalise(img, crop, self.size, self.params.interpolation, flip, out);
+    }
+    fn apply_encoded(
+        &self,
+        img: &dyn EncodedImage,
+        rng: &mut StdRng,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (width, height) = img.size();
+        let crop = self.sample_box(width, height, rng);
+        let flip = rng.gen::<f64>() < self.params.hflip;
+        let region = [crop.left, crop.top, crop.width, crop.height].map(f64::from);
+        let interpolation = self.params.interpolation;
+        encoded_region_normalise(img, region, self.size, interpolation, flip, out)
     }
     fn view_map(&self, width: u32, height: u32, rng: &mut StdRng) -> Option<ViewMap> {
         let crop = self.sample_box(width, height, rng);

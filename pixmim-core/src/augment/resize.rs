@@ -8,10 +8,10 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{resize_region_normalise, Interpolation};
+use super::{encoded_region_normalise, resize_region_normalise, Interpolation};
 use crate::component::{AugmentationRegistration, Geometry};
 use crate::error::{Error, Result};
-use crate::traits::{Augmentation, ViewMap};
+use crate::traits::{Augmentation, EncodedImage, ViewMap};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +65,18 @@ impl Augmentation for Resize {
         let flip = self.flip(rng);
         let region = [0.0, 0.0, img.width() as f64, img.height() as f64];
         resize_region_normalise(img, region, self.size, self.params.interpolation, flip, out);
+    }
+    fn apply_encoded(
+        &self,
+        img: &dyn EncodedImage,
+        rng: &mut StdRng,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let flip = self.flip(rng);
+        let (width, height) = img.size();
+        let whole = [0.0, 0.0, width as f64, height as f64];
+        let interpolation = self.params.interpolation;
+        encoded_region_normalise(img, whole, self.size, interpolation, flip, out)
     }
     fn view_map(&self, width: u32, height: u32, rng: &mut StdRng) -> Option<ViewMap> {
         let (h, w) = self.size;

@@ -2,18 +2,14 @@
 //! `Resize(S)` (shorter side to S, longer side int(S*long/short), bilinear, antialiased) ->
 //! `RandomCrop(S, padding=4, padding_mode='reflect')` (top drawn first, then left) ->
 //! `RandomHorizontalFlip(0.5)`. DeiT III's variant uses bicubic (`interpolation = "bicubic"`).
-use fast_image_resize::{
-    images::{Image, ImageRef},
-    PixelType, ResizeOptions, Resizer,
-};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::Deserialize;
 
-use super::{write_normalised, Interpolation};
+use super::{resize_region, write_normalised, Interpolation};
 use crate::component::{AugmentationRegistration, Geometry};
 use crate::error::{Error, Result};
-use crate::traits::{Augmentation, ViewMap};
+use crate::traits::{Augmentation, EncodedImage, ViewMap};
 
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -110,6 +106,28 @@ impl SimpleResizedCrop {
         SrcDraw { top, left, flip }
     }
 
+    /// Resize `region` of `img` (all of an image of `size`, or its decoded part) to
+    /// [`Self::resized_dims`] of `size`, then draw the crop and write it normalised.
+    fn resize_and_crop(
+        &self,
+        img: &image::RgbImage,
+        region: [f64; 4],
+        size: (u32, u32),
+        rng: &mut StdRng,
+        out: &mut [f32],
+    ) {
+        let (nw, nh) = self.resized_dims(size.0, size.1);
+        let whole = [0.0, 0.0, img.width() as f64, img.height() as f64];
+        let resized =
+            if (nw, nh) == (img.width() as usize, img.height() as usize) && region == whole {
+                img.as_raw().clone() // torchvision leaves an image already at size untouched
+            } else {
+                resize_region(img, region, (nh, nw), self.params.interpolation).into_raw()
+            };
+        let d = self.draw(nw, nh, rng);
+        self.crop(&resized, nw, nh, d, out);
+    }
+
     /// Crop `draw` out of the reflect-padded RGB image (w, h) and write it normalised.
     pub fn crop(&self, rgb: &[u8], w: usize, h: usize, d: SrcDraw, out: &mut [f32]) {
         let s = self.size;
@@ -148,24 +166,20 @@ impl Augmentation for SimpleResizedCrop {
         (self.size, self.size)
     }
     fn apply(&self, img: &image::RgbImage, rng: &mut StdRng, out: &mut [f32]) {
-        let (nw, nh) = self.resized_dims(img.width(), img.height());
-        let resized: Vec<u8> = if (nw, nh) == (img.width() as usize, img.height() as usize) {
-            img.as_raw().clone() // torchvision leaves an image already at size untouched
-        } else {
-            let src = ImageRef::new(img.width(), img.height(), img.as_raw(), PixelType::U8x3)
-                .expect("RGB buffer matches its size");
-            let mut dst = Image::new(nw as u32, nh as u32, PixelType::U8x3);
-            Resizer::new()
-                .resize(
-                    &src,
-                    &mut dst,
-                    &ResizeOptions::new().resize_alg(self.params.interpolation.alg()),
-                )
-                .expect("resize");
-            dst.into_vec()
-        };
-        let d = self.draw(nw, nh, rng);
-        self.crop(&resized, nw, nh, d, out);
+        let whole = [0.0, 0.0, img.width() as f64, img.height() as f64];
+        self.resize_and_crop(img, whole, img.dimensions(), rng, out);
+    }
+    fn apply_encoded(
+        &self,
+        img: &dyn EncodedImage,
+        rng: &mut StdRng,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (w, h) = img.size();
+        let (nw, nh) = self.resized_dims(w, h);
+        let (pixels, region) = img.pixels_for([0.0, 0.0, w as f64, h as f64], (nh, nw))?;
+        self.resize_and_crop(&pixels, region, (w, h), rng, out);
+        Ok(())
     }
     /// The crop in source pixels; the reflect padding maps outside the source, so a
     /// coverage count sees padding as no object (it only repeats pixels already counted).

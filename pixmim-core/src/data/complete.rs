@@ -1,7 +1,8 @@
-//! Is an image file whole? A partial download decodes "successfully" in the `image` crate:
-//! its JPEG decoder (zune-jpeg, not in strict mode, and `image` offers no switch for it) fills
-//! the missing scan data with grey, and a PNG cut after its last IDAT decodes too. PIL refuses
-//! both ("image file is truncated"), and training on decoder fill silently corrupts a data set.
+//! Is an image file whole? A partial download decodes "successfully": libjpeg-turbo
+//! ([`super::jpeg`]) only warns and fills the missing scan data with grey (zune-jpeg, under the
+//! `image` crate, does the same), a crop decoded in part never reaches the cut, and a PNG cut
+//! after its last IDAT decodes too. PIL refuses both ("image file is truncated"), and training
+//! on decoder fill silently corrupts a data set.
 //! So before decoding we walk the file's own structure, which is cheap and needs no decoder
 //! support:
 //! * JPEG: every marker segment by its length, every scan's entropy-coded data up to the next

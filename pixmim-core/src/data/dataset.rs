@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::decode::{decode, decode_bytes, Encoded};
 use super::idx::{is_idx_images, IdxImages};
 use super::listing::first_component_labels;
 use super::retry::{retry_io, RETRY_DELAYS};
@@ -199,6 +200,21 @@ impl Dataset {
         }
     }
 
+    /// Item `i` read but not decoded, so a crop can decode only its part (`scaled`: and at a
+    /// reduced scale where the crop shrinks 2x or more, `data.scaled_decode`).
+    pub fn read_encoded(&self, i: usize, scaled: bool) -> Result<Encoded> {
+        let name = &self.items[i];
+        match &self.storage {
+            Storage::Files => {
+                let bytes = retry_io(RETRY_DELAYS, || std::fs::read(name))
+                    .map_err(|e| Error::io(name, e))?;
+                Encoded::new(name, bytes, scaled)
+            }
+            Storage::Idx(idx) => Ok(Encoded::decoded(name, idx.image(i))),
+            Storage::Shards(set) => Encoded::new(name, set.bytes(i, name)?, scaled),
+        }
+    }
+
     /// Item `i`'s encoded bytes and their format's extension (`jpg`, `png`, ...), without
     /// decoding: an IDX image is encoded as PNG. What packing shards copies.
     pub fn encoded(&self, i: usize) -> Result<(Vec<u8>, String)> {
@@ -292,46 +308,6 @@ impl Dataset {
     }
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
-    }
-}
-
-/// Decode an image file to RGB8, naming the file on failure.
-///
-/// The format is sniffed from the bytes (a PNG named `.jpg` still loads); EXIF orientation
-/// is applied, as PIL's `exif_transpose` would, so rotated phone photos are upright; grey,
-/// 16-bit, CMYK and alpha images are converted to 8-bit RGB (alpha dropped, as PIL's
-/// `convert("RGB")` does). A decoder panic on a malformed file becomes an error here, and so
-/// does a file that ends before its image does ([`super::complete`]), which the decoder would
-/// fill in silently.
-pub fn decode(path: &Path) -> Result<image::RgbImage> {
-    let bytes = retry_io(RETRY_DELAYS, || std::fs::read(path)).map_err(|e| Error::io(path, e))?;
-    decode_bytes(path, &bytes)
-}
-
-/// [`decode`] of bytes already read; `path` names them in errors.
-pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<image::RgbImage> {
-    if bytes.is_empty() {
-        return Err(Error::data(path, "empty file (0 bytes)"));
-    }
-    super::complete::check(bytes).map_err(|why| Error::data(path, why))?;
-    let decoded = std::panic::catch_unwind(|| -> image::ImageResult<image::DynamicImage> {
-        use image::ImageDecoder;
-        let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
-        let mut decoder = reader.into_decoder()?;
-        let orientation = decoder
-            .orientation()
-            .unwrap_or(image::metadata::Orientation::NoTransforms);
-        let mut img = image::DynamicImage::from_decoder(decoder)?;
-        img.apply_orientation(orientation);
-        Ok(img)
-    });
-    match decoded {
-        Ok(Ok(img)) => Ok(img.into_rgb8()),
-        Ok(Err(e)) => Err(Error::data(path, format!("cannot decode image: {e}"))),
-        Err(_) => Err(Error::data(
-            path,
-            "cannot decode image: the decoder crashed on it",
-        )),
     }
 }
 

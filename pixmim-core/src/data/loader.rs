@@ -19,7 +19,7 @@ use crate::config::OnError;
 use crate::error::{Error, Result};
 use crate::mask::MaskBatch;
 use crate::object_mask::{Foreground, MaskSource};
-use crate::traits::{Augmentation, ImageBatch, Parts};
+use crate::traits::{Augmentation, EncodedImage, ImageBatch, Parts};
 
 /// The rows of each global batch of `size` images that this process builds: all of them, or
 /// rank r's `[r*size/W, (r+1)*size/W)` when W processes train one model (`crate::distributed`).
@@ -85,15 +85,20 @@ pub struct Source {
     pub dataset: Dataset,
     pub on_error: OnError,
     pub bad: Arc<BadFiles>,
+    /// May a crop that shrinks 2x or more decode its JPEG at a reduced scale
+    /// (`data.scaled_decode`; [`super::decode::Encoded::pixels_for`])?
+    pub scaled_decode: bool,
 }
 
 impl Source {
-    /// Fail on any unreadable file, keeping no record (previews, benchmarks).
+    /// Fail on any unreadable file, keeping no record (previews, benchmarks, evaluation);
+    /// scaled decoding on, as training's default.
     pub fn strict(dataset: Dataset) -> Self {
         Self {
             dataset,
             on_error: OnError::Fail,
             bad: Arc::new(BadFiles::in_memory()),
+            scaled_decode: true,
         }
     }
 
@@ -111,6 +116,22 @@ impl Source {
         i: usize,
         masks: Option<&MaskSource>,
     ) -> Result<(image::RgbImage, Option<Foreground>)> {
+        self.first_readable(i, |j| {
+            let img = self.dataset.read(j)?;
+            let path = &self.dataset.items[j];
+            let object = masks.map(|m| m.load(path, &img)).transpose()?;
+            Ok((img, object))
+        })
+    }
+
+    /// `read(j)` for the first item `j` from `i` on (in dataset order, wrapping) it succeeds
+    /// on: only `i` under `fail` (its error then says how to train past it), every item not
+    /// known to be bad under `skip`, recording each that fails.
+    pub fn first_readable<T>(
+        &self,
+        i: usize,
+        mut read: impl FnMut(usize) -> Result<T>,
+    ) -> Result<T> {
         let items = &self.dataset.items;
         let mut first_error = None;
         for j in (0..items.len()).map(|d| (i + d) % items.len()) {
@@ -118,11 +139,7 @@ impl Source {
             if self.on_error == OnError::Skip && self.bad.is_known(path) {
                 continue;
             }
-            let read = self.dataset.read(j).and_then(|img| {
-                let object = masks.map(|m| m.load(path, &img)).transpose()?;
-                Ok((img, object))
-            });
-            match read {
+            match read(j) {
                 Ok(sample) => return Ok(sample),
                 Err(e) if self.on_error == OnError::Fail => {
                     return Err(match e {
@@ -264,22 +281,37 @@ pub fn views(
         .par_chunks_mut(n)
         .zip(items.par_iter())
         .try_for_each(|(out, &(k, i))| -> Result<()> {
-            let (img, object) = source.load_with_object(i, augmentation.object_masks())?;
-            let mut r = rng(seed, Purpose::Augment, k as u64);
-            // An augmentation bug on an odd image must not kill a worker thread silently.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                augmentation.apply_with_object(&img, object.as_ref(), &mut r, out)
-            }))
-            .map_err(|_| {
+            // An augmentation bug on an odd image must not kill a worker thread silently, nor
+            // count as a bad file: a panic is an error of its own, outside the skip policy.
+            let failed = |path: &std::path::Path, (w, h): (u32, u32)| {
                 Error::data(
-                    &source.dataset.items[i],
-                    format!(
-                        "the augmentation failed on this {}x{} image",
-                        img.width(),
-                        img.height()
-                    ),
+                    path,
+                    format!("the augmentation failed on this {w}x{h} image"),
                 )
-            })
+            };
+            let guarded = |f: &mut dyn FnMut() -> Result<()>| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            };
+            if let Some(masks) = augmentation.object_masks() {
+                let (img, object) = source.load_with_object(i, Some(masks))?;
+                let mut r = rng(seed, Purpose::Augment, k as u64);
+                let path = &source.dataset.items[i];
+                return guarded(&mut || {
+                    augmentation.apply_with_object(&img, object.as_ref(), &mut r, out);
+                    Ok(())
+                })
+                .map_err(|_| failed(path, img.dimensions()))?;
+            }
+            // The image is read, its headers checked, then only what the view needs decoded;
+            // a decode error there is a bad file like any other.
+            source.first_readable(i, |j| {
+                let img = source.dataset.read_encoded(j, source.scaled_decode)?;
+                let mut r = rng(seed, Purpose::Augment, k as u64);
+                match guarded(&mut || augmentation.apply_encoded(&img, &mut r, out)) {
+                    Ok(decoded) => decoded.map(Ok),
+                    Err(_) => Ok(Err(failed(img.path(), img.size()))),
+                }
+            })?
         })?;
     Ok(images)
 }

@@ -2,7 +2,9 @@
 pub mod bad_files;
 pub mod complete;
 pub mod dataset;
+pub mod decode;
 pub mod idx;
+pub mod jpeg;
 pub mod listing;
 pub mod loader;
 pub mod pack;

@@ -184,6 +184,7 @@ where
         dataset,
         on_error: c.data.on_error,
         bad: Arc::clone(&bad_files),
+        scaled_decode: c.data.scaled_decode,
     });
     let image_every = if lead { c.train.image_every } else { 0 };
     let watched = watched_images(&source, c, image_every)?;

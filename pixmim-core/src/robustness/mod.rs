@@ -131,7 +131,7 @@ mod tests {
             .min()
             .unwrap();
         image::imageops::resize(
-            &crate::data::dataset::decode(&first).unwrap(),
+            &crate::data::decode::decode(&first).unwrap(),
             64,
             64,
             image::imageops::FilterType::Triangle,
