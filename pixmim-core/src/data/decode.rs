@@ -17,6 +17,11 @@ use crate::error::{Error, Result};
 use crate::traits::EncodedImage;
 use image::metadata::Orientation;
 
+/// The most pixels a JPEG may declare: Pillow's `DecompressionBombError` threshold (twice its
+/// `MAX_IMAGE_PIXELS`). A crafted header of 65,500 x 65,500 would otherwise ask for 12 GB. PNGs
+/// are held to the `image` crate's memory limit (512 MiB).
+pub const MAX_PIXELS: u64 = 178_956_970;
+
 /// Decode an image file to RGB8, naming the file on failure.
 pub fn decode(path: &Path) -> Result<image::RgbImage> {
     let bytes = retry_io(RETRY_DELAYS, || std::fs::read(path)).map_err(|e| Error::io(path, e))?;
@@ -65,6 +70,19 @@ impl Encoded {
         super::complete::check(&bytes).map_err(|why| Error::data(path, why))?;
         let is_jpeg = bytes.starts_with(&[0xff, 0xd8]);
         let header = is_jpeg.then(|| jpeg::header(&bytes));
+        if let Some(Ok(h)) = &header {
+            let pixels = h.width as u64 * h.height as u64;
+            if pixels > MAX_PIXELS {
+                return Err(Error::data(
+                    path,
+                    format!(
+                        "{} x {} = {pixels} pixels, more than {MAX_PIXELS}: refused as a \
+                         decompression bomb (Pillow's limit)",
+                        h.width, h.height
+                    ),
+                ));
+            }
+        }
         let form = match header {
             Some(Err(why)) => return Err(cannot_decode(path, why)),
             Some(Ok(h))
@@ -232,6 +250,25 @@ mod tests {
             cases += 1;
         }
         assert_eq!(cases, 4);
+    }
+
+    /// A header declaring 60,000 x 60,000 pixels is refused by name before anything is
+    /// allocated for it.
+    #[test]
+    fn a_decompression_bomb_is_refused_naming_the_file() {
+        let mut bytes = photo();
+        let sof = bytes.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+        // SOF0: marker, length (2), precision (1), height (2), width (2).
+        bytes[sof + 5..sof + 9].copy_from_slice(&[0xea, 0x60, 0xea, 0x60]);
+        let err = Encoded::new(Path::new("bomb.jpg"), bytes.clone(), true)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("bomb.jpg") && err.contains("decompression bomb"),
+            "{err}"
+        );
+        assert!(decode_bytes(Path::new("bomb.jpg"), &bytes).is_err());
     }
 
     /// A 500 x 375 photo-like JPEG (ImageNet's typical size): smooth shading, edges and noise.
