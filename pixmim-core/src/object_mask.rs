@@ -30,11 +30,17 @@ impl MaskSource {
         }
     }
 
-    /// The mask of dataset item `item` (a file path; for IDX datasets `file#index`), whose
-    /// decoded pixels are `rgb`. A missing or unreadable mask is a data error naming the file.
-    pub fn load(&self, item: &Path, rgb: &image::RgbImage) -> Result<Foreground> {
+    /// The mask of dataset item `item` (a file path; `SHARD#MEMBER` in shards, `file#index` in
+    /// an IDX file), whose decoded pixels are `rgb` and whose file `encoded` reads (for its
+    /// alpha channel). A missing or unreadable mask is a data error naming the file.
+    pub fn load(
+        &self,
+        item: &Path,
+        rgb: &image::RgbImage,
+        encoded: impl FnOnce() -> Result<Vec<u8>>,
+    ) -> Result<Foreground> {
         match self {
-            Self::Alpha => Foreground::from_alpha(item),
+            Self::Alpha => Foreground::from_alpha_bytes(item, &encoded()?),
             Self::NonBlack => Ok(Foreground::non_black(rgb)),
             Self::Folder(dir) => {
                 Foreground::from_mask_file(&find_mask(dir, item)?, rgb.dimensions())
@@ -94,8 +100,14 @@ impl Foreground {
 
     /// From the alpha channel of an RGBA image (foreground = alpha above 127).
     pub fn from_alpha(image: &Path) -> Result<Self> {
-        let img =
-            image::open(image).map_err(|e| Error::data(image, format!("cannot read: {e}")))?;
+        let bytes = std::fs::read(image).map_err(|e| Error::io(image, e))?;
+        Self::from_alpha_bytes(image, &bytes)
+    }
+
+    /// [`Self::from_alpha`] of an image file's bytes; `image` names them.
+    pub fn from_alpha_bytes(image: &Path, bytes: &[u8]) -> Result<Self> {
+        let img = image::load_from_memory(bytes)
+            .map_err(|e| Error::data(image, format!("cannot read: {e}")))?;
         if !img.color().has_alpha() {
             return Err(Error::data(
                 image,
@@ -111,20 +123,29 @@ impl Foreground {
     }
 }
 
-/// The mask file for `image` in `masks`: same file stem, any image extension.
+/// The mask file for `image` in `masks`: same file stem, any image extension. A shard member
+/// `SHARD#DIR/KEY.jpg` has the stem `KEY` (tried after the whole name's, so a file with `#`
+/// in its name keeps its own).
 pub fn find_mask(masks: &Path, image: &Path) -> Result<PathBuf> {
     let stem = image.file_stem().unwrap_or_default();
-    for ext in ["png", "PNG", "jpg", "jpeg", "bmp"] {
-        let p = masks.join(stem).with_extension(ext);
-        if p.exists() {
-            return Ok(p);
+    let name = image.as_os_str().to_string_lossy();
+    let member = name
+        .rsplit_once('#')
+        .map(|(_, m)| m.rsplit('/').next().unwrap_or(m));
+    let member_stem = member.and_then(|m| Path::new(m).file_stem());
+    for stem in [Some(stem), member_stem].into_iter().flatten() {
+        for ext in ["png", "PNG", "jpg", "jpeg", "bmp"] {
+            let p = masks.join(stem).with_extension(ext);
+            if p.exists() {
+                return Ok(p);
+            }
         }
     }
     Err(Error::data(
         image,
         format!(
             "has no mask named {}.* in {}",
-            stem.to_string_lossy(),
+            member_stem.unwrap_or(stem).to_string_lossy(),
             masks.display()
         ),
     ))

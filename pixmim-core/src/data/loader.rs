@@ -119,7 +119,8 @@ impl Source {
         self.first_readable(i, |j| {
             let img = self.dataset.read(j)?;
             let path = &self.dataset.items[j];
-            let object = masks.map(|m| m.load(path, &img)).transpose()?;
+            let encoded = || self.dataset.encoded(j).map(|(bytes, _)| bytes);
+            let object = masks.map(|m| m.load(path, &img, encoded)).transpose()?;
             Ok((img, object))
         })
     }
@@ -314,4 +315,65 @@ pub fn views(
             })?
         })?;
     Ok(images)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::pack::{pack, PackOptions};
+    use std::path::Path;
+
+    /// Object masks of images in shards come as for the files they were packed from: from
+    /// each member's alpha channel, and from a mask folder by the member's key.
+    #[test]
+    fn object_masks_come_with_images_from_shards_as_from_files() {
+        let dir = std::env::temp_dir().join(format!("pixmim-loader-masks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (data, masks) = (dir.join("data/a"), dir.join("masks"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&masks).unwrap();
+        // Image k is opaque in its columns below 3 + 4k, transparent elsewhere.
+        let inside = |k: u32, x: u32| x < 3 + 4 * k;
+        for k in 0..2u32 {
+            let img = image::RgbaImage::from_fn(12, 8, |x, _| {
+                image::Rgba([200, 100, 50, if inside(k, x) { 255 } else { 0 }])
+            });
+            img.save(data.join(format!("{k}.png"))).unwrap();
+            let mask = image::GrayImage::from_fn(12, 8, |x, _| {
+                image::Luma([if inside(k, x) { 255 } else { 0 }])
+            });
+            // By the file's stem for the folder, by the member's key (its position) for shards.
+            mask.save(masks.join(format!("{k}.png"))).unwrap();
+            mask.save(masks.join(format!("{k:08}.png"))).unwrap();
+        }
+        let folder = Dataset::open(&dir.join("data")).unwrap();
+        let options = PackOptions {
+            out: dir.join("shards"),
+            prefix: "train".into(),
+            per_shard: 1,
+            shuffle_seed: None,
+        };
+        let packed = pack(&folder, &options).unwrap();
+        let shards = Dataset::open(Path::new(&packed.spec)).unwrap();
+        for ds in [folder, shards] {
+            let source = Source::strict(ds);
+            for masks in [MaskSource::Alpha, MaskSource::Folder(masks.clone())] {
+                for k in 0..2 {
+                    let (_, object) = source.load_with_object(k, Some(&masks)).unwrap();
+                    let object = object.unwrap();
+                    let want: Vec<bool> = (0..8)
+                        .flat_map(|_| (0..12).map(move |x| inside(k as u32, x)))
+                        .collect();
+                    assert_eq!(
+                        object.inside,
+                        want,
+                        "{:?} of {}",
+                        masks,
+                        source.dataset.items[k].display()
+                    );
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
