@@ -91,14 +91,15 @@ pub struct Source {
 }
 
 impl Source {
-    /// Fail on any unreadable file, keeping no record (previews, benchmarks, evaluation);
-    /// scaled decoding on, as training's default.
+    /// Fail on any unreadable file, keeping no record (evaluation, the kNN monitor, previews);
+    /// JPEGs decoded at full size, as the references evaluate, so scores compare with theirs
+    /// (a crop is still decoded alone, which changes no pixel).
     pub fn strict(dataset: Dataset) -> Self {
         Self {
             dataset,
             on_error: OnError::Fail,
             bad: Arc::new(BadFiles::in_memory()),
-            scaled_decode: true,
+            scaled_decode: false,
         }
     }
 
