@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::decode::{decode, decode_bytes, Encoded};
+use super::decode::Encoded;
 use super::idx::{is_idx_images, IdxImages};
 use super::listing::first_component_labels;
 use super::retry::{retry_io, RETRY_DELAYS};
@@ -193,11 +193,7 @@ impl Dataset {
 
     /// Item `i` as RGB8: decoded from its file or shard member, or taken from the IDX array.
     pub fn read(&self, i: usize) -> Result<image::RgbImage> {
-        match &self.storage {
-            Storage::Files => decode(&self.items[i]),
-            Storage::Idx(idx) => Ok(idx.image(i)),
-            Storage::Shards(set) => decode_bytes(&self.items[i], &set.bytes(i, &self.items[i])?),
-        }
+        self.read_encoded(i, false)?.into_image()
     }
 
     /// Item `i` read but not decoded, so a crop can decode only its part (`scaled`: and at a
@@ -314,6 +310,7 @@ impl Dataset {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::decode::decode;
 
     #[test]
     fn class_folders_give_labels_and_lists_resolve_relative_paths() {

@@ -25,17 +25,12 @@ pub const MAX_PIXELS: u64 = 178_956_970;
 /// Decode an image file to RGB8, naming the file on failure.
 pub fn decode(path: &Path) -> Result<image::RgbImage> {
     let bytes = retry_io(RETRY_DELAYS, || std::fs::read(path)).map_err(|e| Error::io(path, e))?;
-    decode_bytes(path, &bytes)
+    Encoded::new(path, bytes, false)?.into_image()
 }
 
 /// [`decode`] of bytes already read; `path` names them in errors.
 pub fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<image::RgbImage> {
-    match Encoded::new(path, bytes.to_vec(), false)?.form {
-        Form::Decoded(img) => Ok(img),
-        Form::Jpeg { bytes, .. } => jpeg::decode(&bytes, Request::WHOLE)
-            .map(|part| part.pixels)
-            .map_err(|why| cannot_decode(path, why)),
-    }
+    Encoded::new(path, bytes.to_vec(), false)?.into_image()
 }
 
 fn cannot_decode(path: &Path, why: impl std::fmt::Display) -> Error {
@@ -109,6 +104,14 @@ impl Encoded {
             form,
             scaled,
         })
+    }
+
+    /// All of the image, taking it (no copy of pixels already decoded).
+    pub fn into_image(self) -> Result<image::RgbImage> {
+        match self.form {
+            Form::Decoded(img) => Ok(img),
+            Form::Jpeg { .. } => self.image().map(Cow::into_owned),
+        }
     }
 
     /// An image already decoded (an IDX array's).
